@@ -1,0 +1,90 @@
+"""What every command shares: common options, settings, output, and JSON encoding.
+
+Commands import heavy libraries (pyarrow, Ray, psycopg) inside their bodies, so that
+``efsray --help`` and ``efsray health`` start fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from efsray.config import Settings, load_settings
+
+__all__ = [
+    "EnvFileOpt",
+    "JsonOpt",
+    "RootOpt",
+    "console",
+    "err_console",
+    "print_json",
+    "settings_from",
+    "store_root",
+    "to_jsonable",
+]
+
+console = Console()
+err_console = Console(stderr=True)
+
+EnvFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--env-file",
+        help="Read settings from this env file too (the environment wins over the file).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables.")
+]
+RootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--root",
+        help="Store root directory. Default: EFS_MOUNT_PATH, else ./efs-data.",
+        show_default=False,
+    ),
+]
+
+
+def settings_from(env_file: Path | None) -> Settings:
+    return load_settings(env_file)
+
+
+def store_root(root: Path | None, env_file: Path | None) -> Path:
+    return root if root is not None else settings_from(env_file).store_root
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, datetimes, paths, numpy scalars and NaN into plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return to_jsonable(value.item())
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,80 @@
+"""``efsray``: the command line. Errors print as one message, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.markup import escape
+
+from efsray import __version__
+from efsray.cli._common import EnvFileOpt, JsonOpt, console, err_console, print_json, settings_from
+from efsray.errors import EfsrayError
+
+app = typer.Typer(
+    name="efsray",
+    help="Shared storage for Ray clusters on AWS EFS: a crash-safe store for market data, "
+    "checkpoints and backtest results, mount management, monitoring, and the Neon connector.\n\n"
+    "With no AWS at all everything runs on the embedded default: a local directory "
+    "(./efs-data) as the shared volume and an in-process Ray.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print the efsray version."""
+    console.print(__version__)
+
+
+@app.command("config")
+def config_cmd(env_file: EnvFileOpt = None, json_out: JsonOpt = False) -> None:
+    """Show the effective settings (environment and --env-file), secrets masked."""
+    described = settings_from(env_file).describe()
+    if json_out:
+        print_json(described)
+        return
+    for key, value in described.items():
+        console.print(f"{key:<24} {escape(str(value)) if value is not None else '-'}")
+
+
+def _register() -> None:
+    """Attach every command group. Each lives in its own module under efsray.cli."""
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"efsray.cli.{name}").register(app)
+
+
+# One entry per command module; each module defines register(app).
+_COMMAND_MODULES: list[str] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: run the app, turn efsray errors into exit codes."""
+    _register()
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except EfsrayError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Typed settings, read from the environment and optionally from an env file.
+
+Variable names are the original plan's (``EFS_DNS_NAME``, ``EFS_MOUNT_PATH``,
+``NEON_CONNECTION_STRING``, ...), so an existing ``.env.cloud`` keeps working. The environment
+wins over the env file. Every invalid value becomes one :class:`~efsray.errors.ConfigError`
+that names the variable, shows the value (masked when secret) and says what to set instead.
+Secrets never appear unmasked in ``repr``, ``describe()`` or error messages.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from efsray.errors import ConfigError
+
+__all__ = ["Settings", "is_hostname", "load_settings", "mask_dsn"]
+
+RAY_CLIENT_PORT = 10001
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_AZ = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d[a-z]$")
+
+
+def is_hostname(value: str) -> bool:
+    """True for an RFC 1123 host name or a literal IP address."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        pass
+    if not value or len(value) > 253:
+        return False
+    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    return all(_LABEL.match(label) for label in labels)
+
+
+def mask_dsn(dsn: str) -> str:
+    """Hide the password in a PostgreSQL URL or keyword/value connection string.
+
+    >>> mask_dsn("postgresql://alice:s3cret@db.example.com/neondb?sslmode=require")
+    'postgresql://alice:***@db.example.com/neondb?sslmode=require'
+    >>> mask_dsn("host=db user=alice password=s3cret")
+    'host=db user=alice password=***'
+    """
+    if "://" in dsn:
+        # Plain string surgery, not urlsplit: a password with an unescaped '#', '/' or '?'
+        # is malformed but common, and must be hidden all the same. When in doubt, hide more.
+        scheme, rest = dsn.split("://", 1)
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user = userinfo.split(":", 1)[0]
+            rest = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        return re.sub(r"(?i)(password=)[^&]*", r"\1***", f"{scheme}://{rest}")
+    return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+
+
+class Settings(BaseSettings):
+    """Everything efsray reads from the environment. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, env_file_encoding="utf-8"
+    )
+
+    # --- EFS ---------------------------------------------------------------------------
+    efs_dns_name: str | None = Field(
+        default=None, description="EFS file system DNS name, fs-....efs.REGION.amazonaws.com"
+    )
+    efs_mount_path: Path = Field(
+        default=Path("./efs-data"),
+        description="Where the shared volume is mounted; the store's root. A plain local "
+        "directory is the embedded default.",
+    )
+    efs_mount_target_ip: ipaddress.IPv4Address | None = Field(
+        default=None, description="Mount target IP, to mount without DNS"
+    )
+    efs_region: str | None = Field(default=None, description="Region of the file system")
+
+    # --- Ray ---------------------------------------------------------------------------
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join: 'auto', HOST:6379 (GCS) or ray://HOST:10001 (client). "
+        "Unset: start Ray in-process.",
+    )
+    ray_head_host: str = Field(default="ray-head", description="Head node host name")
+    ray_head_port: int = Field(
+        default=6379, ge=1, le=65535, description="Head GCS port that workers join (not 10001)"
+    )
+    ray_auth_mode: Literal["disabled", "token"] | None = Field(
+        default=None, description="Ray >= 2.52 authentication mode"
+    )
+    ray_auth_token: SecretStr | None = Field(default=None, description="Ray auth token")
+    ray_auth_token_path: Path | None = Field(default=None, description="File with the token")
+
+    # --- Neon / PostgreSQL -------------------------------------------------------------
+    neon_connection_string: SecretStr | None = Field(
+        default=None, description="postgresql:// URL of the Neon database"
+    )
+    neon_pool_min_size: int = Field(default=1, ge=0, le=1000, description="Pool minimum size")
+    neon_pool_max_size: int = Field(default=10, ge=1, le=1000, description="Pool maximum size")
+
+    # --- AWS ---------------------------------------------------------------------------
+    aws_region: str | None = Field(default=None, description="AWS region of the cluster")
+    aws_availability_zone: str | None = Field(default=None, description="AWS availability zone")
+
+    @field_validator("efs_dns_name", "ray_head_host")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is not None and not is_hostname(value):
+            raise ValueError(
+                "is not a host name (letters, digits and '-' in dot-separated labels), "
+                "e.g. fs-0123456789abcdef0.efs.us-east-1.amazonaws.com"
+            )
+        return value
+
+    @field_validator("efs_region", "aws_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION.match(value):
+            raise ValueError("is not an AWS region name such as us-east-1")
+        return value
+
+    @field_validator("aws_availability_zone")
+    @classmethod
+    def _az(cls, value: str | None) -> str | None:
+        if value is not None and not _AZ.match(value):
+            raise ValueError("is not an availability zone name such as us-east-1a")
+        return value
+
+    @field_validator("ray_head_port")
+    @classmethod
+    def _not_client_port(cls, value: int) -> int:
+        if value == RAY_CLIENT_PORT:
+            raise ValueError(
+                "is the Ray Client port; workers join the head's GCS port "
+                "(`ray start --address=HEAD:6379`): set RAY_HEAD_PORT=6379"
+            )
+        return value
+
+    @field_validator("neon_connection_string")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value().strip()
+        if "://" in raw:
+            scheme = raw.split("://", 1)[0]
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError(f"has scheme {scheme!r}; use postgresql://USER:PASSWORD@HOST/DB")
+        elif "=" not in raw:
+            raise ValueError("is neither a postgresql:// URL nor a key=value connection string")
+        return SecretStr(raw)
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> Settings:
+        if self.neon_pool_min_size > self.neon_pool_max_size:
+            raise ValueError(
+                f"NEON_POOL_MIN_SIZE={self.neon_pool_min_size} is larger than "
+                f"NEON_POOL_MAX_SIZE={self.neon_pool_max_size}; make min <= max"
+            )
+        return self
+
+    @property
+    def store_root(self) -> Path:
+        """The store's root directory (EFS_MOUNT_PATH)."""
+        return self.efs_mount_path
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting by its environment variable name, secrets masked, JSON-safe."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                value = mask_dsn(secret) if name == "neon_connection_string" else "***"
+            elif value is not None and not isinstance(value, int | float | bool | str):
+                value = str(value)
+            out[name.upper()] = value
+        return out
+
+
+_SECRET_FIELDS = {"neon_connection_string", "ray_auth_token"}
+
+
+def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from the environment (and ``env_file`` if given).
+
+    Raises :class:`ConfigError` naming every bad variable, its value (masked when secret)
+    and what to set instead. ``overrides`` take precedence over both sources.
+    """
+    if env_file is not None:
+        path = Path(env_file)
+        if not path.is_file():
+            raise ConfigError(
+                f"env file {str(path)!r} does not exist or is not a file; "
+                "pass an existing file to --env-file (see deploy/.env.cloud.example)"
+            )
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except pydantic.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: pydantic.ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        field = str(loc[0]) if loc else ""
+        var = field.upper() if field else "settings"
+        value = err.get("input")
+        if field in _SECRET_FIELDS and value is not None:
+            shown = mask_dsn(str(value)) if field == "neon_connection_string" else "***"
+        else:
+            shown = value
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if field:
+            lines.append(f"{var}={shown!r}: {msg}")
+        else:
+            lines.append(msg)
+    return "invalid settings:\n  " + "\n  ".join(lines)
