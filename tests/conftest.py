@@ -1,12 +1,25 @@
-"""Shared fixtures. Tests use real filesystems, real processes, real servers."""
+"""Shared fixtures. Tests use real filesystems, real processes, real servers.
+
+Fixtures for one concern (FUSE, PostgreSQL, Ray, ...) live in their own module under
+tests/fixtures/ and are loaded here automatically.
+"""
 
 from __future__ import annotations
 
 import os
+import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+import tests.fixtures
+
+pytest_plugins = [
+    f"tests.fixtures.{m.name}"
+    for m in pkgutil.iter_modules(tests.fixtures.__path__)
+    if not m.name.startswith("_")
+]
 
 
 @pytest.fixture(autouse=True)

@@ -43,15 +43,17 @@ def config_cmd(env_file: EnvFileOpt = None, json_out: JsonOpt = False) -> None:
 
 
 def _register() -> None:
-    """Attach every command group. Each lives in its own module under efsray.cli."""
+    """Attach every command group: each module ``efsray.cli.<name>`` (no leading ``_``)
+    defines ``register(app)``. Discovery keeps this file free of per-command edits."""
     import importlib
+    import pkgutil
 
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"efsray.cli.{name}").register(app)
+    import efsray.cli as package
 
-
-# One entry per command module; each module defines register(app).
-_COMMAND_MODULES: list[str] = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("_") or info.name == "app":
+            continue
+        importlib.import_module(f"efsray.cli.{info.name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Mount management: EFS mount options, mounting, the mount table, and health."""
