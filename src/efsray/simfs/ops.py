@@ -20,6 +20,7 @@ operation on the backing directory. What differs from a plain passthrough, and w
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import time
@@ -65,6 +66,7 @@ class PassthroughOps(mfusepy.Operations):
         self.hard_remove = hard_remove
         self._on_init = on_init
         self._as_root = os.geteuid() == 0
+        self._fuse_handle: int | None = None
 
     # --- helpers -------------------------------------------------------------------------
     def _real(self, path: str) -> str:
@@ -105,8 +107,21 @@ class PassthroughOps(mfusepy.Operations):
             config_3.hard_remove = int(self.hard_remove)
         if conn_info is not None:
             conn_info.max_readahead = 1 << 20  # rsize=1048576
+        # The libfuse session, so that exit_session() can end it from outside a callback.
+        self._fuse_handle = mfusepy._libfuse.fuse_get_context().contents.fuse
         if self._on_init is not None:
             self._on_init()
+
+    def exit_session(self) -> bool:
+        """Ask libfuse's loop to end (``fuse_exit``); False when the session is not up yet.
+
+        The loop notices at its next wake-up: a request, or a signal to the thread that runs
+        it (see :func:`efsray.simfs.server.serve`).
+        """
+        if self._fuse_handle is None:
+            return False
+        mfusepy._libfuse.fuse_exit(ctypes.c_void_p(self._fuse_handle))
+        return True
 
     # --- metadata ------------------------------------------------------------------------
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:

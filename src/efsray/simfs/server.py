@@ -37,11 +37,14 @@ def serve(
     *,
     ready_fd: int | None = None,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
+    busy_grace: float = 2.0,
 ) -> None:
     """Mount ``config`` and serve it; return after a clean unmount.
 
     ``ready_fd`` (a pipe's write end) gets ``ready\\n`` once the kernel has the mount, and is
-    closed; ``on_ready`` is called with the status at the same moment. Raises
+    closed; ``on_ready`` is called with the status at the same moment. ``busy_grace``: how
+    long a busy mount, detached lazily on stop, may go on serving its open files before the
+    session is ended. Raises
     :class:`MountError` when FUSE is unavailable or the mount fails, :class:`ConfigError`
     for bad paths.
     """
@@ -73,15 +76,21 @@ def serve(
         }
 
     def on_init() -> None:
+        # Runs inside libfuse's INIT handler: the kernel holds every request on this mount
+        # until it returns, so anything here that touched the mount would deadlock. Only
+        # flag and write the pipe; the notifier thread does the rest.
         mounted.set()
-        log.info("mounted %s (backing %s, profile %s)", mnt, back, board.profile.name)
-        if on_ready is not None:
-            on_ready(status())
         if ready_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(ready_fd, b"ready\n")
-            with contextlib.suppress(OSError):
-                os.close(ready_fd)
+
+    def notifier() -> None:
+        while not mounted.wait(0.5):
+            if finished.is_set():
+                return
+        log.info("mounted %s (backing %s, profile %s)", mnt, back, board.profile.name)
+        if on_ready is not None:
+            on_ready(status())
 
     ops = PassthroughOps(
         str(back),
@@ -118,13 +127,27 @@ def serve(
             ensure_unmounted(mnt)
         except MountError as exc:
             log.error("could not unmount %s: %s", mnt, exc)
+        if finished.wait(busy_grace):
+            return
+        # Still serving: the mount was busy (open files, a cwd inside) and was detached
+        # lazily. End the session: its processes get ENOTCONN, as from a dead server.
+        log.warning(
+            "%s is still in use %g s after unmounting: ending the FUSE session", mnt, busy_grace
+        )
+        if ops.exit_session() and fuse_thread.ident is not None:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                signal.pthread_kill(fuse_thread.ident, signal.SIGUSR1)  # wakes the loop
+        if not finished.wait(5.0):
+            log.error("the FUSE loop of %s did not end; exiting the process", mnt)
+            os._exit(3)
 
     control = ControlServer(config.control_path, board, status=status, on_shutdown=stop.set)
     control.start()
+    fuse_thread = threading.Thread(target=run_fuse, name="simfs-fuse", daemon=True)
     previous = _install_signal_handlers(stop)
     try:
         threading.Thread(target=stopper, name="simfs-stopper", daemon=True).start()
-        fuse_thread = threading.Thread(target=run_fuse, name="simfs-fuse", daemon=True)
+        threading.Thread(target=notifier, name="simfs-notifier", daemon=True).start()
         fuse_thread.start()
         while not finished.wait(1.0):
             pass  # wakes up now and then so that Python's signal handlers run promptly
@@ -132,7 +155,7 @@ def serve(
     finally:
         _restore_signal_handlers(previous)
         control.stop()
-        if ready_fd is not None and not mounted.is_set():
+        if ready_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(ready_fd)
     if failures:
@@ -152,7 +175,10 @@ def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    return {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    # SIGUSR1 only interrupts the FUSE loop's wait (see stopper); the handler does nothing.
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda _s, _f: None)
+    return previous
 
 
 def _restore_signal_handlers(previous: dict[int, Any]) -> None:
