@@ -349,6 +349,7 @@ def test_hang_blocks_until_released(simfs: SimFSProcess) -> None:
     try:
         assert ctl.wait_hung(1, timeout=20) == 1
         assert child.poll() is None
+        assert ctl.counters().hung_pids == (child.pid,)
         assert os.stat(simfs.path).st_mode  # other paths are not held
         assert ctl.release() == 1
         assert child.wait(timeout=20) == 0

@@ -13,8 +13,9 @@ from efsray.errors import ConfigError
 
 __all__ = ["register"]
 
+# str, not Path: click stats Path arguments, and a stat of a hung mount never returns.
 MountArg = Annotated[
-    Path, typer.Argument(help="The mount point (an existing directory).", show_default=False)
+    str, typer.Argument(help="The mount point (an existing directory).", show_default=False)
 ]
 ControlOpt = Annotated[
     Path | None,
@@ -50,18 +51,13 @@ def _parse_latency(values: list[str]) -> dict[str, float]:
     return overrides
 
 
-def _config(mountpoint: Path, control: Path | None, **kwargs: Any) -> Any:
+def _config(mountpoint: str, control: Path | None, **kwargs: Any) -> Any:
     from efsray.simfs import SimFSConfig
 
-    return SimFSConfig(
-        mountpoint=mountpoint,
-        backing=kwargs.pop("backing", mountpoint.parent),
-        control=control,
-        **kwargs,
-    )
+    return SimFSConfig(mountpoint=Path(mountpoint), control=control, **kwargs)
 
 
-def _control(mountpoint: Path, control: Path | None) -> Any:
+def _control(mountpoint: str, control: Path | None) -> Any:
     from efsray.simfs import SimFSControl, default_control_path
 
     return SimFSControl(control if control is not None else default_control_path(mountpoint))

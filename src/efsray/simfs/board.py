@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,17 @@ class _Gate:
 class OpBoard:
     """Counters, fault rules, hang rules and the latency profile of one mount. Thread-safe."""
 
-    def __init__(self, profile: LatencyProfile, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        *,
+        seed: int | None = None,
+        caller_pid: Callable[[], int] | None = None,
+    ) -> None:
+        """``caller_pid`` tells which process made the current request (FUSE's context);
+        it names the processes blocked by a hang."""
+        self._caller_pid = caller_pid
+        self._hung_pids: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._hung_changed = threading.Condition(self._lock)
         self._profile = profile
@@ -91,6 +102,8 @@ class OpBoard:
             self._ops[op] += 1
             gate = self._hang_gate(op, paths)
             if gate is not None:
+                pid = self._caller_pid() if self._caller_pid is not None else 0
+                self._hung_pids[pid] += 1
                 self._hung_now += 1
                 self._hung_changed.notify_all()
         if gate is not None:
@@ -99,6 +112,9 @@ class OpBoard:
             finally:
                 with self._lock:
                     self._hung_now -= 1
+                    self._hung_pids[pid] -= 1
+                    if self._hung_pids[pid] <= 0:
+                        del self._hung_pids[pid]
                     self._hung_changed.notify_all()
         with self._lock:
             error = self._fault_for(op, paths)
@@ -173,6 +189,7 @@ class OpBoard:
                 "renames_rejected": self._renames_rejected,
                 "faults_injected": dict(sorted(self._faults_fired.items())),
                 "hung_now": self._hung_now,
+                "hung_pids": sorted(self._hung_pids),
             }
             if reset:
                 self._ops.clear()

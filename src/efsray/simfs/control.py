@@ -53,7 +53,8 @@ class OpCounters:
     """A snapshot of the simulator's counters. ``counters["write"]`` is 0 for unseen kinds.
 
     ``ops`` counts FUSE requests by kind (``getattr`` includes lookups); ``faults_injected``
-    counts fired faults by ``"op:ERRNO"``; ``hung_now`` is how many operations are blocked.
+    counts fired faults by ``"op:ERRNO"``; ``hung_now`` is how many operations are blocked,
+    and ``hung_pids`` which processes made them.
     """
 
     ops: Mapping[str, int] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class OpCounters:
     renames_rejected: int = 0
     faults_injected: Mapping[str, int] = field(default_factory=dict)
     hung_now: int = 0
+    hung_pids: tuple[int, ...] = ()
 
     def __getitem__(self, kind: str) -> int:
         return self.ops.get(kind, 0)
@@ -87,6 +89,7 @@ class OpCounters:
             renames_rejected=int(data.get("renames_rejected", 0)),
             faults_injected=dict(data.get("faults_injected", {})),
             hung_now=int(data.get("hung_now", 0)),
+            hung_pids=tuple(int(pid) for pid in data.get("hung_pids", ())),
         )
 
 

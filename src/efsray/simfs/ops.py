@@ -30,11 +30,16 @@ import mfusepy
 
 from efsray.simfs.board import OpBoard
 
-__all__ = ["PassthroughOps", "SimFUSE"]
+__all__ = ["PassthroughOps", "SimFUSE", "caller_pid"]
 
 _STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
+
+
+def caller_pid() -> int:
+    """The pid of the process whose request this FUSE worker thread is handling."""
+    return int(mfusepy.fuse_get_context()[2])
 
 
 class SimFUSE(mfusepy.FUSE):

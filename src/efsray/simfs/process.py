@@ -10,6 +10,7 @@ connection) and a lazy fusermount3 as the last resort.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -79,8 +80,12 @@ class SimFSProcess:
         reason = fuse_unavailable_reason()
         if reason is not None:
             raise MountError(f"cannot start the simulated filesystem: {reason}")
-        config.check_paths()
+        # The real paths, for the mount table; the control socket keeps the caller's spelling.
+        real_mnt, real_back = config.check_paths()
         control_path = check_socket_path(config.control_path)
+        config = dataclasses.replace(
+            config, mountpoint=real_mnt, backing=real_back, control=control_path
+        )
         if log_path is None:
             log_path = control_path.with_suffix(".log")
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

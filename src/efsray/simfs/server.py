@@ -57,9 +57,9 @@ def serve(
             f"{mnt} is already a mount point; unmount it first (fusermount3 -u {mnt}) "
             "or choose another directory"
         )
-    from efsray.simfs.ops import PassthroughOps, SimFUSE  # loads libfuse
+    from efsray.simfs.ops import PassthroughOps, SimFUSE, caller_pid  # loads libfuse
 
-    board = OpBoard(config.latency_profile(), seed=config.seed)
+    board = OpBoard(config.latency_profile(), seed=config.seed, caller_pid=caller_pid)
     stop = threading.Event()
     mounted = threading.Event()
     finished = threading.Event()
@@ -175,7 +175,7 @@ def _install_signal_handlers(stop: threading.Event) -> dict[int, Any]:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         stop.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
     # SIGUSR1 only interrupts the FUSE loop's wait (see stopper); the handler does nothing.
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda _s, _f: None)
     return previous

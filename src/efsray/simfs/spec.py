@@ -20,11 +20,13 @@ __all__ = ["SimFSConfig", "default_control_path"]
 def default_control_path(mountpoint: str | os.PathLike[str]) -> Path:
     """Where the control socket of the simulator mounted at ``mountpoint`` lives by default.
 
-    ``$TMPDIR/efsray-simfs-UID/HASH.sock``, HASH naming the mount point's real path: short
-    enough for a Unix socket whatever the mount point, outside the mount, private to the user.
+    ``$TMPDIR/efsray-simfs-UID/HASH.sock``, HASH naming the mount point's absolute path:
+    short enough for a Unix socket whatever the mount point, outside the mount, private to the
+    user. Computed without touching the filesystem (no symlink resolution), so that it works
+    while the mount hangs: spell the mount point the same way, or pass the socket path.
     """
-    real = os.path.realpath(os.fspath(mountpoint))
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    absolute = os.path.abspath(os.fspath(mountpoint))
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return Path(tempfile.gettempdir()) / f"efsray-simfs-{os.getuid()}" / f"{digest}.sock"
 
 
