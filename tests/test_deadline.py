@@ -53,11 +53,12 @@ def _probe_children() -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                state, ppid_text = f.read().rsplit(")", 1)[1].split()[:2]
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
         except OSError:
             continue
-        if ppid == os.getpid() and b"efsray._child" in cmdline:
+        # a zombie has an empty command line: count every zombie child of ours
+        if int(ppid_text) == os.getpid() and (state == "Z" or b"efsray._child" in cmdline):
             found.append(int(entry))
     return found
