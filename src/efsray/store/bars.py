@@ -159,6 +159,8 @@ def _timestamps(
     if pa.types.is_date(t):
         return _localize(arr.cast(pa.timestamp("ms")), naive_tz)
     if pa.types.is_integer(t):
+        if fmt is not None:  # e.g. 20240131 read from a CSV, with --timestamp-format %Y%m%d
+            return _parse_strings(arr.cast(pa.string()), naive_tz, fmt)
         return _from_epoch(arr, unit)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _parse_strings(arr, naive_tz, fmt)
