@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from efsray.mount.config import EFSMountConfig, MountOptionWarning
     from efsray.mount.drift import DriftItem, DriftReport, option_drift
     from efsray.mount.health import HEALTH_EXIT_CODES, MountHealth, check_health
-    from efsray.mount.manager import EFSMountManager, LiveMount, MountResult
+    from efsray.mount.manager import EFSMountManager, LiveMount, MountResult, unmount_path
     from efsray.mount.mountinfo import (
         MountInfo,
         find_mount,
@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "EFSMountManager": "efsray.mount.manager",
     "LiveMount": "efsray.mount.manager",
     "MountResult": "efsray.mount.manager",
+    "unmount_path": "efsray.mount.manager",
     "MountInfo": "efsray.mount.mountinfo",
     "find_mount": "efsray.mount.mountinfo",
     "mount_at": "efsray.mount.mountinfo",
@@ -68,6 +69,7 @@ __all__ = [
     "parse_mountinfo_line",
     "read_mountinfo",
     "resolve_host",
+    "unmount_path",
 ]
 
 

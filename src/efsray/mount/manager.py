@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shlex
 import socket
 import time
 from collections.abc import Callable
@@ -34,7 +35,9 @@ from efsray.mount.health import MountHealth, check_health
 from efsray.mount.mountinfo import MOUNTINFO, MountInfo, mount_at, read_mountinfo
 from efsray.mount.options import NFS_PORT
 
-__all__ = ["EFSMountManager", "LiveMount", "MountResult"]
+__all__ = ["EFSMountManager", "LiveMount", "MountResult", "unmount_path"]
+
+logger = logging.getLogger("efsray.mount")
 
 # mount(8) exit status 1 is "incorrect invocation or permissions": retrying cannot help.
 _NO_RETRY_CODES = frozenset({1})
@@ -107,7 +110,7 @@ class EFSMountManager:
         if backoff < 0 or max_backoff < 0:
             raise ValueError(f"backoff and max_backoff must be >= 0, got {backoff}, {max_backoff}")
         self.config = mount_config
-        self.logger = logging.getLogger("efsray.mount")
+        self.logger = logger
         self.mount_timeout = mount_timeout
         self.attempts = attempts
         self.backoff = backoff
@@ -268,34 +271,14 @@ class EFSMountManager:
         )
 
     def unmount(self, *, lazy: bool = True) -> bool:
-        """Unmount the mount path. True when something was unmounted, False (logged) when
-        nothing was mounted there. When the mount is busy or umount does not finish in time,
-        and ``lazy``, detach it lazily (``umount -l``: it goes away once no longer used).
-        Raises :class:`MountError` when it cannot be unmounted."""
-        path = self.config.mount_path
-        if self._mounted() is None:
-            self.logger.info("unmount: nothing is mounted at %s", path)
-            return False
-        failure = self._run_umount([self.umount_binary, path])
-        if failure and lazy and ("busy" in failure.lower() or "did not finish" in failure):
-            self.logger.warning("unmount of %s failed (%s); detaching lazily", path, failure)
-            failure = self._run_umount([self.umount_binary, "-l", path])
-        if failure:
-            raise MountError(
-                f"cannot unmount {path}: {failure}. "
-                + (
-                    "Stop the processes using it (fuser -vm PATH) or use lazy unmount"
-                    if not lazy
-                    else "Check `efsray mounts`; a hung NFS mount may need `umount -f -l`"
-                )
-            )
-        if self._mounted() is not None:
-            raise MountError(
-                f"{self.umount_binary} exited 0 but {path} is still mounted (a stacked mount?); "
-                "run `efsray unmount` again"
-            )
-        self.logger.info("unmounted %s", path)
-        return True
+        """Unmount the mount path; see :func:`unmount_path`."""
+        return unmount_path(
+            self.config.mount_path,
+            lazy=lazy,
+            timeout=self.mount_timeout,
+            umount_binary=self.umount_binary,
+            mountinfo_path=self.mountinfo_path,
+        )
 
     def health(self, *, timeout: float | None = None) -> MountHealth:
         """Probe the mount in a child process; see :func:`efsray.mount.health.check_health`."""
@@ -373,18 +356,58 @@ class EFSMountManager:
         self.logger.debug("mount attempt %d: %s (retry=%s)", attempt, reason, retry)
         return reason, retry
 
-    def _run_umount(self, argv: list[str]) -> str:
-        self.logger.info("unmounting: %s", " ".join(argv))
-        try:
-            proc = run_bounded(argv, timeout=self.mount_timeout)
-        except DeadlineExceeded as exc:
-            return str(exc)
-        except OSError as exc:
-            raise MountError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
-        if proc.returncode == 0:
-            return ""
-        text = (proc.stderr or proc.stdout or "").strip() or "no error message"
-        return f"exit status {proc.returncode}: {text}"
+
+def unmount_path(
+    path: str | os.PathLike[str],
+    *,
+    lazy: bool = True,
+    timeout: float = 30.0,
+    umount_binary: str = "umount",
+    mountinfo_path: str | os.PathLike[str] = MOUNTINFO,
+) -> bool:
+    """Unmount ``path``. True when something was unmounted, False (logged) when nothing was
+    mounted there. When the mount is busy or umount(8) does not finish within ``timeout``,
+    and ``lazy``, detach it lazily (``umount -l``: it goes away once no longer used).
+    Raises :class:`MountError` when it cannot be unmounted."""
+    target = os.path.abspath(os.fspath(path))  # string work only: no stat
+    if mount_at(read_mountinfo(mountinfo_path), target) is None:
+        logger.info("unmount: nothing is mounted at %s", target)
+        return False
+    failure = _run_umount([umount_binary, target], timeout)
+    if failure and lazy and ("busy" in failure.lower() or "did not finish" in failure):
+        logger.warning("unmount of %s failed (%s); detaching lazily", target, failure)
+        failure = _run_umount([umount_binary, "-l", target], timeout)
+    if failure:
+        advice = (
+            "check `efsray mounts`; a hung NFS mount may need `umount -f -l`"
+            if lazy
+            else "stop the processes using it (fuser -vm PATH) or allow a lazy unmount"
+        )
+        raise MountError(f"cannot unmount {target}: {failure}; {advice}")
+    if mount_at(read_mountinfo(mountinfo_path), target) is not None:
+        raise MountError(
+            f"{umount_binary} exited 0 but {target} is still mounted (stacked mounts?); "
+            "run `efsray unmount` again"
+        )
+    logger.info("unmounted %s", target)
+    return True
+
+
+def _run_umount(argv: list[str], timeout: float) -> str:
+    """One umount(8) run: '' on success, else the reason."""
+    logger.info("unmounting: %s", shlex.join(argv))
+    try:
+        proc = run_bounded(argv, timeout=timeout)
+    except DeadlineExceeded as exc:
+        return str(exc)
+    except FileNotFoundError:
+        raise MountError(f"{argv[0]!r} not found on PATH; install util-linux") from None
+    except OSError as exc:
+        raise MountError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from exc
+    if proc.returncode == 0:
+        return ""
+    text = (proc.stderr or proc.stdout or "").strip() or "no error message"
+    return f"exit status {proc.returncode}: {text}"
 
 
 def _is_ip(host: str) -> bool:
