@@ -267,7 +267,7 @@ def test_seed_api(fake_mount: FakeMount, tmp_path: Path) -> None:
     assert isinstance(health["read_time_ms"], float)
     assert "error" not in health
     # the seed's failure shapes
-    fake_mount.configure(mode="fail")
+    fake_mount.configure(mode="fail", exit_code=1, stderr="mount: only root can do that")
     assert (
         EFSMountManager(EFSMountConfig("localhost", str(tmp_path / "other"))).mount_efs() is False
     )
