@@ -78,7 +78,7 @@ def test_mount_failure_is_a_message_and_exit_code(fake_mount: FakeMount, tmp_pat
 
 
 def test_mounts_lists_nfs_mounts_with_drift(tmp_path: Path) -> None:
-    from tests.test_mountinfo import EFS_BAD, EFS_KERNEL, FUSE, ROOT
+    from tests.mount.test_mountinfo import EFS_BAD, EFS_KERNEL, FUSE, ROOT
 
     table = tmp_path / "mountinfo"
     table.write_text("\n".join([ROOT, EFS_KERNEL, FUSE, EFS_BAD]) + "\n")
