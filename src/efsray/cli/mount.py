@@ -135,24 +135,23 @@ def mounts_cmd(
     from efsray.mount.drift import option_drift
     from efsray.mount.mountinfo import read_mountinfo
 
-    rows = []
-    for m in read_mountinfo(mountinfo):
-        if not m.is_nfs:
-            continue
-        drift = option_drift(m.options, mount_point=m.mount_point)
-        rows.append({"mount": m, "options": list(m.options), "drift": drift})
+    rows = [
+        (m, option_drift(m.options, mount_point=m.mount_point))
+        for m in read_mountinfo(mountinfo)
+        if m.is_nfs
+    ]
     if json_out:
         print_json(
             [
                 {
-                    "mount_point": r["mount"].mount_point,
-                    "source": r["mount"].source,
-                    "fs_type": r["mount"].fs_type,
-                    "options": r["options"],
-                    "drift_ok": r["drift"].ok,
-                    "drift": r["drift"].items,
+                    "mount_point": m.mount_point,
+                    "source": m.source,
+                    "fs_type": m.fs_type,
+                    "options": list(m.options),
+                    "drift_ok": drift.ok,
+                    "drift": drift.items,
                 }
-                for r in rows
+                for m, drift in rows
             ]
         )
         return
@@ -162,13 +161,12 @@ def mounts_cmd(
     from rich.table import Table
 
     table = Table("mount point", "source", "type", "options", "drift")
-    for r in rows:
-        m, drift = r["mount"], r["drift"]
+    for m, drift in rows:
         table.add_row(
             escape(m.mount_point),
             escape(m.source),
             m.fs_type,
-            escape(",".join(r["options"])),
+            escape(",".join(m.options)),
             "[green]ok[/]" if drift.ok else f"[yellow]{escape(drift.summary())}[/]",
         )
     console.print(table)

@@ -328,7 +328,7 @@ class EFSMountConfig:
                 settings.efs_throughput_mode,
                 mount_type=settings.efs_mount_type,
                 export_path=settings.efs_export_path,
-                extra_options=settings.efs_mount_options or "",
+                extra_options=tuple(split_options(settings.efs_mount_options or "")),
                 tls=settings.efs_tls,
                 iam=settings.efs_iam,
                 access_point=settings.efs_access_point,
