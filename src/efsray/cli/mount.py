@@ -8,6 +8,7 @@ seconds whatever the mount does, and its exit code says which way it went (0 hea
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -27,8 +28,9 @@ MountinfoOpt = Annotated[
         help="Mount table to read, e.g. /proc/1/mountinfo for the host's from a container.",
     ),
 ]
+# A str, not a Path: click stats Path arguments, and a stat on a hung mount never returns.
 PathArg = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(help="Mount path. Default: EFS_MOUNT_PATH.", show_default=False),
 ]
 _MOUNTINFO = Path("/proc/self/mountinfo")
@@ -117,14 +119,14 @@ def unmount_cmd(
     """Unmount EFS_MOUNT_PATH (or PATH). Nothing mounted there is not an error."""
     from efsray.mount.manager import unmount_path
 
-    target = path if path is not None else settings_from(env_file).efs_mount_path
+    target = os.path.abspath(path if path is not None else settings_from(env_file).efs_mount_path)
     done = unmount_path(target, lazy=lazy, timeout=timeout, mountinfo_path=mountinfo)
     if json_out:
-        print_json({"mount_path": str(target.absolute()), "unmounted": done})
+        print_json({"mount_path": target, "unmounted": done})
     elif done:
-        console.print(f"unmounted {escape(str(target))}")
+        console.print(f"unmounted {escape(target)}")
     else:
-        console.print(f"nothing is mounted at {escape(str(target))}")
+        console.print(f"nothing is mounted at {escape(target)}")
 
 
 def mounts_cmd(

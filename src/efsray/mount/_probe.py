@@ -11,6 +11,7 @@ are ten minutes old.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import socket
@@ -21,9 +22,35 @@ PREFIX = ".efsray-health-"
 STALE_AFTER_S = 600.0
 
 
-def probe(mount_path: str, size: int = 4096) -> dict[str, Any]:
+def probe(mount_path: str, size: int = 4096, lock_path: str | None = None) -> dict[str, Any]:
     """Write, fsync, read back and delete a small file under ``mount_path``; measure each step
-    in milliseconds and read the volume's space. OSErrors propagate to the parent."""
+    in milliseconds and read the volume's space. OSErrors propagate to the parent.
+
+    With ``lock_path`` (a file on a local disk), the probe first takes an exclusive lock on it
+    and holds it to the end. A probe stuck in the kernel on a hung mount keeps holding it, so
+    the next probes wait on the lock, where SIGKILL works, instead of piling up unkillable
+    behind it: at most one stuck probe per mount path, however long the outage lasts.
+    """
+    lock_fd = _lock(lock_path) if lock_path else None
+    try:
+        return _probe(mount_path, size)
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+
+
+def _lock(lock_path: str) -> int | None:
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None  # e.g. another user's lock file: probe unlocked rather than not at all
+    fcntl.flock(fd, fcntl.LOCK_EX)  # waits (killably) behind a stuck earlier probe
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _probe(mount_path: str, size: int) -> dict[str, Any]:
     if not os.path.isdir(mount_path):
         raise FileNotFoundError(2, f"mount path {mount_path!r} is not a directory")
     host = socket.gethostname().replace("/", "_")[:40]

@@ -9,8 +9,11 @@ The probe (:mod:`efsray.mount._probe`) runs in a child process under a deadline.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import hashlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,16 +92,20 @@ def check_health(
     *,
     timeout: float = 5.0,
     mountinfo_path: str | os.PathLike[str] = MOUNTINFO,
+    lock_dir: str | os.PathLike[str] | None = None,
     runner: Runner = run_in_child,
 ) -> MountHealth:
     """Probe ``mount_path`` and answer within ``timeout`` seconds, whatever the mount does.
 
     Never raises for a sick mount: a probe that failed is ``status="error"`` with the reason,
-    one that did not answer in time is ``status="hung"``.
+    one that did not answer in time is ``status="hung"``. Probes of one path on one host take
+    turns through a lock file in ``lock_dir`` (default: the temp directory), so that a hung
+    mount holds at most one unkillable probe however often it is checked.
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
     path = os.path.abspath(os.fspath(mount_path))  # string work only: no stat
+    lock_path = _lock_path(path, lock_dir)
     fs_type, source = _describe_mount(path, mountinfo_path)
     # The deadline covers the kill too: the child gets the budget minus the kill grace.
     grace = min(1.0, timeout / 5)
@@ -113,7 +120,7 @@ def check_health(
     try:
         result = runner(
             "efsray.mount._probe:probe",
-            {"mount_path": path},
+            {"mount_path": path, "lock_path": lock_path},
             timeout=timeout - grace,
             kill_grace=grace,
         )
@@ -125,8 +132,9 @@ def check_health(
             accessible=False,
             elapsed_ms=elapsed,
             error=f"no answer from {path} within {timeout:g} s: the mount is hung (a hard NFS "
-            "mount whose server is unreachable blocks every operation). Check the network "
-            "path to the mount target (TCP 2049) and `efsray mounts`",
+            "mount whose server is unreachable blocks every operation)"
+            + _stuck_note(lock_path)
+            + ". Check the network path to the mount target (TCP 2049) and `efsray mounts`",
             **base,
         )
     except ChildError as exc:
@@ -168,6 +176,29 @@ _PROBE_FIELDS = (
     "used_percent",
     "files_free",
 )
+
+
+def _lock_path(path: str, lock_dir: str | os.PathLike[str] | None) -> str:
+    directory = os.fspath(lock_dir) if lock_dir is not None else tempfile.gettempdir()
+    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(directory, f"efsray-health-{digest}.lock")
+
+
+def _stuck_note(lock_path: str) -> str:
+    """Who holds the probe lock, when an earlier probe is still stuck in the kernel."""
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return f"; an earlier probe (pid {holder or '?'}) is still stuck in it"
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _describe_mount(
