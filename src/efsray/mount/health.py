@@ -104,12 +104,14 @@ def check_health(
     """
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    started = time.perf_counter()
     path = os.path.abspath(os.fspath(mount_path))  # string work only: no stat
     lock_path = _lock_path(path, lock_dir)
     fs_type, source = _describe_mount(path, mountinfo_path)
-    # The deadline covers the kill too: the child gets the budget minus the kill grace.
+    # The deadline covers everything: what we spent so far, the kill grace (a child stuck in
+    # the kernel uses all of it), and a little for building the answer.
     grace = min(1.0, timeout / 5)
-    started = time.perf_counter()
+    budget = timeout - grace - (time.perf_counter() - started) - min(0.1, timeout / 50)
     base: dict[str, Any] = {
         "mount_path": path,
         "timeout_s": timeout,
@@ -121,7 +123,7 @@ def check_health(
         result = runner(
             "efsray.mount._probe:probe",
             {"mount_path": path, "lock_path": lock_path},
-            timeout=timeout - grace,
+            timeout=max(budget, 0.01),
             kill_grace=grace,
         )
     except DeadlineExceeded:
@@ -195,7 +197,7 @@ def _stuck_note(lock_path: str) -> str:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return f"; an earlier probe (pid {holder or '?'}) is still stuck in it"
+            return f"; probe process {holder or '?'} is still stuck in the kernel there"
         return ""
     finally:
         os.close(fd)
