@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, Ver
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, ensure_dir
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, fsync_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -105,6 +104,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.written: dict[Any, tuple[list[Segment], int, float]] = {}
+        self.unsynced = False
 
     def get(self, key: Any, directory: Path) -> tuple[list[Segment], int] | None:
         hit = self.written.get(key)
@@ -120,6 +120,13 @@ class _Pending:
 
     def put(self, key: Any, segments: list[Segment], replaced: int) -> None:
         self.written[key] = (segments, replaced, time.monotonic())
+        self.unsynced = True
+
+    def sync(self, directory: Path) -> None:
+        """Make the segment files' directory entries durable before a manifest names them."""
+        if self.unsynced:
+            fsync_dir(directory)
+            self.unsynced = False
 
     def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
         keep = set(used)
@@ -155,13 +162,13 @@ class MarketDataStore:
         self.merge_factor = merge_factor
         self.max_segment_rows = max_segment_rows
         self.auto_compact = auto_compact
-        self._cache: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+        self._cache = ManifestCache(_MANIFEST_CACHE)
 
     # --- paths and manifests -------------------------------------------------------------
 
     def _series(self, symbol: str, timeframe: str) -> tuple[Path, VersionLog]:
         directory = self.layout.series_dir(symbol, timeframe)
-        return directory, VersionLog(directory, f"series {symbol}/{timeframe}")
+        return directory, VersionLog(directory, f"series {symbol}/{timeframe}", self._cache)
 
     def _manifest(
         self, symbol: str, timeframe: str, version: int | None
@@ -174,25 +181,17 @@ class MarketDataStore:
                     f"no market data for {symbol}/{timeframe} in {self.layout.root}; "
                     "`efsray data ls` lists what is stored"
                 )
-            version, manifest = found
-            self._remember(directory, version, manifest)
-            return directory, version, manifest
+            return directory, *found
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidDataError(f"version must be a positive integer, got {version!r}")
-        cached = self._cache.get((directory, version))
-        if cached is not None:
-            self._cache.move_to_end((directory, version))
-            return directory, version, cached
-        if not vlog.exists():
-            raise NotFoundError(f"no market data for {symbol}/{timeframe} in {self.layout.root}")
-        manifest = vlog.read(version)
-        self._remember(directory, version, manifest)
-        return directory, version, manifest
-
-    def _remember(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
-        self._cache[(directory, version)] = manifest
-        if len(self._cache) > _MANIFEST_CACHE:
-            self._cache.popitem(last=False)
+        try:
+            return directory, version, vlog.read(version)
+        except VersionNotFoundError:
+            if not vlog.exists():
+                raise NotFoundError(
+                    f"no market data for {symbol}/{timeframe} in {self.layout.root}"
+                ) from None
+            raise
 
     @staticmethod
     def _segments(manifest: dict[str, Any] | None) -> list[Segment]:
@@ -212,6 +211,7 @@ class MarketDataStore:
         ``normalize`` takes the options of :func:`efsray.store.bars.normalize_bars`
         (column_map, naive_tz, timestamp_unit, timestamp_format).
         """
+        self._series(symbol, timeframe)  # names first: a bad name fails before any work
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "append")
         assert info is not None
@@ -219,6 +219,7 @@ class MarketDataStore:
 
     def write(self, symbol: str, timeframe: str, data: Any, **normalize: Any) -> CommitInfo:
         """Replace the whole series with ``data`` (a new version; old versions stay readable)."""
+        self._series(symbol, timeframe)
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "write")
         assert info is not None
@@ -271,6 +272,7 @@ class MarketDataStore:
             if operation != "compact" and self.auto_compact:
                 segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
             stats.update(written=written, replaced=replaced)
+            pending.sync(seg_dir)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
         committed = vlog.commit(build)
@@ -279,7 +281,6 @@ class MarketDataStore:
             return None  # only compact declines
         version, manifest = committed
         pending.discard_unused(seg_dir, (s["file"] for s in manifest["segments"]))
-        self._remember(directory, version, manifest)
         return CommitInfo(
             symbol=symbol,
             timeframe=timeframe,

@@ -47,6 +47,7 @@ import random
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,10 +64,12 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "TEMP_PREFIX",
+    "ManifestCache",
     "VersionLog",
     "atomic_write",
     "create_exclusive",
     "ensure_dir",
+    "fsync_dir",
     "is_temp_name",
     "read_bytes",
     "retry_estale",
@@ -109,11 +112,14 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> Path:
+def write_temp(
+    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
+) -> Path:
     """Write ``payload`` to a new temporary file beside ``final``; return its path.
 
-    On return the data is on stable storage (fsync) and close() succeeded. On any error the
-    temporary file is removed and a :class:`StorageError` (or StorageFullError) is raised.
+    On return close() succeeded and, with ``fsync`` (the default), the data is on stable
+    storage. On any error the temporary file is removed and a :class:`StorageError` (or
+    StorageFullError) is raised.
     """
     tmp = _temp_path(final)
     try:
@@ -127,7 +133,8 @@ def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -
                 payload(fd)
             else:
                 _write_all(fd, payload)
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)  # raises if NFS reports a deferred write error
     except OSError as exc:
@@ -187,15 +194,29 @@ def fsync_dir(path: Path) -> None:
 # --- 2. publish by rename -----------------------------------------------------------------
 
 
-def atomic_write(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
-    """Make ``final`` hold ``payload``, replacing any old content atomically."""
-    tmp = write_temp(final, payload, mode=mode)
+def atomic_write(
+    final: Path,
+    payload: bytes | Writer,
+    *,
+    mode: int = FILE_MODE,
+    durable: bool = True,
+    sync_dir: bool = True,
+) -> None:
+    """Make ``final`` hold ``payload``, replacing any old content atomically.
+
+    ``durable=False`` skips every fsync: for hints that may be lost in a power failure
+    (HEAD). ``sync_dir=False`` leaves the directory fsync to the caller, who batches it:
+    a commit writes several segment files and syncs their directory once before it links
+    the manifest that names them. (On NFS, metadata operations are synchronous anyway.)
+    """
+    tmp = write_temp(final, payload, mode=mode, fsync=durable)
     try:
         os.rename(tmp, final)
     except OSError as exc:
         _unlink_quietly(tmp)
         raise storage_error_from(exc, "publishing", final) from exc
-    fsync_dir(final.parent)
+    if durable and sync_dir:
+        fsync_dir(final.parent)
 
 
 # --- 3. create if absent ------------------------------------------------------------------
@@ -272,18 +293,40 @@ def read_bytes(path: Path) -> bytes:
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
 
 
+class ManifestCache:
+    """Committed manifests already read, by (log directory, version). A committed version
+    never changes, so an entry never goes stale; the cache only saves round trips."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+
+    def get(self, directory: Path, version: int) -> dict[str, Any] | None:
+        manifest = self._entries.get((directory, version))
+        if manifest is not None:
+            self._entries.move_to_end((directory, version))
+        return manifest
+
+    def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
+        self._entries[(directory, version)] = manifest
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class VersionLog:
     """A linear, gap-free history of JSON manifests, committed without locks.
 
     ``directory`` holds ``HEAD`` and ``versions/``. Versions start at 1. ``kind`` names what
-    the log versions ("series AAPL/1m") for error messages.
+    the log versions ("series AAPL/1m") for error messages. ``cache`` (shared by the logs of
+    one store) remembers manifests already read.
     """
 
-    def __init__(self, directory: Path, kind: str) -> None:
+    def __init__(self, directory: Path, kind: str, cache: ManifestCache | None = None) -> None:
         self.directory = directory
         self.kind = kind
         self._head = directory / "HEAD"
         self._versions = directory / "versions"
+        self._cache = cache
 
     def path(self, version: int) -> Path:
         return self._versions / f"{version // _SHARD:06d}" / f"v{version:012d}.json"
@@ -297,6 +340,9 @@ class VersionLog:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
         if version < 1:
             raise VersionNotFoundError(f"{self.kind} has no version {version}; versions start at 1")
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             raw = read_bytes(self.path(version))
         except FileNotFoundError:
@@ -305,6 +351,10 @@ class VersionLog:
                 "retention); `history` lists the versions that exist"
             ) from None
         return self._parse(version, raw)
+
+    def remember(self, version: int, manifest: dict[str, Any]) -> None:
+        if self._cache is not None:
+            self._cache.put(self.directory, version, manifest)
 
     def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
         try:
@@ -319,9 +369,13 @@ class VersionLog:
                 f"manifest {self.path(version)} of {self.kind} does not describe version "
                 f"{version}; it was damaged or moved: restore it from a backup"
             )
+        self.remember(version, manifest)
         return manifest
 
     def _try_read(self, version: int) -> dict[str, Any] | None:
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             return self._parse(version, read_bytes(self.path(version)))
         except FileNotFoundError:
@@ -425,6 +479,7 @@ class VersionLog:
                     time.sleep(random.uniform(0, min(0.05, 0.001 * losses)))  # noqa: S311
                 continue
             self._write_head(version)
+            self.remember(version, manifest)
             return version, manifest
         raise CommitConflictError(
             f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "
@@ -434,4 +489,4 @@ class VersionLog:
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
         with contextlib.suppress(StorageError):
-            atomic_write(self._head, f"{version}\n".encode())
+            atomic_write(self._head, f"{version}\n".encode(), durable=False)
