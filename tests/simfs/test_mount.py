@@ -89,6 +89,11 @@ def test_counters_are_exact_for_known_syscalls(simfs: SimFSProcess) -> None:
     assert counts["read"] == 0
     assert counts.bytes_written == 3 << 20
     assert counts.faults_total == 0 and counts.open_append == 0
+    ctl.start_trace()
+    (p / "t").write_bytes(b"x")
+    os.rename(p / "t", p / "u")
+    trace = [entry for entry in ctl.stop_trace() if entry[0] != "getattr"]
+    assert trace == [("create", "/t"), ("write", "/t"), ("flush", "/t"), ("rename", "/t", "/u")]
     assert ctl.reset().total() >= counts.total()
     assert ctl.counters()["create"] == 0
 

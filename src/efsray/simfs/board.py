@@ -26,6 +26,8 @@ __all__ = ["OpBoard"]
 
 log = logging.getLogger("efsray.simfs")
 
+_TRACE_LIMIT = 100_000
+
 
 def _matches(ops: frozenset[str] | None, pattern: str, op: str, paths: tuple[str, ...]) -> bool:
     if ops is not None and op not in ops:
@@ -94,12 +96,15 @@ class OpBoard:
         self._hung_now = 0
         self._next_id = 1
         self._closed = False
+        self._trace: list[tuple[str, ...]] | None = None
 
     # --- called by the FUSE handlers -----------------------------------------------------
     def enter(self, op: str, *paths: str) -> None:
         """Count ``op`` on ``paths``; hang, fail (raise ``OSError``) or delay it as armed."""
         with self._lock:
             self._ops[op] += 1
+            if self._trace is not None and len(self._trace) < _TRACE_LIMIT:
+                self._trace.append((op, *paths))
             gate = self._hang_gate(op, paths)
             if gate is not None:
                 pid = self._caller_pid() if self._caller_pid is not None else 0
@@ -240,6 +245,17 @@ class OpBoard:
                     break
                 self._hung_changed.wait(remaining)
             return self._hung_now
+
+    def start_trace(self) -> None:
+        """Record every operation (kind and paths) that ``enter`` sees, in order, from now."""
+        with self._lock:
+            self._trace = []
+
+    def stop_trace(self) -> list[tuple[str, ...]]:
+        """Stop recording; return the operations recorded (at most 100,000)."""
+        with self._lock:
+            trace, self._trace = self._trace or [], None
+            return trace
 
     def set_profile(self, profile: LatencyProfile) -> None:
         with self._lock:

@@ -193,6 +193,17 @@ class SimFSControl:
             )
         return hung
 
+    def start_trace(self) -> None:
+        """Record every counted operation from now on (kind and paths, in order)."""
+        self.request("trace", on=True)
+
+    def stop_trace(self) -> list[tuple[str, ...]]:
+        """Stop recording and return the operations: ``[("create", "/a/.tmp"), ...]``.
+
+        ``release`` and ``releasedir`` are not recorded (they never hang or fail).
+        """
+        return [tuple(item) for item in self.request("trace", on=False)]
+
     # --- configuration -------------------------------------------------------------------
     def set_profile(self, name: str, **overrides: Any) -> dict[str, Any]:
         """Switch the latency profile (with optional field overrides, in seconds)."""
@@ -332,10 +343,15 @@ class ControlServer:
             profile = get_profile(str(request.get("name")), **overrides)
             board.set_profile(profile)
             return profile.as_dict()
+        if cmd == "trace":
+            if request.get("on"):
+                board.start_trace()
+                return True
+            return board.stop_trace()
         if cmd == "shutdown":
             threading.Thread(target=self._on_shutdown, name="simfs-shutdown", daemon=True).start()
             return True
         raise ConfigError(
             f"unknown control command {cmd!r}; known: status, counters, fault, clear_faults, "
-            "hang, release, wait_hung, profile, shutdown"
+            "hang, release, wait_hung, trace, profile, shutdown"
         )
