@@ -43,7 +43,13 @@ def caller_pid() -> int:
 
 
 class SimFUSE(mfusepy.FUSE):
-    """mfusepy's FUSE with the ``renameat2`` flags passed on (mfusepy drops them)."""
+    """mfusepy's FUSE with the ``renameat2`` flags and fchmod's file handle passed on
+    (mfusepy drops both)."""
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        fh = fip.contents.fh if fip else None
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        return self.operations.chmod(decoded, mode, fh)
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         return self.operations.rename(
@@ -162,9 +168,12 @@ class PassthroughOps(mfusepy.Operations):
             )
         }
 
-    def chmod(self, path: str, mode: int) -> int:
+    def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
         self.board.enter("chmod", path)
-        os.chmod(self._real(path), mode)
+        if fh is not None:
+            os.fchmod(fh, mode)
+        else:
+            os.chmod(self._real(path), mode)
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:

@@ -92,13 +92,30 @@ def serve(
         if on_ready is not None:
             on_ready(status())
 
-    ops = PassthroughOps(
-        str(back),
-        board,
-        attr_timeout=config.attr_timeout,
-        hard_remove=config.hard_remove,
-        on_init=on_init,
-    )
+    ops: PassthroughOps
+    if config.nfs_url is not None:
+        from efsray.simfs.libnfs import NfsClient
+        from efsray.simfs.nfsops import NfsOps
+
+        try:
+            client = NfsClient(config.nfs_url)
+        except (OSError, ValueError) as exc:
+            raise MountError(f"cannot reach the NFS server {config.nfs_url}: {exc}") from exc
+        ops = NfsOps(
+            client,
+            board,
+            attr_timeout=config.attr_timeout,
+            hard_remove=config.hard_remove,
+            on_init=on_init,
+        )
+    else:
+        ops = PassthroughOps(
+            str(back),
+            board,
+            attr_timeout=config.attr_timeout,
+            hard_remove=config.hard_remove,
+            on_init=on_init,
+        )
 
     def run_fuse() -> None:
         try:
@@ -159,11 +176,11 @@ def serve(
             with contextlib.suppress(OSError):
                 os.close(ready_fd)
     if failures:
-        exc = failures[0]
+        failure = failures[0]
         raise MountError(
-            f"the simulated filesystem at {mnt} failed: {exc!r}. libfuse's own message, "
+            f"the simulated filesystem at {mnt} failed: {failure!r}. libfuse's own message, "
             "if any, is on standard error (for a background simulator: its log file)."
-        ) from exc
+        ) from failure
     log.info("unmounted %s; counters at exit: %s", mnt, board.counters()["ops"])
 
 
