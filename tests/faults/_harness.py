@@ -99,6 +99,7 @@ class Tally:
                     "lost_or_corrupted": 0,
                     "cases_with_leftovers": 0,
                     "by_operation": Counter(),
+                    "committed_despite_error_at": Counter(),
                 },
             )
             row["cases"] += 1
@@ -112,9 +113,12 @@ class Tally:
             row["cases_with_leftovers"] += o.leftovers > 0
             row["lost_or_corrupted"] += o.result == "lost"
             row["by_operation"][f"{o.op[0]}:{o.result}"] += 1
+            if o.result == "clean_error" and o.committed:
+                row["committed_despite_error_at"][" ".join(o.op)] += 1
         totals = Counter()
         for row in by.values():
             row["by_operation"] = dict(sorted(row["by_operation"].items()))
+            row["committed_despite_error_at"] = dict(row["committed_despite_error_at"])
             for key, value in row.items():
                 if isinstance(value, int):
                     totals[key] += value
