@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["Finding", "LintReport", "RuleInfo", "Severity"]
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """How bad a finding is. Only errors make ``efsray compose lint`` exit non-zero
     (``--strict`` counts warnings too)."""
 

@@ -33,7 +33,7 @@ RAY_PORTS = {
     "52365": "the dashboard agent",
     "8080": "the metrics port",
 }
-_ALL_INTERFACES = {None, "", "0.0.0.0", "::", "[::]"}
+_ALL_INTERFACES = {None, "", "0.0.0.0", "::", "[::]"}  # noqa: S104 (we look for them)
 _SECRET_NAME = re.compile(
     r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY|CONNECTION_STRING|DSN"
     r"|DATABASE_URL)",
@@ -215,7 +215,9 @@ def _unpinned_image(doc: ComposeDoc) -> Iterator[Hit]:
         _, tag, digest = _image_tag(image)
         if not digest and (tag is None or tag == "latest"):
             yield Hit(
-                f"image {image!r} is not pinned to a version", svc.name, ("services", svc.name, "image")
+                f"image {image!r} is not pinned to a version",
+                svc.name,
+                ("services", svc.name, "image"),
             )
 
 
@@ -325,7 +327,7 @@ def _ray_address_env(doc: ComposeDoc) -> Iterator[Hit]:
         host = value.removeprefix("ray://").rsplit(":", 1)[0].strip("[]")
         port = value.rsplit(":", 1)[-1] if ":" in value.removeprefix("ray://") else ""
         problem = None
-        if host in ("0.0.0.0", "::"):
+        if host in _ALL_INTERFACES:
             problem = f"RAY_ADDRESS={value} names a listen-on-everything address, not a host"
         elif not value.startswith("ray://") and port == "10001":
             problem = f"RAY_ADDRESS={value} is the Ray Client port without the ray:// scheme"
@@ -369,14 +371,18 @@ def _token_literal(doc: ComposeDoc) -> Iterator[Hit]:
         raw = svc.environment().get("RAY_AUTH_TOKEN")
         if raw and "$" not in raw:
             yield Hit(
-                "RAY_AUTH_TOKEN is written in the file", svc.name, ("services", svc.name, "environment")
+                "RAY_AUTH_TOKEN is written in the file",
+                svc.name,
+                ("services", svc.name, "environment"),
             )
 
 
 def _token_env(doc: ComposeDoc) -> Iterator[Hit]:
     for svc in doc.services():
         env = svc.environment()
-        if "RAY_AUTH_TOKEN" in env and (env["RAY_AUTH_TOKEN"] is None or "$" in env["RAY_AUTH_TOKEN"]):
+        if "RAY_AUTH_TOKEN" in env and (
+            env["RAY_AUTH_TOKEN"] is None or "$" in env["RAY_AUTH_TOKEN"]
+        ):
             yield Hit(
                 "RAY_AUTH_TOKEN is passed as an environment variable",
                 svc.name,
@@ -422,7 +428,11 @@ def _shm_size(doc: ComposeDoc) -> Iterator[Hit]:
             continue
         raw = svc.get("shm_size")
         if raw is None:
-            yield Hit("Ray node without shm_size (Docker gives /dev/shm 64 MB)", svc.name, ("services", svc.name))
+            yield Hit(
+                "Ray node without shm_size (Docker gives /dev/shm 64 MB)",
+                svc.name,
+                ("services", svc.name),
+            )
             continue
         size = parse_size(svc.text(raw))
         if size is not None and size < _MIN_SHM:
@@ -454,14 +464,13 @@ def _ray_image_version(doc: ComposeDoc) -> Iterator[Hit]:
     for svc in doc.services():
         image = svc.text(svc.get("image")) or ""
         repo, tag, _ = _image_tag(image)
-        if repo.endswith("rayproject/ray") and tag and tag != "latest":
-            if not tag.startswith(RAY_VERSION):
-                yield Hit(
-                    f"image {image!r} runs Ray {tag.split('-')[0]}, but efsray pins Ray "
-                    f"{RAY_VERSION}",
-                    svc.name,
-                    ("services", svc.name, "image"),
-                )
+        pinned = repo.endswith("rayproject/ray") and tag and tag != "latest"
+        if pinned and tag and not tag.startswith(RAY_VERSION):
+            yield Hit(
+                f"image {image!r} runs Ray {tag.split('-')[0]}, but efsray pins Ray {RAY_VERSION}",
+                svc.name,
+                ("services", svc.name, "image"),
+            )
         build = svc.get("build")
         args = build.get("args") if isinstance(build, dict) else None
         if isinstance(args, dict) and "RAY_VERSION" in args:
@@ -489,7 +498,9 @@ def _host_network(doc: ComposeDoc) -> Iterator[Hit]:
 def _healthcheck_missing(doc: ComposeDoc) -> Iterator[Hit]:
     for svc in doc.services():
         if svc.long_running and svc.healthcheck() is None:
-            yield Hit("long-running service without a healthcheck", svc.name, ("services", svc.name))
+            yield Hit(
+                "long-running service without a healthcheck", svc.name, ("services", svc.name)
+            )
 
 
 def _healthcheck_driver(doc: ComposeDoc) -> Iterator[Hit]:
@@ -517,7 +528,9 @@ def _healthcheck_ray_status(doc: ComposeDoc) -> Iterator[Hit]:
 def _healthcheck_disabled(doc: ComposeDoc) -> Iterator[Hit]:
     for svc in doc.services():
         if svc.healthcheck() is not None and svc.healthcheck_script() is None:
-            yield Hit("the healthcheck is disabled", svc.name, ("services", svc.name, "healthcheck"))
+            yield Hit(
+                "the healthcheck is disabled", svc.name, ("services", svc.name, "healthcheck")
+            )
 
 
 def _healthcheck_efs(doc: ComposeDoc) -> Iterator[Hit]:
@@ -540,7 +553,9 @@ def _restart_missing(doc: ComposeDoc) -> Iterator[Hit]:
         deploy = svc.get("deploy")
         policy = deploy.get("restart_policy") if isinstance(deploy, dict) else None
         if svc.long_running and svc.get("restart") is None and policy is None:
-            yield Hit("long-running service without a restart policy", svc.name, ("services", svc.name))
+            yield Hit(
+                "long-running service without a restart policy", svc.name, ("services", svc.name)
+            )
 
 
 # --- services efsray provides -------------------------------------------------------------
@@ -720,7 +735,7 @@ RULES: tuple[Rule, ...] = (
             W,
             "A port published without a host IP listens on every interface of the host, "
             "including public ones.",
-            "Prefix the host IP: \"127.0.0.1:3000:3000\", and reach it through an SSH tunnel "
+            'Prefix the host IP: "127.0.0.1:3000:3000", and reach it through an SSH tunnel '
             "or a proxy with authentication.",
         ),
         _published_all_interfaces,
@@ -767,7 +782,7 @@ RULES: tuple[Rule, ...] = (
             E,
             "Anyone who can reach a Ray port can run code on the cluster (ShadowRay, "
             "CVE-2023-48022): 6379, 8265 and 10001 must never listen on public interfaces.",
-            "Publish the dashboard on loopback only (\"127.0.0.1:8265:8265\") and reach it "
+            'Publish the dashboard on loopback only ("127.0.0.1:8265:8265") and reach it '
             "through an SSH tunnel; keep 6379 and 10001 on the compose network (no `ports:`).",
         ),
         _ray_port_published,
@@ -850,8 +865,7 @@ RULES: tuple[Rule, ...] = (
             W,
             "Drivers, the efsray package and the cluster must run the same Ray version; "
             "token authentication needs Ray >= 2.52.",
-            f"Use Ray {RAY_VERSION} (rayproject/ray:{RAY_VERSION}-py311-cpu or the efsray "
-            "image).",
+            f"Use Ray {RAY_VERSION} (rayproject/ray:{RAY_VERSION}-py311-cpu or the efsray image).",
         ),
         _ray_image_version,
     ),
@@ -889,7 +903,7 @@ RULES: tuple[Rule, ...] = (
             "process on the head) every interval; failures leave sessions behind and the "
             "check can hang past its timeout.",
             "Probe the health endpoint instead: "
-            "`python -c \"import urllib.request as u; "
+            '`python -c "import urllib.request as u; '
             "u.urlopen('http://127.0.0.1:52365/api/healthz', timeout=5)\"`.",
         ),
         _healthcheck_driver,
@@ -1012,7 +1026,7 @@ RULES: tuple[Rule, ...] = (
             "EFS005",
             "nfs-address",
             E,
-            "Docker's local driver needs addr=SERVER in `o:` and device: \":/path\" to mount "
+            'Docker\'s local driver needs addr=SERVER in `o:` and device: ":/path" to mount '
             "NFS; without them the volume fails when the first container starts.",
             "Use `efsray compose render` for the block.",
         ),

@@ -98,9 +98,7 @@ def _unknown_keys(error: Any) -> list[str]:
     if not isinstance(instance, dict):
         return []
     known = _known_properties(error.schema, depth=0)
-    return sorted(
-        str(k) for k in instance if str(k) not in known and not str(k).startswith("x-")
-    )
+    return sorted(str(k) for k in instance if str(k) not in known and not str(k).startswith("x-"))
 
 
 def _known_properties(schema: Any, depth: int) -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -48,7 +48,7 @@ class _DuplicateKeyError(yaml.MarkedYAMLError):
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 core scalars, duplicate-key errors and Compose's tags."""
 
-    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
         first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _TIMESTAMP)]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
@@ -193,7 +193,9 @@ def _check_shape(data: Any) -> None:
             stack.extend((child, depth + 1, inner) for child in children)
 
 
-def _index(node: Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], depth: int) -> None:
+def _index(
+    node: Node, path: tuple[Any, ...], lines: dict[tuple[Any, ...], int], depth: int
+) -> None:
     if depth > MAX_DEPTH or len(lines) > MAX_NODES:
         return
     lines.setdefault(path, node.start_mark.line + 1)
