@@ -43,7 +43,7 @@ EFS_VOLUMES: tuple[tuple[str, str], ...] = (
 DEFAULT_ROOT_DIR = "/efsray"
 
 # What the shipped files write for the address: Compose stops with this message if unset.
-DNS_PLACEHOLDER = "${EFS_DNS_NAME:?set EFS_DNS_NAME in .env, see .env.cloud.example}"
+DNS_PLACEHOLDER = "${EFS_DNS_NAME:?set EFS_DNS_NAME (see .env.cloud.example)}"
 
 _PLACEHOLDER = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?])[^{}]*)?\}$")
 _ROOT = re.compile(r"^/(?:[A-Za-z0-9._-]+/?)*$")

@@ -173,9 +173,26 @@ def _image_tag(image: str) -> tuple[str, str | None, bool]:
     return ref, None, bool(digest)
 
 
+def _split_options(o: str) -> list[str]:
+    """Split an ``o:`` string at commas that are not inside ``${...}``."""
+    parts, level, current = [], 0, []
+    for ch in o:
+        if ch == "{":
+            level += 1
+        elif ch == "}":
+            level = max(0, level - 1)
+        if ch == "," and level == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
 def _nfs_option_map(o: str) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
-    for token in o.split(","):
+    for token in _split_options(o):
         token = token.strip()
         if not token:
             continue
