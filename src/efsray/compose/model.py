@@ -7,6 +7,7 @@ type, and strings are interpolated with the file's own defaults (see :mod:`.inte
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from collections.abc import Iterator, Mapping
@@ -16,7 +17,16 @@ from typing import Any
 from efsray.compose.interpolate import interpolate
 from efsray.compose.yamlio import LoadedYaml
 
-__all__ = ["ComposeDoc", "Mount", "PortSpec", "RayStart", "Service", "shell_segments"]
+__all__ = [
+    "ComposeDoc",
+    "Mount",
+    "PortSpec",
+    "RayStart",
+    "Service",
+    "parse_size",
+    "shell_segments",
+    "splits_cleanly",
+]
 
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh"}
 _FLAGS = {"head", "block", "disable-usage-stats", "verbose", "ray-debugger-external"}
@@ -74,10 +84,23 @@ def shell_segments(script: str, _depth: int = 0) -> list[list[str]]:
 
 
 def _split_words(text: str) -> list[str]:
+    """Words of a command, as a shell would split them. An unbalanced quote (which Compose
+    rejects; rule CMP006 reports it) is closed at the end so the words can still be read."""
+    for closing in ("", '"', "'"):
+        try:
+            return shlex.split(text + closing, posix=True)
+        except ValueError:
+            continue
+    return [w.strip("'\"") for w in text.split()]
+
+
+def splits_cleanly(text: str) -> bool:
+    """True when ``text`` splits into words without an unbalanced quote or escape."""
     try:
-        return shlex.split(text, posix=True)
-    except ValueError:  # unbalanced quotes after splitting at operators
-        return [w.strip("'\"") for w in text.split()]
+        shlex.split(text, posix=True)
+    except ValueError:
+        return False
+    return True
 
 
 def _shell_c_argument(words: list[str]) -> str | None:
@@ -172,10 +195,21 @@ class Service:
             return inner if inner is not None else shlex.join(words)
         return self.text(value) or ""
 
-    def segments(self) -> list[list[str]]:
+    @functools.cached_property
+    def _segments(self) -> list[list[str]]:
         return shell_segments(self.command_script())
 
+    def segments(self) -> list[list[str]]:
+        return self._segments
+
+    @functools.cached_property
+    def _ray_starts(self) -> list[RayStart]:
+        return self._find_ray_starts()
+
     def ray_starts(self) -> list[RayStart]:
+        return self._ray_starts
+
+    def _find_ray_starts(self) -> list[RayStart]:
         starts = []
         for words in self.segments():
             for i in range(len(words) - 1):
@@ -337,14 +371,19 @@ class ComposeDoc:
     def data(self) -> dict[Any, Any]:
         return _dict(self.loaded.data)
 
+    @functools.cached_property
+    def _services(self) -> tuple[Service, ...]:
+        return tuple(
+            Service(str(name), spec, self.env)
+            for name, spec in _dict(self.data.get("services")).items()
+            if isinstance(spec, dict)
+        )
+
     def services(self) -> Iterator[Service]:
-        for name, spec in _dict(self.data.get("services")).items():
-            if isinstance(spec, dict):
-                yield Service(str(name), spec, self.env)
+        return iter(self._services)
 
     def service(self, name: str) -> Service | None:
-        spec = _dict(self.data.get("services")).get(name)
-        return Service(name, spec, self.env) if isinstance(spec, dict) else None
+        return next((s for s in self._services if s.name == name), None)
 
     def section(self, key: str) -> dict[Any, Any]:
         return _dict(self.data.get(key))

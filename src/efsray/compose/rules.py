@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from efsray.compose.findings import RuleInfo, Severity
 from efsray.compose.interpolate import interpolate
-from efsray.compose.model import ComposeDoc, Service, parse_size
+from efsray.compose.model import ComposeDoc, Service, parse_size, splits_cleanly
 from efsray.mount.options import HARMFUL_OPTIONS, IGNORED_OPTIONS, RECOMMENDED_OPTIONS
 
 __all__ = ["PARSE_RULES", "RAY_VERSION", "RULES", "Hit", "Rule", "rule_info"]
@@ -267,6 +267,25 @@ def _undefined_reference(doc: ComposeDoc) -> Iterator[Hit]:
                     svc.name,
                     ("services", svc.name, "networks"),
                 )
+
+
+def _unparsable_command(doc: ComposeDoc) -> Iterator[Hit]:
+    for svc in doc.services():
+        for key in ("command", "entrypoint"):
+            value = svc.get(key)
+            if isinstance(value, str) and not splits_cleanly(value):
+                yield Hit(
+                    f"{key} {value!r} has an unbalanced quote or a trailing backslash",
+                    svc.name,
+                    ("services", svc.name, key),
+                )
+        script = svc.healthcheck_script()
+        if script is not None and not splits_cleanly(script):
+            yield Hit(
+                f"healthcheck {script!r} has an unbalanced quote or a trailing backslash",
+                svc.name,
+                ("services", svc.name, "healthcheck", "test"),
+            )
 
 
 def _fixed_subnet(doc: ComposeDoc) -> Iterator[Hit]:
@@ -732,6 +751,17 @@ RULES: tuple[Rule, ...] = (
             "Define it in the top-level section, or fix the name.",
         ),
         _undefined_reference,
+    ),
+    Rule(
+        _info(
+            "CMP006",
+            "command-unparsable",
+            E,
+            "Compose splits a string command into words like a shell; with an unbalanced "
+            "quote it refuses the file (and a shell healthcheck fails every time).",
+            "Close the quote, or write the command as a list: [\"ray\", \"start\", ...].",
+        ),
+        _unparsable_command,
     ),
     Rule(
         _info(

@@ -71,7 +71,7 @@ def schema_issues(document: Any) -> Iterator[SchemaIssue]:
     import jsonschema
 
     errors = []
-    for error in _validator().iter_errors(document):
+    for error in _validator().iter_errors(_with_string_keys(document)):
         if error.validator == "unevaluatedProperties":
             unknown = _unknown_keys(error)
             if not unknown:
@@ -86,6 +86,22 @@ def schema_issues(document: Any) -> Iterator[SchemaIssue]:
         best = jsonschema.exceptions.best_match([error])
         # best_match descends into oneOf/anyOf context to the most relevant sub-error.
         yield SchemaIssue(tuple(best.absolute_path), _message(best))
+
+
+def _with_string_keys(value: Any) -> Any:
+    """Mapping keys as Compose reads them (text): ``1:`` is the name "1", ``true:`` "true".
+    jsonschema cannot match patterns against non-string keys."""
+    if isinstance(value, dict):
+        return {_key_text(k): _with_string_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_string_keys(v) for v in value]
+    return value
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    return "null" if key is None else str(key)
 
 
 def _unknown_keys(error: Any) -> list[str]:
