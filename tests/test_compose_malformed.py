@@ -21,8 +21,7 @@ from efsray.errors import ConfigError
 from efsray.mount.options import RECOMMENDED_OPTIONS
 
 _LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n"
-    for p, n in zip("abcdefg", "bcdefgh", strict=True)
+    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh", strict=True)
 )
 
 MALFORMED: list[tuple[str, str, str]] = [
@@ -55,8 +54,16 @@ MALFORMED: list[tuple[str, str, str]] = [
         "services: {}\nvolumes:\n  v: {driver_opts: {type: nfs, o: [addr=x]}}\n",
         "SCHEMA001",
     ),
-    ("healthcheck test is a mapping", "services:\n  w: {image: 'n:1', healthcheck: {test: {a: 1}}}\n", "SCHEMA001"),  # noqa: E501
-    ("replicas is a list", "services:\n  w: {image: 'n:1', deploy: {replicas: [1]}}\n", "SCHEMA001"),  # noqa: E501
+    (
+        "healthcheck test is a mapping",
+        "services:\n  w: {image: 'n:1', healthcheck: {test: {a: 1}}}\n",
+        "SCHEMA001",
+    ),
+    (
+        "replicas is a list",
+        "services:\n  w: {image: 'n:1', deploy: {replicas: [1]}}\n",
+        "SCHEMA001",
+    ),
     ("secrets is a mapping", "services:\n  w: {image: 'n:1', secrets: {a: 1}}\n", "SCHEMA001"),
     ("unknown service key", "services:\n  w: {image: 'n:1', imagee: x}\n", "SCHEMA001"),
     ("unknown top-level key", "services: {}\nservice: {}\n", "SCHEMA001"),
@@ -120,17 +127,18 @@ def test_malformed_env_file_is_findings_not_a_traceback(tmp_path: Path) -> None:
 
 
 # --- hypothesis: arbitrary documents never crash a rule -------------------------------------
+_INTERESTING = [
+    "ray start --head", "ray start --address=h:10001", "127.0.0.1:8265:8265", "8265",
+    "${X:-1}", "${Y}", "bash -c 'while true; do sleep 1; done'", "nfs", "addr=x,intr",
+    "efs-logs:/logs:ro", "CMD-SHELL", "NONE", "token", "/run/secrets/t", "2gb", ":/x",
+]  # fmt: skip
 _scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-(2**40), 2**40),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=30),
-    st.sampled_from(
-        ["ray start --head", "ray start --address=h:10001", "127.0.0.1:8265:8265", "8265",
-         "${X:-1}", "${Y}", "bash -c 'while true; do sleep 1; done'", "nfs", "addr=x,intr",
-         "efs-logs:/logs:ro", "CMD-SHELL", "NONE", "token", "/run/secrets/t", "2gb", ":/x"]
-    ),  # fmt: skip
+    st.sampled_from(_INTERESTING),
 )
 _values = st.recursive(
     _scalars,
@@ -160,7 +168,11 @@ _documents = st.fixed_dictionaries(
                 st.one_of(
                     _values,
                     st.fixed_dictionaries(
-                        {"driver_opts": st.dictionaries(st.sampled_from(["type", "o", "device"]), _values)}  # noqa: E501
+                        {
+                            "driver_opts": st.dictionaries(
+                                st.sampled_from(["type", "o", "device"]), _values
+                            )
+                        }
                     ),
                 ),
             ),
@@ -273,7 +285,9 @@ def test_interpolate_defaults_and_values(name: str, default: str, value: str) ->
     st.integers(1, 65535),
     st.sampled_from(["", "/tcp", "/udp"]),
 )
-def test_short_port_syntax(host_ip: str | None, published: int | None, target: int, proto: str) -> None:  # noqa: E501
+def test_short_port_syntax(
+    host_ip: str | None, published: int | None, target: int, proto: str
+) -> None:
     if host_ip is None:
         text = f"{published}:{target}" if published else f"{target}"
     else:
@@ -285,7 +299,11 @@ def test_short_port_syntax(host_ip: str | None, published: int | None, target: i
     assert spec.published == (str(published) if published else None)
 
 
-@given(st.integers(0, 10**6), st.sampled_from(["", "k", "m", "g", "K", "M", "G"]), st.sampled_from(["", "b", "B"]))  # noqa: E501
+@given(
+    st.integers(0, 10**6),
+    st.sampled_from(["", "k", "m", "g", "K", "M", "G"]),
+    st.sampled_from(["", "b", "B"]),
+)
 def test_parse_size(n: int, unit: str, suffix: str) -> None:
     scale = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
     assert parse_size(f"{n}{unit}{suffix if unit else ''}") == n * scale

@@ -110,9 +110,10 @@ def test_access_point_root_matches_the_volume_devices() -> None:
     default = re.search(r"RootDirectoryPath:\n(?:\s+.*\n)*?\s+Default: (\S+)", template)
     assert default is not None
     assert default.group(1) == "/efsray"
-    assert efs_volumes("fs-1.efs.us-east-1.amazonaws.com")["efs-logs"]["driver_opts"][
-        "device"
-    ] == f":{default.group(1)}/logs"
+    assert (
+        efs_volumes("fs-1.efs.us-east-1.amazonaws.com")["efs-logs"]["driver_opts"]["device"]
+        == f":{default.group(1)}/logs"
+    )
 
 
 # --- names the users know -------------------------------------------------------------------

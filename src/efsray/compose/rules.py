@@ -759,7 +759,7 @@ RULES: tuple[Rule, ...] = (
             E,
             "Compose splits a string command into words like a shell; with an unbalanced "
             "quote it refuses the file (and a shell healthcheck fails every time).",
-            "Close the quote, or write the command as a list: [\"ray\", \"start\", ...].",
+            'Close the quote, or write the command as a list: ["ray", "start", ...].',
         ),
         _unparsable_command,
     ),
