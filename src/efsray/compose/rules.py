@@ -175,7 +175,9 @@ def _image_tag(image: str) -> tuple[str, str | None, bool]:
 
 def _split_options(o: str) -> list[str]:
     """Split an ``o:`` string at commas that are not inside ``${...}``."""
-    parts, level, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    level = 0
     for ch in o:
         if ch == "{":
             level += 1

@@ -49,7 +49,7 @@ class _DuplicateKeyError(yaml.MarkedYAMLError):
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_Base):  # type: ignore[misc,valid-type]
+class _Loader(_Base):
     """SafeLoader with YAML 1.2 core scalars, duplicate-key errors and Compose's tags."""
 
     yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
@@ -112,7 +112,7 @@ def _construct_compose_tag(loader: _Loader, node: Node) -> Any:
         return loader.construct_mapping(node, deep=True)
     if isinstance(node, SequenceNode):
         return loader.construct_sequence(node, deep=True)
-    return loader.construct_scalar(node)  # type: ignore[arg-type]
+    return loader.construct_scalar(node)
 
 
 _Loader.add_constructor(_INT, _construct_int)
