@@ -191,3 +191,12 @@ def test_rule_ids_are_unique_and_advice_is_complete() -> None:
     assert len(ids) == len(set(ids))
     for rule in RULES:
         assert rule.info.why.endswith(".") and rule.info.fix and rule.info.name
+
+
+def test_docs_list_every_rule() -> None:
+    from efsray.compose import PARSE_RULES
+    from tests.fixtures.deploy import ROOT
+
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    for info in [r.info for r in RULES] + list(PARSE_RULES.values()):
+        assert f"| {info.id} | {info.name} | {info.severity.value} |" in docs, info.id
