@@ -42,8 +42,10 @@ EFS_VOLUMES: tuple[tuple[str, str], ...] = (
 # that a TLS mount through the access point (efs-utils) and a plain NFS volume see one tree.
 DEFAULT_ROOT_DIR = "/efsray"
 
-# What the shipped files write for the address: Compose stops with this message if unset.
-DNS_PLACEHOLDER = "${EFS_DNS_NAME:?set EFS_DNS_NAME (see .env.cloud.example)}"
+# What the shipped files write for the address: Compose refuses to start when it is unset
+# ("required variable EFS_DNS_NAME is missing a value"). No spaces or commas, so that it also
+# fits EFSMountConfig.compose_driver_opts(addr=...).
+DNS_PLACEHOLDER = "${EFS_DNS_NAME:?}"
 
 _PLACEHOLDER = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?])[^{}]*)?\}$")
 _ROOT = re.compile(r"^/(?:[A-Za-z0-9._-]+/?)*$")
