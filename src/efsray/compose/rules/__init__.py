@@ -5,7 +5,7 @@ Rules read the file through :class:`~efsray.compose.model.ComposeDoc`, which nev
 odd shapes; the schema check (rule SCHEMA001) reports those. Values are interpolated with the
 file's own defaults (``${VAR:-default}``), so a rule sees what Compose would run when the
 variable is unset. A new rule goes into the module of its topic and into its ``RULES``, with
-a bad and a corrected example in ``tests/test_compose_rules.py``.
+a bad and a corrected example in ``tests/compose/test_rules.py``.
 """
 
 from __future__ import annotations
