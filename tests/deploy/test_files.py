@@ -191,7 +191,9 @@ def test_prometheus_targets_exist_in_every_stack(path) -> None:
                     assert port == monitor_port
                 else:
                     assert host in names or host == "127.0.0.1", target
-    assert "9464" in monitor.healthcheck_script()
+    assert f"127.0.0.1:{monitor_port}/healthz" in monitor.healthcheck_script()
+    assert monitor_words[monitor_words.index("--host") + 1] == "0.0.0.0"  # scraped, unpublished
+    assert not monitor.ports()
     datasource = _load(DEPLOY / "monitoring/grafana/provisioning/datasources/prometheus.yml")
     assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
     assert "prometheus" in names
@@ -306,3 +308,27 @@ def test_lint_cli_on_shipped_files_exits_zero() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_loads_the_alert_rules_but_not_their_unit_tests() -> None:
+    from fnmatch import fnmatch
+
+    (pattern,) = _load(DEPLOY / "monitoring" / "prometheus.yml")["rule_files"]
+    assert fnmatch("/etc/efsray/monitoring/alerts.yml", pattern)
+    assert not fnmatch("/etc/efsray/monitoring/alerts_test.yml", pattern)
+    for path in SHIPPED_COMPOSE:
+        prometheus = Service("prometheus", _load(path)["services"]["prometheus"])
+        mounts = {m.target: m for m in prometheus.mounts()}
+        assert mounts["/etc/efsray/monitoring"].source == "./monitoring"
+        assert mounts["/etc/efsray/monitoring"].read_only
+        assert pattern.startswith("/etc/efsray/monitoring/")
+
+
+def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
+    provider = _load(DEPLOY / "monitoring/grafana/provisioning/dashboards/efsray.yml")
+    assert provider["providers"][0]["options"]["path"] == "/etc/efsray/monitoring"
+    for path in SHIPPED_COMPOSE:
+        grafana = Service("grafana", _load(path)["services"]["grafana"])
+        targets = {m.target: m.source for m in grafana.mounts()}
+        assert targets["/etc/efsray/monitoring"] == "./monitoring"
+        assert targets["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
