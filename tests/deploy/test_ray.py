@@ -80,6 +80,9 @@ def _health_parts(svc: Service, agent_port: int) -> list[str]:
 
 
 def _efsray_health_available() -> bool:
+    """The healthcheck's second half runs `efsray health` (mount subsystem) once it exists."""
+    if shutil.which("efsray") is None:
+        return False
     proc = subprocess.run(
         [sys.executable, "-m", "efsray.cli.app", "health", "--help"],
         capture_output=True,

@@ -54,9 +54,9 @@ def compose_schema() -> dict[str, Any]:
 
 @functools.cache
 def _validator() -> Any:
+    schema = compose_schema()  # first: its error says what to install
     import jsonschema
 
-    schema = compose_schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
@@ -68,10 +68,11 @@ def schema_issues(document: Any) -> Iterator[SchemaIssue]:
     Where a value matches none of several alternatives (``oneOf``), the issue names the
     alternative that came closest, which is the message a person can act on.
     """
+    validator = _validator()
     import jsonschema
 
     errors = []
-    for error in _validator().iter_errors(_with_string_keys(document)):
+    for error in validator.iter_errors(_with_string_keys(document)):
         if error.validator == "unevaluatedProperties":
             unknown = _unknown_keys(error)
             if not unknown:
