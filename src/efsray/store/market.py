@@ -503,7 +503,7 @@ class MarketDataStore:
     ) -> list[VersionInfo]:
         """Versions, newest first, back to the oldest one retention kept."""
         _, latest, _ = self._manifest(symbol, timeframe, None)
-        out = []
+        out: list[VersionInfo] = []
         for version in range(latest, 0, -1):
             if limit is not None and len(out) >= limit:
                 break
