@@ -101,18 +101,19 @@ def test_lint_interpolates_with_an_env_file(cli: typer.Typer, tmp_path: Path) ->
 
 def test_render_from_env_file(cli: typer.Typer, tmp_path: Path) -> None:
     env = tmp_path / ".env.cloud"
-    env.write_text(f"EFS_DNS_NAME={DNS}\nEFS_MOUNT_TARGET_IP=10.0.1.100\n")
+    env.write_text(f"EFS_DNS_NAME={DNS}\n")
     runner = CliRunner()
     text = runner.invoke(cli, ["compose", "render", "--env-file", str(env)])
     assert text.exit_code == 0, text.output
     assert yaml.safe_load(text.output)["volumes"] == efs_volumes(DNS)
     as_json = runner.invoke(cli, ["compose", "render", "--env-file", str(env), "--json"])
     assert json.loads(as_json.output)["volumes"] == efs_volumes(DNS)
-    by_ip = runner.invoke(
-        cli, ["compose", "render", "--env-file", str(env), "--use-ip", "--root-dir", "/x"]
-    )
-    volumes = yaml.safe_load(by_ip.output)["volumes"]
-    assert volumes["efs-logs"]["driver_opts"]["o"].startswith("addr=10.0.1.100,nfsvers=4.1,")
+    # EFSMountConfig's settings apply: the mount target IP is the server, version overridden
+    env.write_text(f"EFS_DNS_NAME={DNS}\nEFS_MOUNT_TARGET_IP=10.0.1.100\nEFS_NFS_VERSION=4.0\n")
+    by_ip = runner.invoke(cli, ["compose", "render", "--env-file", str(env), "--root-dir", "/x"])
+    volumes = yaml.safe_load(by_ip.stdout)["volumes"]
+    assert "warning:" in by_ip.stderr and "4.0" in by_ip.stderr  # EFSMountConfig's advice
+    assert volumes["efs-logs"]["driver_opts"]["o"].startswith("addr=10.0.1.100,nfsvers=4.0,")
     assert volumes["efs-logs"]["driver_opts"]["device"] == ":/x/logs"
 
 
@@ -129,6 +130,11 @@ def test_render_errors_are_messages(tmp_path: Path) -> None:
     proc = _efsray("compose", "render", "--env-file", str(empty))
     assert proc.returncode == 2
     assert "EFS_DNS_NAME is not set" in proc.stderr and "Traceback" not in proc.stderr
+    tls = tmp_path / ".env.tls"
+    tls.write_text(f"EFS_DNS_NAME={DNS}\nEFS_MOUNT_TYPE=efs\nEFS_TLS=true\n")
+    proc = _efsray("compose", "render", "--env-file", str(tls))
+    assert proc.returncode == 2
+    assert "cannot do tls" in proc.stderr and "Traceback" not in proc.stderr
     proc = _efsray("compose", "render", "--root-dir", "../etc", env={"EFS_DNS_NAME": DNS})
     assert proc.returncode == 2
     assert "root directory" in proc.stderr and "Traceback" not in proc.stderr

@@ -334,23 +334,15 @@ def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
         assert targets["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
 
 
-def test_rendered_volumes_equal_efsmountconfig() -> None:
-    """Once the mount subsystem's EFSMountConfig.compose_driver_opts() is on this branch, the
-    compose renderer and the shipped files must agree with it too (then render.py should
-    delegate to it)."""
-    config = pytest.importorskip(
-        "efsray.mount.config", reason="EFSMountConfig (mount subsystem) is not merged yet"
-    )
-    cls = getattr(config, "EFSMountConfig", None)
-    if cls is None or not hasattr(cls, "compose_driver_opts"):
-        pytest.skip("EFSMountConfig.compose_driver_opts() is not merged yet")
-    from efsray.compose import driver_opts
+def test_rendered_volumes_are_efsmountconfigs() -> None:
+    """The renderer delegates to the mount subsystem: same driver_opts, volume by volume."""
+    from efsray.mount import EFSMountConfig
 
-    for _, sub in EFS_VOLUMES:
-        mount = cls(
+    volumes = efs_volumes(DNS_PLACEHOLDER)
+    for name, sub in EFS_VOLUMES:
+        mount = EFSMountConfig(
             "fs-0123456789abcdef0.efs.us-east-1.amazonaws.com",
             "/data",
             export_path=f"/efsray/{sub}",
         )
-        ours = driver_opts(DNS_PLACEHOLDER, f"/efsray/{sub}")
-        assert mount.compose_driver_opts(addr=DNS_PLACEHOLDER) == ours
+        assert mount.compose_driver_opts(addr=DNS_PLACEHOLDER) == volumes[name]["driver_opts"]

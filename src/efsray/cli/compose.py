@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from efsray.cli._common import EnvFileOpt, JsonOpt, console, print_json, settings_from
+from efsray.cli._common import (
+    EnvFileOpt,
+    JsonOpt,
+    console,
+    err_console,
+    print_json,
+    settings_from,
+)
 
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -98,45 +105,40 @@ def register(app: typer.Typer) -> None:
                 help="EFS directory holding data/, models/ and logs/ (the access point root).",
             ),
         ] = "/efsray",
-        use_ip: Annotated[
-            bool,
-            typer.Option("--use-ip", help="Mount by EFS_MOUNT_TARGET_IP instead of EFS_DNS_NAME."),
-        ] = False,
         placeholder: Annotated[
             bool,
             typer.Option(
                 "--placeholder",
-                help="Write ${EFS_DNS_NAME:?...} instead of a value, as the shipped files do.",
+                help="Write ${EFS_DNS_NAME:?} and the recommended options, as the shipped "
+                "files do.",
             ),
         ] = False,
         json_out: JsonOpt = False,
     ) -> None:
-        """Print the compose `volumes:` block (EFS over NFS) for the EFS settings."""
+        """Print the compose `volumes:` block (EFS over NFS) for the EFS settings.
+
+        The options are EFSMountConfig's (EFS_NFS_VERSION, EFS_MOUNT_OPTIONS apply); the
+        address is EFS_MOUNT_TARGET_IP when set, else EFS_DNS_NAME, as for `efsray mount`.
+        """
         from efsray.compose import DNS_PLACEHOLDER, efs_volumes, render_volumes_yaml
-        from efsray.errors import ConfigError
 
         if placeholder:
-            address = DNS_PLACEHOLDER
+            volumes = efs_volumes(DNS_PLACEHOLDER, root_dir)
         else:
-            settings = settings_from(env_file)
-            value = settings.efs_mount_target_ip if use_ip else settings.efs_dns_name
-            name = "EFS_MOUNT_TARGET_IP" if use_ip else "EFS_DNS_NAME"
-            if value is None:
-                source = f"{env_file} or the environment" if env_file else "the environment"
-                raise ConfigError(
-                    f"{name} is not set in {source}; set it to your file system's "
-                    + (
-                        "mount target IP"
-                        if use_ip
-                        else "DNS name (fs-....efs.REGION.amazonaws.com)"
-                    )
-                    + ", or pass --placeholder"
-                )
-            address = str(value)
+            import warnings
+
+            from efsray.mount.config import EFSMountConfig
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                config = EFSMountConfig.from_settings(settings_from(env_file))
+                volumes = efs_volumes(root_dir=root_dir, config=config)
+            for note in dict.fromkeys(str(w.message) for w in caught):
+                err_console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
         if json_out:
-            print_json({"volumes": efs_volumes(address, root_dir)})
+            print_json({"volumes": volumes})
         else:
-            typer.echo(render_volumes_yaml(address, root_dir), nl=False)
+            typer.echo(render_volumes_yaml(volumes), nl=False)
 
     @compose.command("token")
     def token_cmd(

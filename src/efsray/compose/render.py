@@ -1,25 +1,24 @@
-"""Render the EFS volume block of a compose file from the one source of NFS options.
+"""Render the EFS volume block of a compose file with ``EFSMountConfig``.
 
-The shipped compose files contain exactly what :func:`efs_volumes` renders (a test compares
-them), and the linter's NFS rules compare any file with the same options, so the options in
-``efsray.mount.options`` are the only place to change them.
+Every ``driver_opts`` comes from :meth:`efsray.mount.EFSMountConfig.compose_driver_opts`,
+which renders from ``efsray.mount.options`` — the one source of NFS options. The shipped
+compose files contain exactly what :func:`efs_volumes` renders for the placeholder address (a
+test compares them), and the linter's NFS rules compare any file with the same options.
 
 Docker's ``local`` volume driver mounts NFS itself: ``type: nfs`` with ``nfsvers=4.1`` in
 ``o`` (only ``type: nfs`` resolves a host name given in ``addr=``), and ``device: ":/path"``.
-
-.. note:: When ``EFSMountConfig.compose_driver_opts()`` lands (mount subsystem), this module
-   should delegate to it; until then it renders from ``efsray.mount.options`` directly.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from efsray.config import is_hostname
 from efsray.errors import ConfigError
-from efsray.mount.options import RECOMMENDED_OPTIONS
+
+if TYPE_CHECKING:
+    from efsray.mount.config import EFSMountConfig
 
 __all__ = [
     "DEFAULT_ROOT_DIR",
@@ -43,21 +42,15 @@ EFS_VOLUMES: tuple[tuple[str, str], ...] = (
 DEFAULT_ROOT_DIR = "/efsray"
 
 # What the shipped files write for the address: Compose refuses to start when it is unset
-# ("required variable EFS_DNS_NAME is missing a value"). No spaces or commas, so that it also
-# fits EFSMountConfig.compose_driver_opts(addr=...).
+# ("required variable EFS_DNS_NAME is missing a value"). No spaces or commas: it goes into
+# the `o:` option string.
 DNS_PLACEHOLDER = "${EFS_DNS_NAME:?}"
 
 _PLACEHOLDER = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?])[^{}]*)?\}$")
 _ROOT = re.compile(r"^/(?:[A-Za-z0-9._-]+/?)*$")
-
-
-def _check_address(address: str) -> str:
-    if _PLACEHOLDER.match(address) or is_hostname(address):
-        return address
-    raise ConfigError(
-        f"EFS address {address!r} is not a host name or IP address; use the file system's DNS "
-        "name (fs-0123456789abcdef0.efs.us-east-1.amazonaws.com) or a mount target IP"
-    )
+# Stands in for the host name when the address is a ${...} placeholder: EFSMountConfig
+# validates its host, and `addr=` replaces it in the output. (.invalid never resolves.)
+_STAND_IN_HOST = "efs.invalid"
 
 
 def _check_root(root_dir: str) -> str:
@@ -69,31 +62,62 @@ def _check_root(root_dir: str) -> str:
     return root_dir.rstrip("/") or "/"
 
 
-def nfs_options(address: str, options: Sequence[str] = RECOMMENDED_OPTIONS) -> str:
+def _config(
+    address: str | None, config: EFSMountConfig | None
+) -> tuple[EFSMountConfig, str | None]:
+    """The mount config to render from, and the ``addr`` override to pass it."""
+    if config is not None:
+        return config, address
+    if address is None:
+        raise ConfigError("no EFS address: pass the DNS name, an IP or a ${...} placeholder")
+    from efsray.mount.config import EFSMountConfig
+
+    if _PLACEHOLDER.match(address):
+        return EFSMountConfig(_STAND_IN_HOST, "/data"), address
+    return EFSMountConfig(address, "/data"), None
+
+
+def driver_opts(
+    address: str | None, device: str, *, config: EFSMountConfig | None = None
+) -> dict[str, str]:
+    """``driver_opts`` for one EFS directory (``device`` is the path on the file system).
+
+    Without ``config`` the options are the recommended ones; with it (e.g.
+    ``EFSMountConfig.from_settings(...)``) its version and overrides apply, and ``address``,
+    when given, replaces its server in ``addr=``.
+    """
+    base, addr = _config(address, config)
+    mount = dataclasses.replace(base, export_path=_check_root(device))
+    return mount.compose_driver_opts(addr=addr)
+
+
+def nfs_options(address: str) -> str:
     """The ``o:`` string: ``addr=ADDRESS`` then the recommended NFS options, in order."""
-    return ",".join([f"addr={_check_address(address)}", *options])
+    return driver_opts(address, "/")["o"]
 
 
-def driver_opts(address: str, device: str) -> dict[str, str]:
-    """``driver_opts`` for one EFS directory (``device`` is the path on the file system)."""
-    path = _check_root(device)
-    return {"type": "nfs", "o": nfs_options(address), "device": f":{path}"}
-
-
-def efs_volumes(address: str, root_dir: str = DEFAULT_ROOT_DIR) -> dict[str, dict[str, Any]]:
+def efs_volumes(
+    address: str | None = None,
+    root_dir: str = DEFAULT_ROOT_DIR,
+    *,
+    config: EFSMountConfig | None = None,
+) -> dict[str, dict[str, Any]]:
     """The top-level ``volumes:`` entries for shared data, model cache and logs."""
     root = _check_root(root_dir)
     base = "" if root == "/" else root
     return {
-        name: {"driver": "local", "driver_opts": driver_opts(address, f"{base}/{sub}")}
+        name: {
+            "driver": "local",
+            "driver_opts": driver_opts(address, f"{base}/{sub}", config=config),
+        }
         for name, sub in EFS_VOLUMES
     }
 
 
-def render_volumes_yaml(address: str, root_dir: str = DEFAULT_ROOT_DIR) -> str:
-    """The ``volumes:`` block as YAML text, ready to paste into a compose file."""
+def render_volumes_yaml(volumes: dict[str, dict[str, Any]]) -> str:
+    """A ``volumes:`` block (from :func:`efs_volumes`) as YAML, ready to paste."""
     lines = ["volumes:"]
-    for name, spec in efs_volumes(address, root_dir).items():
+    for name, spec in volumes.items():
         opts = spec["driver_opts"]
         lines += [
             f"  {name}:",
