@@ -193,6 +193,10 @@ def test_shipped_head_and_worker_commands_form_an_authenticated_cluster(
         with _node(worker_cmd, worker_env) as worker_proc:
             _wait_healthy(worker_proc, worker_check, worker_env, with_efs)
             assert worker_proc.poll() is None and head_proc.poll() is None  # --block
+            if with_efs:
+                # Ray is fine, the shared volume is not: the same healthcheck fails.
+                broken = {**head_env, "EFS_MOUNT_PATH": str(tmp_path / "not-mounted")}
+                assert _run_check(head_check, broken, with_efs=True) != 0
 
             # Both nodes are in the cluster, and the API refuses requests without the token.
             assert _alive_nodes(dashboard, token) == 2
