@@ -141,10 +141,7 @@ class Tally:
 
 #: Store issues already reported; each has a strict xfail test in test_write_paths.py that
 #: turns red once the issue is fixed, so that its entry here is removed.
-KNOWN_ISSUES = {
-    "pathlib-check": "a pathlib check (Path.exists/is_dir/is_file) in the store lets a bare "
-    "OSError (EIO, ENOSPC) through instead of a StorageError",
-}
+KNOWN_ISSUES: dict[str, str] = {}
 
 
 def known_issue(exc: BaseException) -> str | None:

@@ -152,12 +152,6 @@ def test_fault_at_every_operation_of_opening_the_store(
         test_fault_at_every_operation(fault_fs, _OPEN, error, fault_tally, tmp_path_factory)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known store issue 'pathlib-check' (tests/faults/_harness.py KNOWN_ISSUES): "
-    "StoreLayout's marker check and nfs.ensure_dir use Path.exists()/is_dir(), which raise "
-    "a bare OSError on EIO; when this passes, remove the mark and the KNOWN_ISSUES entry",
-)
 @pytest.mark.parametrize("error", ["EIO", "ENOSPC"])
 def test_store_calls_on_a_failing_stat_raise_efsray_errors(
     fault_fs: SimFSProcess, error: str
