@@ -176,9 +176,7 @@ class Settings(BaseSettings):
         description="Probe directories left by another host are removed after this age",
     )
 
-    @field_validator(
-        "efsray_monitor_throughput_bytes", "efsray_monitor_block_bytes", mode="before"
-    )
+    @field_validator("efsray_monitor_throughput_bytes", "efsray_monitor_block_bytes", mode="before")
     @classmethod
     def _size(cls, value: Any) -> Any:
         return parse_size(value) if isinstance(value, str) else value

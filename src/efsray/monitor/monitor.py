@@ -36,6 +36,7 @@ __all__ = ["PROBE_TARGET", "EFSPerformanceMonitor"]
 logger = logging.getLogger("efsray.monitor")
 
 PROBE_TARGET = "efsray.monitor.probes:run_probe"
+CLEANUP_TARGET = "efsray.monitor.probes:cleanup_stale_probes"
 _MARK = "EFSRAY_PROBE_MOUNT"  # in the probe child's environment: which mount it probes
 
 Runner = Callable[..., Any]
@@ -81,6 +82,7 @@ class EFSPerformanceMonitor:
         self._lock = threading.Lock()
         self._previous_nfs: dict[str, MountStats] = {}
         self._active: dict[str, int] = {}
+        self._closing = threading.Event()
 
     @classmethod
     def from_settings(
@@ -175,6 +177,9 @@ class EFSPerformanceMonitor:
         interval: dict[str, Any],
         report: Callable[..., MountReport],
     ) -> MountReport:
+        if self._closing.is_set():
+            msg = "the monitor is shutting down; probe not started"
+            return report(Status.FAILING, (msg,), error=msg)
         payload = {"path": path, **self.config.to_payload()}
         try:
             result = self._runner(
@@ -187,7 +192,7 @@ class EFSPerformanceMonitor:
             )
         except ChildError as exc:
             msg = _describe_child_error(path, exc)
-            self.logger.warning("probe of %s failed: %s", path, msg)
+            self.logger.warning("%s", msg)
             return report(Status.FAILING, (msg,), error=msg)
         except StorageError as exc:
             self.logger.warning("probe of %s failed: %s", path, exc)
@@ -197,17 +202,37 @@ class EFSPerformanceMonitor:
         return report(status, reasons, metrics=metrics, samples=samples)
 
     def cancel_probes(self) -> int:
-        """Kill this process's running probe children (on shutdown); return how many.
+        """Kill this process's running probe children and start no new ones; return how many.
 
-        Each child leads its own process group, which is killed whole. Their probe
-        directories are removed by the next probe (same host, process gone).
+        For shutdown. Each child leads its own process group, which is killed whole. Their
+        probe directories are removed by :meth:`cleanup` or by the next probe.
         """
+        self._closing.set()
         killed = 0
         for pid, _, _ in _probe_children():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed += 1
         return killed
+
+    def cleanup(self, timeout: float = 5.0) -> int:
+        """Remove probe directories left by killed probes of this host; return how many.
+
+        Runs in a child under ``timeout`` per mount, so a hung mount cannot block shutdown.
+        """
+        removed = 0
+        for path in self.mount_paths:
+            try:
+                removed += int(
+                    self._runner(
+                        CLEANUP_TARGET,
+                        {"path": path, "stale_after": self.config.stale_after},
+                        timeout=timeout,
+                    )
+                )
+            except (DeadlineExceeded, ChildError, StorageError) as exc:
+                self.logger.warning("could not clean up probe files in %s: %s", path, exc)
+        return removed
 
     def _read_nfs(self, path: str) -> tuple[MountStats | None, dict[str, Any], bool]:
         if self.mountstats_path is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -48,10 +47,7 @@ class MonitorService:
                 collecting = asyncio.ensure_future(self.monitor.collect())
                 await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 if not collecting.done():
-                    killed = self.monitor.cancel_probes()
-                    logger.info("stopping: killed %d running probe(s)", killed)
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(collecting, timeout=5)
+                    await self._abandon(collecting)
                     break
                 reports = collecting.result()
                 self.collections += 1
@@ -63,3 +59,17 @@ class MonitorService:
                     await asyncio.wait({stopping}, timeout=remaining)
         finally:
             stopping.cancel()
+
+    async def _abandon(self, collecting: asyncio.Future[list[MountReport]]) -> None:
+        """Kill the running probes (again, for a child spawned meanwhile) until it ends."""
+        killed = 0
+        deadline = time.monotonic() + self.monitor.timeout + 5.0
+        while not collecting.done() and time.monotonic() < deadline:
+            killed += self.monitor.cancel_probes()
+            await asyncio.wait({collecting}, timeout=0.1)
+        if collecting.done() and not collecting.cancelled():
+            collecting.exception()  # retrieved: reports of killed probes are not published
+        removed = await asyncio.to_thread(self.monitor.cleanup) if killed else 0
+        logger.info(
+            "stopping: killed %d running probe(s), removed %d probe dir(s)", killed, removed
+        )
