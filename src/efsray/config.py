@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         default=9641, ge=0, le=65535, description="Port of /metrics and /healthz (0: any free)"
     )
     efsray_monitor_interval: float = Field(
-        default=60.0, ge=1.0, le=86400.0, description="Seconds between two probe runs"
+        default=60.0, ge=0.1, le=86400.0, description="Seconds between two probe runs"
     )
     efsray_monitor_probe_timeout: float = Field(
         default=20.0,
