@@ -3,37 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import select
-import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from efsray.monitor.probes import PROBE_PREFIX
-from tests.fixtures.monitor import Scraper
+from tests.fixtures.monitor import LENIENT_ENV, Scraper, efsray_env
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(autouse=True)
+def _lenient_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var, value in LENIENT_ENV.items():
+        monkeypatch.setenv(var, value)
+
+
 SMALL = ["--samples", "10", "--metadata-files", "5", "--file-size", "256K", "--block-size", "64K"]
 
 
 def efsray(*args: str, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "efsray.cli.app", *args],
-        capture_output=True, text=True, timeout=120, env=_env(), **kw,
+        capture_output=True, text=True, timeout=120, env=efsray_env(), **kw,
     )  # fmt: skip
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
-    env["COLUMNS"] = "120"
-    return env
 
 
 def leftovers(path: Path) -> list[str]:
@@ -73,47 +69,10 @@ def test_bench_exit_codes_follow_status(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
-class Service:
-    """``efsray monitor`` running in the background; its stdout read line by line."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "efsray.cli.app", "monitor", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-        )  # fmt: skip
-
-    def line(self, timeout: float = 30.0) -> str:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"no output within {timeout} s"
-        return self.proc.stdout.readline()
-
-    def stop(self, timeout: float = 15.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def service() -> Iterator[type[Service]]:
-    started: list[Service] = []
-
-    class _Tracked(Service):
-        def __init__(self, *args: str) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    yield _Tracked
-    for s in started:
-        s.kill()
-
-
-def test_monitor_serves_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path, service) -> None:
-    svc = service("--interval", "0.5", "--json", str(tmp_path))
+def test_monitor_serves_metrics_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, monitor_service
+) -> None:
+    svc = monitor_service("--interval", "0.5", "--json", str(tmp_path))
     listening = json.loads(svc.line())
     assert listening["event"] == "listening" and listening["mounts"] == [str(tmp_path)]
     url = listening["url"]
@@ -135,21 +94,21 @@ def test_monitor_serves_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path, ser
 
 
 def test_sigterm_during_a_probe_kills_it_and_leaves_no_files(
-    tmp_path: Path, service, monkeypatch
+    tmp_path: Path, monitor_service, monkeypatch
 ) -> None:
     monkeypatch.setenv("EFSRAY_MONITOR_METADATA_FILES", "100000")  # a probe of many seconds
-    svc = service("--interval", "60", str(tmp_path))
+    svc = monitor_service("--interval", "60", str(tmp_path))
     assert svc.line().startswith("listening on http://127.0.0.1:")
     deadline = time.monotonic() + 30
     while not leftovers(tmp_path):  # wait for the probe to be running
         assert time.monotonic() < deadline, "the probe never started"
-        assert svc.proc.poll() is None, svc.proc.stderr.read() if svc.proc.stderr else ""
+        assert svc.proc.poll() is None, svc.stderr_now()
         select.select([], [], [], 0.02)
     t0 = time.monotonic()
     assert svc.stop() == 0
     assert time.monotonic() - t0 < 10
     assert leftovers(tmp_path) == []
-    stderr = svc.proc.stderr.read() if svc.proc.stderr else ""
+    stderr = svc.stderr_now()
     assert "killed 1 running probe" in stderr and "removed 1 probe dir" in stderr, stderr
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from efsray.monitor import EFSPerformanceMonitor, MonitorMetrics, ProbeConfig, Thresholds
-from tests.fixtures.monitor import Scraper, escape_mount_point
+from efsray.monitor import EFSPerformanceMonitor, MonitorMetrics, ProbeConfig
+from tests.fixtures.monitor import LENIENT, Scraper, escape_mount_point
 
 SMALL = ProbeConfig(latency_samples=20, metadata_files=10, throughput_bytes=256 * 1024,
                     block_bytes=64 * 1024)  # fmt: skip
@@ -35,7 +36,7 @@ def test_healthz_says_starting_before_the_first_collection(exporter) -> None:
 def test_metrics_follow_the_filesystem(exporter, tmpfs_mount) -> None:
     metrics, scrape = exporter
     fs = tmpfs_mount(size="64m", nr_inodes=4096)
-    monitor = EFSPerformanceMonitor([fs], config=SMALL, timeout=60)
+    monitor = EFSPerformanceMonitor([fs], config=SMALL, thresholds=LENIENT, timeout=60)
     m = str(fs)
     collect(monitor, metrics)
     assert scrape.value("efsray_filesystem_size_bytes", mountpoint=m) == 64 * MiB
@@ -75,7 +76,7 @@ def test_metrics_follow_the_filesystem(exporter, tmpfs_mount) -> None:
 def test_low_free_space_degrades_then_fails_and_healthz_says_so(exporter, tmpfs_mount) -> None:
     metrics, scrape = exporter
     fs = tmpfs_mount(size="64m", nr_inodes=4096)
-    thresholds = Thresholds(free_degraded_percent=10, free_failing_percent=2)
+    thresholds = dataclasses.replace(LENIENT, free_degraded_percent=10, free_failing_percent=2)
     monitor = EFSPerformanceMonitor([fs], config=SMALL, thresholds=thresholds, timeout=60)
     m = str(fs)
     (fs / "fill").write_bytes(b"\0" * (59 * MiB))  # 5 MiB = 7.8% free
@@ -104,7 +105,9 @@ def test_nfs_counters_from_mountstats_are_exported_per_mount(exporter, tmp_path:
     capture = capture.replace(" /mnt/nfsv3 ", f" {escape_mount_point(data)} ")
     stats = tmp_path / "mountstats"
     stats.write_text(capture)
-    monitor = EFSPerformanceMonitor([data], config=SMALL, mountstats_path=stats, timeout=60)
+    monitor = EFSPerformanceMonitor(
+        [data], config=SMALL, thresholds=LENIENT, mountstats_path=stats, timeout=60
+    )
     collect(monitor, metrics)
     m = str(data)
     ops = scrape.value("efsray_nfs_rpc_operations_total", mountpoint=m, operation="WRITE")
@@ -166,7 +169,9 @@ def test_stale_collections_turn_health_failing(tmp_path: Path) -> None:
 
     now = [1000.0]
     metrics = MonitorMetrics(CollectorRegistry(), stale_after=30, clock=lambda: now[0])
-    metrics.update(asyncio.run(EFSPerformanceMonitor([tmp_path], config=SMALL).collect()))
+    metrics.update(
+        asyncio.run(EFSPerformanceMonitor([tmp_path], config=SMALL, thresholds=LENIENT).collect())
+    )
     assert metrics.health()[0] == 200
     now[0] += 31
     code, body = metrics.health()
@@ -179,7 +184,9 @@ def test_two_exporters_in_one_process_do_not_share_state(tmp_path: Path) -> None
 
     a, b = CollectorRegistry(), CollectorRegistry()
     ma, _ = MonitorMetrics(a), MonitorMetrics(b)
-    ma.update(asyncio.run(EFSPerformanceMonitor([tmp_path], config=SMALL).collect()))
+    ma.update(
+        asyncio.run(EFSPerformanceMonitor([tmp_path], config=SMALL, thresholds=LENIENT).collect())
+    )
     assert str(tmp_path).encode() in generate_latest(a)
     assert str(tmp_path).encode() not in generate_latest(b)
     assert os.listdir(tmp_path) == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -23,6 +25,7 @@ from efsray.monitor.probes import (
     probe_dir_name,
     run_probe,
 )
+from tests.fixtures.monitor import LENIENT
 
 SMALL = {"latency_samples": 20, "metadata_files": 10, "throughput_bytes": 1 << 20}
 
@@ -85,7 +88,9 @@ def test_buffered_mode_drops_the_page_cache_before_reading(tmp_path: Path) -> No
 
 
 def test_monitor_probe_runs_in_a_child_and_reports_ok(tmp_path: Path) -> None:
-    monitor = EFSPerformanceMonitor([tmp_path], config=ProbeConfig(**SMALL), timeout=60)
+    monitor = EFSPerformanceMonitor(
+        [tmp_path], config=ProbeConfig(**SMALL), thresholds=LENIENT, timeout=60
+    )
     report = monitor.probe(tmp_path)
     assert report.status is Status.OK, report.reasons
     m = report.metrics
@@ -112,17 +117,34 @@ def test_unreachable_path_is_failing_with_a_reason(tmp_path: Path) -> None:
 def test_a_probe_killed_mid_run_leaves_a_directory_the_next_probe_removes(
     tmp_path: Path,
 ) -> None:
-    # Enough metadata work that the deadline always strikes while the probe dir exists.
-    payload = {"path": str(tmp_path), "latency_samples": 0, "metadata_files": 1_000_000,
-               "throughput_bytes": 0}  # fmt: skip
-    with pytest.raises(DeadlineExceeded):
-        run_in_child("efsray.monitor.probes:run_probe", payload, timeout=1.5)
+    heavy = ProbeConfig(latency_samples=0, metadata_files=1_000_000, throughput_bytes=0)
+    killer = EFSPerformanceMonitor([tmp_path], config=heavy, thresholds=LENIENT, timeout=120)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(killer.probe, tmp_path)
+        deadline = time.monotonic() + 60
+        while not (left := leftovers(tmp_path)) or not (tmp_path / left[0] / "m000000").exists():
+            assert time.monotonic() < deadline and not running.done(), "the probe never wrote"
+            select.select([], [], [], 0.01)
+        assert killer.cancel_probes() == 1  # SIGKILL, mid-way through creating files
+        report = running.result(timeout=30)
+    assert report.status is Status.FAILING and "without an answer" in (report.error or "")
     (left,) = leftovers(tmp_path)
     assert left.rsplit("-", 2)[0] == probe_dir_name().rsplit("-", 2)[0]  # this host's
     assert any((tmp_path / left).iterdir())  # killed with files in it
-    monitor = EFSPerformanceMonitor([tmp_path], config=ProbeConfig(**SMALL), timeout=60)
+    monitor = EFSPerformanceMonitor(
+        [tmp_path], config=ProbeConfig(**SMALL), thresholds=LENIENT, timeout=60
+    )
     assert monitor.probe(tmp_path).status is Status.OK
     assert leftovers(tmp_path) == []
+
+
+def test_a_probe_past_its_deadline_is_hung(tmp_path: Path) -> None:
+    with pytest.raises(DeadlineExceeded):
+        run_in_child("efsray.monitor.probes:run_probe", {"path": str(tmp_path)}, timeout=0.01)
+    slow = EFSPerformanceMonitor([tmp_path], config=ProbeConfig(**SMALL), timeout=0.01)
+    report = slow.probe(tmp_path)
+    assert report.status is Status.HUNG and report.metrics is None
+    assert "did not finish within 0.01 s" in report.reasons[0]
 
 
 def test_stale_cleanup_spares_live_and_recent_probes_of_other_hosts(tmp_path: Path) -> None:
