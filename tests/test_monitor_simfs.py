@@ -1,0 +1,144 @@
+"""The monitor on a simulated EFS (FUSE, efsray.simfs): known latency, hangs, I/O errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from efsray.monitor import EFSPerformanceMonitor, ProbeConfig, Status
+from efsray.monitor.probes import PROBE_PREFIX
+from tests.fixtures.monitor import LENIENT, LENIENT_ENV, Scraper
+
+pytestmark = pytest.mark.fuse
+
+MS = 1e-3
+# Latency added by the filesystem per operation, and what the probe must then report.
+ADDED = {"read": 2 * MS, "fsync": 6 * MS}
+# Tolerance of a measured median against (baseline median + added latency): a sleep inside
+# the FUSE handler never returns early, so the lower side is tight; the upper side allows for
+# scheduling on a shared 2-core machine (the Python FUSE server and the probe compete).
+BELOW, ABOVE = 0.25 * MS, 2.0 * MS
+
+
+def leftovers(path: Path) -> list[str]:
+    return [p.name for p in path.iterdir() if p.name.startswith(PROBE_PREFIX)]
+
+
+def test_latency_percentiles_reflect_the_added_latency(monitor_simfs, exporter) -> None:
+    sim = monitor_simfs(profile="none")
+    metrics, scrape = exporter
+    config = ProbeConfig(latency_samples=60, metadata_files=0, throughput_bytes=0)
+    monitor = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=120)
+    base = monitor.probe(sim.path)  # the same mount with nothing added
+    assert base.metrics is not None, base.error
+    sim.control.set_profile("none", read=ADDED["read"], fsync=ADDED["fsync"])
+    sim.control.reset()
+    slow = monitor.probe(sim.path)
+    assert slow.metrics is not None, slow.error
+    counts = sim.control.counters()
+    assert counts["read"] >= 60 and counts["fsync"] >= 120  # one FUSE call per sample at least
+
+    b, s = base.metrics, slow.metrics
+    # Reads: each sample is one FUSE read, served from the backing file's page cache, so the
+    # baseline is steady: the median must move by the added 2 ms, within the tolerance.
+    got, expected = s.read_latency_p50_ms * MS, b.read_latency_p50_ms * MS + ADDED["read"]
+    assert expected - BELOW <= got <= expected + ABOVE, (got, expected)
+    # fsync samples are one FUSE fsync (+6 ms); write samples are write + fdatasync here
+    # (simfs refuses O_DIRECT, so the probe falls back), so they gain the same 6 ms. Both also
+    # fsync the backing disk, which other users of this machine make noisy: the median must
+    # be at least the added delay and at most the baseline's p95 plus it, plus the tolerance.
+    for op in ("fsync", "write"):
+        got = getattr(s, f"{op}_latency_p50_ms") * MS
+        ceiling = getattr(b, f"{op}_latency_p95_ms") * MS + ADDED["fsync"] + ABOVE
+        assert ADDED["fsync"] <= got <= ceiling, (op, got, ceiling)
+    for op, added in (("read", ADDED["read"]), ("fsync", ADDED["fsync"]),
+                      ("write", ADDED["fsync"])):  # fmt: skip
+        assert min(slow.samples[op]) >= added  # no sample can beat the added delay
+        assert getattr(s, f"{op}_latency_p95_ms") * MS >= added
+        assert getattr(s, f"{op}_latency_p99_ms") * MS >= added
+    assert s.direct_io is False
+
+    # ... and the exporter says the same over HTTP.
+    metrics.update([slow])
+    m = str(sim.path)
+    p50 = scrape.value("efsray_probe_latency_seconds", mountpoint=m, operation="read",
+                       quantile="0.5")  # fmt: skip
+    assert p50 == pytest.approx(s.read_latency_p50_ms * MS)
+    assert p50 >= ADDED["read"]
+    fast = scrape.value("efsray_probe_operation_duration_seconds_bucket", mountpoint=m,
+                        operation="read", le="0.001")  # fmt: skip
+    assert fast == 0  # no read under 1 ms once 2 ms are added
+    assert leftovers(sim.backing) == []
+
+
+def test_hung_mount_is_reported_while_metrics_keep_answering(
+    monitor_simfs, monitor_service, monkeypatch
+) -> None:
+    small = {"LATENCY_SAMPLES": "10", "METADATA_FILES": "5", "THROUGHPUT_BYTES": "256K",
+             "BLOCK_BYTES": "64K"}  # fmt: skip
+    for var, value in {
+        **LENIENT_ENV,
+        **{f"EFSRAY_MONITOR_{k}": v for k, v in small.items()},
+    }.items():
+        monkeypatch.setenv(var, value)
+    sim = monitor_simfs(profile="none")
+    m = str(sim.path)
+    svc = monitor_service("--interval", "0.5", "--timeout", "5", "--json", m)
+    url = json.loads(svc.line())["url"]
+    assert json.loads(svc.line())["mounts"][0]["status"] == "ok"
+    scrape = Scraper(url)
+
+    sim.control.hang()  # from now on every operation on the mount blocks
+    sim.control.wait_hung(1, timeout=20)  # a probe is stuck in the filesystem
+    deadline = time.monotonic() + 20
+    while True:
+        t0 = time.monotonic()
+        status, _, body = scrape.get("/healthz", timeout=5)
+        health = json.loads(body)
+        samples = scrape.samples()
+        assert time.monotonic() - t0 < 2.0  # answered from memory, not from the mount
+        if health["status"] == "hung":
+            break
+        assert time.monotonic() < deadline, f"never reported hung: {health}"
+        svc.line(timeout=10)  # wait for the next collection
+    assert status == 503
+    assert "did not finish within 5 s" in health["mounts"][0]["reasons"][0]
+    key = ("efsray_mount_status", frozenset({("mountpoint", m), ("status", "hung")}))
+    assert samples[key] == 1
+    assert samples[("efsray_mount_up", frozenset({("mountpoint", m)}))] == 0
+    hung = samples[("efsray_probes_total", frozenset({("mountpoint", m), ("result", "hung")}))]
+    assert hung >= 1
+    assert not any(name == "efsray_filesystem_avail_bytes" for name, _ in samples)  # no stale data
+
+    sim.control.release()
+    deadline = time.monotonic() + 30
+    while json.loads(scrape.get("/healthz")[2])["status"] != "ok":
+        assert time.monotonic() < deadline, "never recovered after the release"
+        svc.line(timeout=10)
+    assert scrape.value("efsray_mount_up", mountpoint=m) == 1
+    assert svc.stop() == 0
+    assert leftovers(sim.backing) == []  # the probes killed while hung left nothing behind
+
+
+def test_io_errors_make_the_mount_failing(monitor_simfs, exporter) -> None:
+    sim = monitor_simfs(profile="none")
+    metrics, scrape = exporter
+    config = ProbeConfig(latency_samples=10, metadata_files=5, throughput_bytes=64 * 1024,
+                         block_bytes=64 * 1024)  # fmt: skip
+    monitor = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=60)
+    sim.control.inject("EIO", ops="write", times=None)  # every write fails
+    report = monitor.probe(sim.path)
+    metrics.update([report])
+    assert report.status is Status.FAILING and "[EIO]" in (report.error or "")
+    status, _, body = scrape.get("/healthz")
+    assert status == 503 and json.loads(body)["status"] == "failing"
+    assert scrape.value("efsray_probes_total", mountpoint=str(sim.path), result="failed") == 1
+    sim.control.clear_faults()
+    report = monitor.probe(sim.path)
+    metrics.update([report])
+    assert report.status is Status.OK, report.reasons
+    assert scrape.get("/healthz")[0] == 200
+    assert leftovers(sim.backing) == []
