@@ -99,7 +99,7 @@ class EFSPerformanceMetrics:
     @property
     def metadata_ops_per_second(self) -> float:
         """All four metadata kinds together: operations / total time."""
-        rates = [getattr(self, f"{op}_ops_per_second") for op in METADATA_OPERATIONS]
+        rates: list[float] = [getattr(self, f"{op}_ops_per_second") for op in METADATA_OPERATIONS]
         if not all(math.isfinite(r) and r > 0 for r in rates):
             return NAN
         return len(rates) / sum(1.0 / r for r in rates)

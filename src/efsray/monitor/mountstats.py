@@ -370,8 +370,18 @@ def _parse_line(block: _Block, line: str) -> None:
 def _op_stats(values: list[str]) -> OpStats:
     if len(values) < 8:
         raise ValueError(f"per-op line has {len(values)} values, expected 8 or 9")
-    numbers = [_counter(v) for v in values[:9]]
-    return OpStats(*numbers[:8], errors=numbers[8] if len(numbers) > 8 else None)
+    n = [_counter(v) for v in values[:9]]
+    return OpStats(
+        operations=n[0],
+        transmissions=n[1],
+        major_timeouts=n[2],
+        bytes_sent=n[3],
+        bytes_received=n[4],
+        queue_ms=n[5],
+        rtt_ms=n[6],
+        execute_ms=n[7],
+        errors=n[8] if len(n) > 8 else None,
+    )
 
 
 def _counter(text: str) -> int:
