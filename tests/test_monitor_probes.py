@@ -181,3 +181,23 @@ def test_probe_config_is_validated() -> None:
         EFSPerformanceMonitor("/mnt/efs")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty"):
         EFSPerformanceMonitor([])
+
+
+def test_seed_api_collects_metrics_and_logs_failed_mounts(tmp_path: Path, caplog) -> None:
+    import asyncio
+
+    from efsray import EFSPerformanceMetrics as Exported
+    from efsray import EFSPerformanceMonitor as ExportedMonitor
+
+    good, missing = tmp_path / "good", tmp_path / "missing"
+    good.mkdir()
+    monitor = ExportedMonitor([str(good), str(missing)])  # the seed's call: a list of str
+    monitor.config, monitor.thresholds = ProbeConfig(**SMALL), LENIENT
+    with caplog.at_level("ERROR", logger="efsray.monitor"):
+        metrics = asyncio.run(monitor.collect_efs_metrics())
+    (m,) = metrics
+    assert isinstance(m, Exported) and m.mount_path == str(good)
+    for name in ("read_latency_ms", "write_latency_ms", "disk_usage_gb", "disk_free_gb",
+                 "read_throughput_mbps", "write_throughput_mbps"):  # fmt: skip
+        assert getattr(m, name) > 0, name
+    assert f"Failed to collect metrics for {missing}" in caplog.text and "ENOENT" in caplog.text

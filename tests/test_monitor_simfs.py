@@ -142,3 +142,40 @@ def test_io_errors_make_the_mount_failing(monitor_simfs, exporter) -> None:
     assert report.status is Status.OK, report.reasons
     assert scrape.get("/healthz")[0] == 200
     assert leftovers(sim.backing) == []
+
+
+def test_collecting_from_a_hung_mount_never_blocks_the_event_loop(monitor_simfs) -> None:
+    import asyncio
+
+    sim = monitor_simfs(profile="none")
+    config = ProbeConfig(latency_samples=5, metadata_files=2, throughput_bytes=0)
+    monitor = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=3)
+    sim.control.hang()
+
+    async def main() -> tuple[list, float, float]:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        t0 = time.monotonic()
+        metrics = await monitor.collect_efs_metrics()
+        took = time.monotonic() - t0
+        done.set()
+        await tick
+        return metrics, took, max(gaps)
+
+    try:
+        metrics, took, worst_gap = asyncio.run(main())
+    finally:
+        sim.control.release()
+    assert metrics == []  # the hung mount is left out (and logged), as in the seed
+    assert 3 <= took < 3 + 5  # the deadline, plus the kill grace and slack
+    assert worst_gap < 0.5  # the loop kept turning while the probe was stuck
