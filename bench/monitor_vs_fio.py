@@ -16,6 +16,7 @@ Writes bench/results/monitor_vs_fio.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +107,20 @@ def run(path: Path, size: str, block: str, rounds: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def simfs_mount(profile: str) -> Iterator[Path]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from efsray.simfs import SimFSConfig, SimFSProcess
+
+    base = ROOT / "bench" / "work" / "monitor-fio-simfs"
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "mnt").mkdir(parents=True)
+    (base / "backing").mkdir()
+    config = SimFSConfig(mountpoint=base / "mnt", backing=base / "backing", profile=profile)
+    with SimFSProcess.start(config) as sim:
+        yield sim.path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -112,6 +128,11 @@ def main() -> None:
         action="append",
         type=Path,
         help="directory to test (repeatable); default bench/work/monitor-fio",
+    )
+    parser.add_argument(
+        "--simfs",
+        metavar="PROFILE",
+        help="also test a simulated EFS mount (efsray.simfs, FUSE) with this latency profile",
     )
     parser.add_argument("--file-size", default="512M")
     parser.add_argument("--block-size", default="1M")
@@ -121,7 +142,10 @@ def main() -> None:
         raise SystemExit("fio is not installed (apt-get install fio)")
     paths = args.path or [ROOT / "bench" / "work" / "monitor-fio"]
     started = time.time()
-    targets = [run(p, args.file_size, args.block_size, args.rounds) for p in paths]
+    with contextlib.ExitStack() as stack:
+        if args.simfs:
+            paths.append(stack.enter_context(simfs_mount(args.simfs)))
+        targets = [run(p, args.file_size, args.block_size, args.rounds) for p in paths]
     fio_version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout
     result = {
         "benchmark": "monitor_vs_fio",
