@@ -179,3 +179,28 @@ def test_collecting_from_a_hung_mount_never_blocks_the_event_loop(monitor_simfs)
     assert metrics == []  # the hung mount is left out (and logged), as in the seed
     assert 3 <= took < 3 + 5  # the deadline, plus the kill grace and slack
     assert worst_gap < 0.5  # the loop kept turning while the probe was stuck
+
+
+def test_no_second_probe_is_started_while_one_is_stuck(monitor_simfs) -> None:
+    import concurrent.futures
+
+    sim = monitor_simfs(profile="none")
+    config = ProbeConfig(latency_samples=5, metadata_files=2, throughput_bytes=0)
+    first = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=60)
+    second = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=60)
+    sim.control.hang()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(first.probe, sim.path)
+            sim.control.wait_hung(1, timeout=20)  # the first probe's child is blocked
+            t0 = time.monotonic()
+            report = second.probe(sim.path)
+            assert time.monotonic() - t0 < 5  # answered at once, no second child spawned
+            assert report.status is Status.HUNG
+            assert "still blocked in the kernel" in (report.error or "")
+            assert sim.control.counters().hung_now == 1
+            sim.control.release()
+            assert stuck.result(timeout=60).status is Status.OK
+    finally:
+        sim.control.release()
+    assert second.probe(sim.path).status is Status.OK  # once it is gone, probing resumes

@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -159,6 +160,7 @@ class MonitorMetrics(Collector):
         now = self._clock()
         with self._lock:
             reports = list(self._reports.values())
+            last_success = dict(self._last_success)
             last = self._last_collection
         if last is None:
             body: dict[str, Any] = {
@@ -184,7 +186,7 @@ class MonitorMetrics(Collector):
                     "reasons": list(r.reasons),
                     "error": r.error,
                     "timestamp": r.timestamp.isoformat(),
-                    "last_success_timestamp": self._last_success.get(r.mount_path),
+                    "last_success_timestamp": last_success.get(r.mount_path),
                 }
                 for r in reports
             ],
@@ -434,8 +436,6 @@ class MetricsServer:
 
 
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
-    import socket
-
     class _Server(ThreadingHTTPServer):
         daemon_threads = True
         allow_reuse_address = True
