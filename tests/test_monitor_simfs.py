@@ -204,3 +204,26 @@ def test_no_second_probe_is_started_while_one_is_stuck(monitor_simfs) -> None:
     finally:
         sim.control.release()
     assert second.probe(sim.path).status is Status.OK  # once it is gone, probing resumes
+
+
+def test_efsray_bench_on_a_hung_mount_exits_hung_within_the_deadline(monitor_simfs) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures.monitor import efsray_env
+
+    sim = monitor_simfs(profile="none")
+    sim.control.hang()
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "efsray.cli.app", "bench", str(sim.path), "--timeout", "1",
+             "--json"],
+            capture_output=True, text=True, timeout=60, env=efsray_env(),
+        )  # fmt: skip
+        took = time.monotonic() - t0
+    finally:
+        sim.control.release()
+    assert proc.returncode == 12, proc.stderr  # hung
+    assert json.loads(proc.stdout)["status"] == "hung"
+    assert took < 1 + 10  # the deadline, plus interpreter start-up and the kill grace

@@ -21,12 +21,14 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+# Paths are plain str on purpose: click's Path type stats its value, which would block on
+# the very hung mount the command is meant to report.
 PathArg = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(help="Directory to probe. Default: EFS_MOUNT_PATH.", show_default=False),
 ]
 PathsArg = Annotated[
-    list[Path] | None,
+    list[str] | None,
     typer.Argument(
         help="Directories to monitor. Default: EFSRAY_MONITOR_MOUNT_PATHS, else EFS_MOUNT_PATH.",
         show_default=False,
@@ -85,7 +87,7 @@ def bench_cmd(
 
     logging.basicConfig(level=logging.ERROR)  # the report says what went wrong
     settings = _settings(env_file, samples, metadata_files, file_size, block_size, timeout)
-    target = path if path is not None else settings.efs_mount_path
+    target = path if path is not None else str(settings.efs_mount_path)
     monitor = EFSPerformanceMonitor.from_settings(settings, [target])
     monitor.config = _with_direct(monitor.config, direct)
     report = monitor.probe(target)
