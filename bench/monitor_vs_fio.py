@@ -93,6 +93,8 @@ def run(path: Path, size: str, block: str, rounds: int) -> dict:
         for d in ratios:
             ratios[d].append(got[f"efsray_{d}"] / got[f"fio_{d}"])
     med = {k: statistics.median(v) for k, v in samples.items()}
+    # the least disturbed run of each tool: another estimate that the machine's load biases less
+    best = {d: max(samples[f"efsray_{d}"]) / max(samples[f"fio_{d}"]) for d in ratios}
     ratio = {d: statistics.median(v) for d, v in ratios.items()}
     quartiles = {
         d: [round(q, 3) for q in statistics.quantiles(v, n=4)[::2]] for d, v in ratios.items()
@@ -105,6 +107,7 @@ def run(path: Path, size: str, block: str, rounds: int) -> dict:
         "round_ratios_efsray_to_fio": ratios,
         "ratio_efsray_to_fio": ratio,
         "ratio_q1_q3": quartiles,
+        "ratio_best_of_rounds": best,
         "within_goal": {d: abs(1 - r) <= GOAL for d, r in ratio.items()},
     }
 
@@ -191,8 +194,8 @@ def markdown(result: dict) -> str:
         f"{result['machine']['cpus']} CPUs (shared, noisy).",
         "",
         "| path | I/O | direction | efsray MiB/s (median) | fio MiB/s (median) "
-        "| efsray / fio [q1, q3] | within 15% |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
+        "| efsray / fio [q1, q3] | best efsray / best fio | within 15% |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for t in result["targets"]:
         mode = "O_DIRECT" if t["direct_io"] else "buffered + fsync/fadvise"
@@ -203,7 +206,7 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {t['path']} | {mode} | {d} | {med[f'efsray_{d}'] / mib:,.0f} | "
                 f"{med[f'fio_{d}'] / mib:,.0f} | {t['ratio_efsray_to_fio'][d]:.3f} "
-                f"{t['ratio_q1_q3'][d]} | "
+                f"{t['ratio_q1_q3'][d]} | {t['ratio_best_of_rounds'][d]:.3f} | "
                 f"{'yes' if t['within_goal'][d] else 'NO'} |"
             )
     return "\n".join(lines) + "\n"
