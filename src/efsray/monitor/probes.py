@@ -197,13 +197,16 @@ def _statvfs(path: str) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _aligned(size: int, fill: int = 0x5A) -> Iterator[mmap.mmap]:
-    """A page-aligned buffer (anonymous mmap), as O_DIRECT requires."""
+def _aligned(size: int) -> Iterator[mmap.mmap]:
+    """A page-aligned buffer (anonymous mmap), as O_DIRECT requires, of random bytes.
+
+    Random, not constant: a server or disk that compresses or deduplicates would make a
+    constant pattern look faster than real data.
+    """
     buf = mmap.mmap(-1, max(size, _ALIGN))
     try:
-        if fill:
-            buf.write(bytes([fill]) * len(buf))
-            buf.seek(0)
+        buf.write(os.urandom(len(buf)))
+        buf.seek(0)
         yield buf
     finally:
         buf.close()
