@@ -28,8 +28,8 @@ def leftovers(path: Path) -> list[str]:
     return [p.name for p in path.iterdir() if p.name.startswith(PROBE_PREFIX)]
 
 
-def test_latency_percentiles_reflect_the_added_latency(monitor_simfs, exporter) -> None:
-    sim = monitor_simfs(profile="none")
+def test_latency_percentiles_reflect_the_added_latency(simfs_factory, exporter) -> None:
+    sim = simfs_factory(profile="none")
     metrics, scrape = exporter
     config = ProbeConfig(latency_samples=30, metadata_files=0, throughput_bytes=0)
     monitor = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=120)
@@ -86,7 +86,7 @@ def test_latency_percentiles_reflect_the_added_latency(monitor_simfs, exporter) 
 
 
 def test_hung_mount_is_reported_while_metrics_keep_answering(
-    monitor_simfs, monitor_service, monkeypatch
+    simfs_factory, monitor_service, monkeypatch
 ) -> None:
     small = {"LATENCY_SAMPLES": "10", "METADATA_FILES": "5", "THROUGHPUT_BYTES": "256K",
              "BLOCK_BYTES": "64K"}  # fmt: skip
@@ -95,7 +95,7 @@ def test_hung_mount_is_reported_while_metrics_keep_answering(
         **{f"EFSRAY_MONITOR_{k}": v for k, v in small.items()},
     }.items():
         monkeypatch.setenv(var, value)
-    sim = monitor_simfs(profile="none")
+    sim = simfs_factory(profile="none")
     m = str(sim.path)
     svc = monitor_service("--interval", "0.5", "--timeout", "5", "--json", m)
     url = json.loads(svc.line())["url"]
@@ -137,8 +137,8 @@ def test_hung_mount_is_reported_while_metrics_keep_answering(
     assert leftovers(sim.backing) == []  # the probes killed while hung left nothing behind
 
 
-def test_io_errors_make_the_mount_failing(monitor_simfs, exporter) -> None:
-    sim = monitor_simfs(profile="none")
+def test_io_errors_make_the_mount_failing(simfs_factory, exporter) -> None:
+    sim = simfs_factory(profile="none")
     metrics, scrape = exporter
     config = ProbeConfig(latency_samples=10, metadata_files=5, throughput_bytes=64 * 1024,
                          block_bytes=64 * 1024)  # fmt: skip
@@ -158,10 +158,10 @@ def test_io_errors_make_the_mount_failing(monitor_simfs, exporter) -> None:
     assert leftovers(sim.backing) == []
 
 
-def test_collecting_from_a_hung_mount_never_blocks_the_event_loop(monitor_simfs) -> None:
+def test_collecting_from_a_hung_mount_never_blocks_the_event_loop(simfs_factory) -> None:
     import asyncio
 
-    sim = monitor_simfs(profile="none")
+    sim = simfs_factory(profile="none")
     config = ProbeConfig(latency_samples=5, metadata_files=2, throughput_bytes=0)
     monitor = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=3)
     sim.control.hang()
@@ -195,10 +195,10 @@ def test_collecting_from_a_hung_mount_never_blocks_the_event_loop(monitor_simfs)
     assert worst_gap < 0.5  # the loop kept turning while the probe was stuck
 
 
-def test_no_second_probe_is_started_while_one_is_stuck(monitor_simfs) -> None:
+def test_no_second_probe_is_started_while_one_is_stuck(simfs_factory) -> None:
     import concurrent.futures
 
-    sim = monitor_simfs(profile="none")
+    sim = simfs_factory(profile="none")
     config = ProbeConfig(latency_samples=5, metadata_files=2, throughput_bytes=0)
     first = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=60)
     second = EFSPerformanceMonitor([sim.path], config=config, thresholds=LENIENT, timeout=60)
@@ -220,13 +220,13 @@ def test_no_second_probe_is_started_while_one_is_stuck(monitor_simfs) -> None:
     assert second.probe(sim.path).status is Status.OK  # once it is gone, probing resumes
 
 
-def test_efsray_bench_on_a_hung_mount_exits_hung_within_the_deadline(monitor_simfs) -> None:
+def test_efsray_bench_on_a_hung_mount_exits_hung_within_the_deadline(simfs_factory) -> None:
     import subprocess
     import sys
 
     from tests.fixtures.monitor import efsray_env
 
-    sim = monitor_simfs(profile="none")
+    sim = simfs_factory(profile="none")
     sim.control.hang()
     try:
         t0 = time.monotonic()
