@@ -75,6 +75,7 @@ __all__ = [
     "kind_of",
     "list_dir",
     "read_bytes",
+    "reading",
     "retry_estale",
     "write_temp",
 ]
@@ -335,8 +336,14 @@ def read_bytes(path: Path) -> bytes:
         finally:
             os.close(fd)
 
+    return reading(path, once)
+
+
+def reading(path: Path, func: Callable[[], T]) -> T:
+    """Run ``func``, a read of ``path``: retried on ESTALE; FileNotFoundError passes
+    through (absence means something to callers); any other OSError is a StorageError."""
     try:
-        return retry_estale(once)
+        return retry_estale(func)
     except FileNotFoundError:
         raise
     except OSError as exc:
