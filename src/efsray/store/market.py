@@ -212,6 +212,7 @@ class MarketDataStore:
         ``normalize`` takes the options of :func:`efsray.store.bars.normalize_bars`
         (column_map, naive_tz, timestamp_unit, timestamp_format).
         """
+        self._series(symbol, timeframe)  # names first: a bad name fails before any work
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "append")
         assert info is not None
@@ -219,6 +220,7 @@ class MarketDataStore:
 
     def write(self, symbol: str, timeframe: str, data: Any, **normalize: Any) -> CommitInfo:
         """Replace the whole series with ``data`` (a new version; old versions stay readable)."""
+        self._series(symbol, timeframe)
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "write")
         assert info is not None
