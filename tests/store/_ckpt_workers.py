@@ -88,7 +88,7 @@ def save_forever(root: str, seed: int, sources: list[str], conn: Any) -> None:
             )
         else:
             tag = f"{seed}-{n}"
-            size = rng.choice([0, 1, 4096, 300_000, 1_500_000])
+            size = rng.choice([0, 1, 4096, 100_000, 600_000])
             info = store.checkpoints.save(MODEL, payload(tag, size), {"seed": tag, "size": size})
         conn.send(info.version)
 
@@ -133,7 +133,8 @@ def churn(root: str, writer: int, stop: Any, conn: Any) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=(writer * 10**6 + n))
+            minute = writer * 10**6 + n
+            start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=minute)
             bars = pd.DataFrame(
                 {"timestamp": [start], "open": [float(n)], "high": [float(n)],
                  "low": [float(n)], "close": [float(n)], "volume": [float(writer)]}
