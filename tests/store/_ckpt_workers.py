@@ -133,7 +133,7 @@ def churn(root: str, writer: int, stop: Any, conn: Any) -> None:
         n = 0
         while not stop.is_set():
             n += 1
-            minute = writer * 10**6 + n
+            minute = (writer + 1) * 10**6 + n  # never overlaps another writer's bars
             start = pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(minutes=minute)
             bars = pd.DataFrame(
                 {"timestamp": [start], "open": [float(n)], "high": [float(n)],
@@ -190,6 +190,7 @@ def cleanup_loop(root: str, grace: float, stop: Any, conn: Any) -> None:
                 return
             runs += 1
             removed += report.areas["market_data"].files + report.areas["checkpoints"].files
+            conn.send(("progress", (runs, removed)))
         conn.send(("ok", (runs, removed)))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
