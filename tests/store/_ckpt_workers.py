@@ -113,7 +113,7 @@ def save_runs(root: str, writer: int, count: int, go: Any, conn: Any, fixed_id: 
         for i in range(count):
             curve = pd.DataFrame({"equity": [1.0 + writer, 2.0 + i]}) if i % 2 else None
             info = results.save(
-                f"strat{writer % 2}",
+                f"strat{writer // 4}",
                 metrics={"sharpe": writer + i / 100, "writer": writer, "i": i},
                 params={"lookback": i},
                 equity_curve=curve,

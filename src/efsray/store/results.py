@@ -12,6 +12,10 @@ Directories hold one minute of one strategy's runs, so they stay under ~10,000 e
 to ~50 runs per second per strategy. Listing is how queries find runs: on EFS a run saved on
 another host may be missing from a query for up to the NFS attribute cache time
 (``acdirmax``, 60 s by default); loading a run by id is immediate.
+
+Run ids are unique within a strategy by construction (``create_exclusive``) and across
+strategies by their 80 random bits; should two strategies ever hold the same id, loading it
+without naming the strategy says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -214,10 +218,18 @@ class ResultStore:
         if not is_id(run_id):
             raise InvalidNameError(f"{run_id!r} is not a run id (26 characters, like {new_id()})")
         candidates = [validate_name("strategy id", strategy)] if strategy else self.strategies()
-        for name in candidates:
-            path = self._run_dir(name, run_id) / f"{run_id}.json"
-            if path.exists():
-                return name, path
+        found = [
+            (name, path)
+            for name in candidates
+            if (path := self._run_dir(name, run_id) / f"{run_id}.json").exists()
+        ]
+        if len(found) > 1:
+            raise InvalidDataError(
+                f"run id {run_id} exists for strategies {', '.join(n for n, _ in found)}: "
+                "give the strategy too"
+            )
+        if found:
+            return found[0]
         raise NotFoundError(
             f"no run {run_id}{' of strategy ' + strategy if strategy else ''} in "
             f"{self.layout.root} (removed by retention, or never saved)"
