@@ -331,3 +331,29 @@ def test_eight_processes_get_distinct_gap_free_versions(tmp_path: Path) -> None:
     for v in versions:
         data, info = store.checkpoints.load_bytes(w.MODEL, v)
         assert data == w.expected_content(info.metadata)
+
+
+# --- the seed's face ---------------------------------------------------------------------------
+
+
+def test_seed_face_save_and_load_model_checkpoint(tmp_path: Path) -> None:
+    import asyncio
+
+    from efsray.store import EFSDataManager
+
+    manager = EFSDataManager(tmp_path / "store")
+    assert asyncio.run(manager.load_model_checkpoint("lstm")) is None
+    metadata = {"accuracy": 0.93, "epoch": 12}
+    path = asyncio.run(manager.save_model_checkpoint("lstm", b"\x80\x04opaque", metadata))
+    assert Path(path).read_bytes() == b"\x80\x04opaque"  # stored as is, never unpickled
+    assert metadata["checkpoint_path"] == path and isinstance(metadata["saved_at"], float)
+    data, meta = asyncio.run(manager.load_model_checkpoint("lstm"))
+    assert data == b"\x80\x04opaque"
+    assert meta == {"accuracy": 0.93, "epoch": 12, "saved_at": metadata["saved_at"],
+                    "checkpoint_path": path}  # fmt: skip
+    # Saving again with the same (stamped) dict makes a new version; the latest wins.
+    path2 = asyncio.run(manager.save_model_checkpoint("lstm", b"second", metadata))
+    assert path2 != path and asyncio.run(manager.load_model_checkpoint("lstm"))[0] == b"second"
+    _flip_byte(Path(path2))
+    with pytest.raises(CorruptionError):
+        asyncio.run(manager.load_model_checkpoint("lstm"))

@@ -276,16 +276,16 @@ class CheckpointStore:
         self, model: str, checkpoint: Any, metadata: Mapping[str, Any] | None = None
     ) -> CheckpointInfo:
         """Save a ``ray.train.Checkpoint`` (or the path of a Ray checkpoint directory)."""
-        if isinstance(checkpoint, str | os.PathLike):
-            return self.save_directory(model, checkpoint, metadata)
-        path = getattr(checkpoint, "path", None)
-        if path is None or not hasattr(checkpoint, "as_directory"):
+        if not hasattr(checkpoint, "as_directory"):  # a path (Checkpoint refuses __fspath__)
+            if isinstance(checkpoint, str | os.PathLike):
+                return self.save_directory(model, checkpoint, metadata)
             raise InvalidDataError(
                 "expected a ray.train.Checkpoint or a directory path, got "
                 f"{type(checkpoint).__name__}"
             )
+        path = getattr(checkpoint, "path", None)
         filesystem = getattr(checkpoint, "filesystem", None)
-        if type(filesystem).__name__ == "LocalFileSystem" and os.path.isdir(path):
+        if type(filesystem).__name__ == "LocalFileSystem" and path and os.path.isdir(path):
             return self.save_directory(model, path, metadata)
         with checkpoint.as_directory() as local:  # downloads a remote checkpoint first
             return self.save_directory(model, local, metadata)
