@@ -143,6 +143,7 @@ def test_dry_run_changes_nothing(store: Store) -> None:
         store.market.append("SPY", "1m", _bars(i * 5))
         store.checkpoints.save("m", bytes(100))
         store.results.save("s", metrics={"i": i})
+    store.checkpoints.set_retention("m", RetentionPolicy(keep_last=1))
     (store.root / f"{TEMP_PREFIX}junk.h.1.dddd").write_bytes(b"j")
     before = _snapshot(store.root)
     later = time.time() + 30 * DAY
@@ -150,6 +151,7 @@ def test_dry_run_changes_nothing(store: Store) -> None:
     assert report.dry_run and report.files > 0
     assert _snapshot(store.root) == before
     real = store.cleanup(days=1, now=later)
+    assert real.areas["checkpoints"].files == 3 * 2  # 3 manifests and their data files
     assert {a: (r.files, r.bytes) for a, r in real.areas.items()} == {
         a: (r.files, r.bytes) for a, r in report.areas.items()
     }

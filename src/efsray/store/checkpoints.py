@@ -715,7 +715,9 @@ class CheckpointStore:
                 removed.append(v)
                 files += 1 + len(manifest.get("files", []))
                 nbytes += int(manifest.get("bytes", 0))
-        referenced = {str(man.get("data")) for v, man in manifests.items() if v not in removed}
+        # Every manifest we read (removed ones too: in a dry run their data is still there and
+        # is counted above, and a restored one keeps its data).
+        referenced = {str(man.get("data")) for man in manifests.values()}
         orphans, orphan_files, orphan_bytes = self._remove_orphans(
             m, referenced, grace_cutoff, dry_run
         )
