@@ -112,7 +112,8 @@ class _Pipeline:
             self._pool.shutdown(wait=True)
 
     def submit(self, view: memoryview) -> Future[Any] | None:
-        if len(view) < _SMALL:
+        # Order matters: once a chunk went to the thread, every later one must go there too.
+        if self._pool is None and len(view) < _SMALL:
             self.hasher.update(view)
             return None
         if self._pool is None:
