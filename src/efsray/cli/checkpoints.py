@@ -56,22 +56,14 @@ def ls_cmd(
     """List models, or the versions of one model (oldest first) with their aliases."""
     store = _open(root, env_file)
     if model is None:
-        rows = []
-        for name in store.models():
-            rows.append(
-                {
-                    "model": name,
-                    "latest": store.latest_version(name),
-                    "aliases": store.aliases(name),
-                }
-            )
+        rows = [(name, store.latest_version(name), store.aliases(name)) for name in store.models()]
         if json_out:
-            print_json(rows)
+            print_json([{"model": n, "latest": v, "aliases": a} for n, v, a in rows])
             return
         table = Table("model", "latest", "aliases")
-        for row in rows:
-            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(row["aliases"].items()))
-            table.add_row(escape(row["model"]), str(row["latest"]), escape(aliases))
+        for name, latest, alias_map in rows:
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(alias_map.items()))
+            table.add_row(escape(name), str(latest), escape(aliases))
         console.print(table)
         return
     infos = store.list(model)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -92,7 +92,7 @@ def show_cmd(
 ) -> None:
     """Show one run whole: metrics, parameters, data versions, and its tables' sizes."""
     run = _open(root, env_file).load(run_id, strategy=strategy)
-    tables = {
+    tables: dict[str, dict[str, Any]] = {
         name: {"rows": len(frame), "columns": [str(c) for c in frame.columns]}
         for name, frame in run.tables.items()
     }

@@ -62,7 +62,7 @@ def _blake3(threads: int = 1) -> Callable[[], Hasher] | None:
         from blake3 import blake3
     except ImportError:
         return None
-    return lambda: blake3(max_threads=threads)  # type: ignore[no-any-return]
+    return lambda: blake3(max_threads=threads)
 
 
 def available_algorithms() -> tuple[str, ...]:

@@ -178,7 +178,7 @@ def _series(layout: StoreLayout) -> list[tuple[str, str]]:
 
 
 def _names(path: Path) -> list[str]:
-    out = []
+    out: list[str] = []
     try:
         entries = os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
