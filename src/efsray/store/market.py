@@ -24,11 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
-import os
-import time
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -40,8 +36,9 @@ import pyarrow.compute as pc
 from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, VersionNotFoundError
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
+from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, ensure_dir
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, kind_of, list_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -49,9 +46,6 @@ __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
 log = logging.getLogger("efsray.store")
 
 Output = Literal["arrow", "pandas", "polars"]
-# A segment written but not committed for this long is re-checked before it is committed,
-# in case cleanup (whose grace period is far longer) took it for debris of a crashed writer.
-_RECHECK_AFTER_S = 60.0
 _MANIFEST_CACHE = 512
 
 
@@ -100,38 +94,6 @@ class SeriesInfo:
     columns: tuple[str, ...]
 
 
-class _Pending:
-    """Segment files written by one write call, reusable across commit attempts."""
-
-    def __init__(self) -> None:
-        self.written: dict[Any, tuple[list[Segment], int, float]] = {}
-
-    def get(self, key: Any, directory: Path) -> tuple[list[Segment], int] | None:
-        hit = self.written.get(key)
-        if hit is None:
-            return None
-        segments, replaced, when = hit
-        if time.monotonic() - when > _RECHECK_AFTER_S and not all(
-            (directory / s.file).exists() for s in segments
-        ):
-            del self.written[key]
-            return None
-        return segments, replaced
-
-    def put(self, key: Any, segments: list[Segment], replaced: int) -> None:
-        self.written[key] = (segments, replaced, time.monotonic())
-
-    def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
-        keep = set(used)
-        for segments, _, _ in self.written.values():
-            for seg in segments:
-                if seg.file not in keep:
-                    try:
-                        os.unlink(directory / seg.file)
-                    except OSError as exc:
-                        log.debug("leaving unused segment %s to cleanup: %s", seg.file, exc)
-
-
 class MarketDataStore:
     """Versioned OHLCV series under ``layout.ohlcv``.
 
@@ -155,13 +117,13 @@ class MarketDataStore:
         self.merge_factor = merge_factor
         self.max_segment_rows = max_segment_rows
         self.auto_compact = auto_compact
-        self._cache: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+        self._cache = ManifestCache(_MANIFEST_CACHE)
 
     # --- paths and manifests -------------------------------------------------------------
 
     def _series(self, symbol: str, timeframe: str) -> tuple[Path, VersionLog]:
         directory = self.layout.series_dir(symbol, timeframe)
-        return directory, VersionLog(directory, f"series {symbol}/{timeframe}")
+        return directory, VersionLog(directory, f"series {symbol}/{timeframe}", self._cache)
 
     def _manifest(
         self, symbol: str, timeframe: str, version: int | None
@@ -174,25 +136,17 @@ class MarketDataStore:
                     f"no market data for {symbol}/{timeframe} in {self.layout.root}; "
                     "`efsray data ls` lists what is stored"
                 )
-            version, manifest = found
-            self._remember(directory, version, manifest)
-            return directory, version, manifest
+            return directory, *found
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidDataError(f"version must be a positive integer, got {version!r}")
-        cached = self._cache.get((directory, version))
-        if cached is not None:
-            self._cache.move_to_end((directory, version))
-            return directory, version, cached
-        if not vlog.exists():
-            raise NotFoundError(f"no market data for {symbol}/{timeframe} in {self.layout.root}")
-        manifest = vlog.read(version)
-        self._remember(directory, version, manifest)
-        return directory, version, manifest
-
-    def _remember(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
-        self._cache[(directory, version)] = manifest
-        if len(self._cache) > _MANIFEST_CACHE:
-            self._cache.popitem(last=False)
+        try:
+            return directory, version, vlog.read(version)
+        except VersionNotFoundError:
+            if not vlog.exists():
+                raise NotFoundError(
+                    f"no market data for {symbol}/{timeframe} in {self.layout.root}"
+                ) from None
+            raise
 
     @staticmethod
     def _segments(manifest: dict[str, Any] | None) -> list[Segment]:
@@ -245,7 +199,7 @@ class MarketDataStore:
         directory, vlog = self._series(symbol, timeframe)
         seg_dir = directory / "segments"
         ensure_dir(seg_dir)
-        pending = _Pending()
+        pending = PendingSegments()
         stats: dict[str, int] = {}
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -273,6 +227,7 @@ class MarketDataStore:
             if operation != "compact" and self.auto_compact:
                 segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
             stats.update(written=written, replaced=replaced)
+            pending.sync(seg_dir)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
         committed = vlog.commit(build)
@@ -281,7 +236,6 @@ class MarketDataStore:
             return None  # only compact declines
         version, manifest = committed
         pending.discard_unused(seg_dir, (s["file"] for s in manifest["segments"]))
-        self._remember(directory, version, manifest)
         return CommitInfo(
             symbol=symbol,
             timeframe=timeframe,
@@ -333,7 +287,7 @@ class MarketDataStore:
         segments: list[Segment],
         bars: pa.Table,
         schema: pa.Schema,
-        pending: _Pending,
+        pending: PendingSegments,
     ) -> tuple[list[Segment], int, int]:
         ts = bars.column("timestamp")
         lo = ts[0].cast(pa.int64()).as_py()
@@ -360,7 +314,7 @@ class MarketDataStore:
         return result, bars.num_rows, replaced
 
     def _replace_all(
-        self, seg_dir: Path, bars: pa.Table, schema: pa.Schema, pending: _Pending
+        self, seg_dir: Path, bars: pa.Table, schema: pa.Schema, pending: PendingSegments
     ) -> tuple[list[Segment], int, int]:
         cached = pending.get(("write",), seg_dir)
         if cached is None:
@@ -368,15 +322,12 @@ class MarketDataStore:
             pending.put(("write",), *cached)
         return list(cached[0]), bars.num_rows, 0
 
-    def _tier(self, rows: int) -> int:
-        return int(math.log(max(rows, 1), self.merge_factor))
-
     def _compact_runs(
         self,
         seg_dir: Path,
         segments: list[Segment],
         schema: pa.Schema,
-        pending: _Pending,
+        pending: PendingSegments,
         *,
         tiered: bool,
     ) -> list[Segment]:
@@ -384,7 +335,12 @@ class MarketDataStore:
         incremental merging). Not tiered: greedy runs up to max_segment_rows (compact)."""
         segments = list(segments)
         while True:
-            run = self._find_run(segments, tiered=tiered)
+            run = find_run(
+                [seg.rows for seg in segments],
+                merge_factor=self.merge_factor,
+                max_rows=self.max_segment_rows,
+                tiered=tiered,
+            )
             if run is None:
                 return segments
             start, stop = run
@@ -396,30 +352,6 @@ class MarketDataStore:
                 cached = (self._write_rows(seg_dir, table), 0)
                 pending.put(key, *cached)
             segments[start:stop] = cached[0]
-
-    def _find_run(self, segments: list[Segment], *, tiered: bool) -> tuple[int, int] | None:
-        cap = self.max_segment_rows
-        if tiered:
-            f = self.merge_factor
-            for start in range(len(segments) - f + 1):
-                group = segments[start : start + f]
-                tier = self._tier(group[0].rows)
-                if (
-                    all(self._tier(s.rows) == tier for s in group)
-                    and sum(s.rows for s in group) <= cap
-                ):
-                    return start, start + f
-            return None
-        start = 0
-        while start < len(segments):
-            total, stop = 0, start
-            while stop < len(segments) and total + segments[stop].rows <= cap:
-                total += segments[stop].rows
-                stop += 1
-            if stop - start > 1:
-                return start, stop
-            start = max(stop, start + 1)
-        return None
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -504,7 +436,7 @@ class MarketDataStore:
     ) -> list[VersionInfo]:
         """Versions, newest first, back to the oldest one retention kept."""
         _, latest, _ = self._manifest(symbol, timeframe, None)
-        out = []
+        out: list[VersionInfo] = []
         for version in range(latest, 0, -1):
             if limit is not None and len(out) >= limit:
                 break
@@ -547,17 +479,13 @@ class MarketDataStore:
 
 
 def _listdir(path: Path) -> list[str]:
-    try:
-        names = os.listdir(path)
-    except FileNotFoundError:
-        return []
     out = []
-    for name in names:
+    for name in list_dir(path):
         try:
             validate_name("name", name)
         except InvalidNameError:
             continue  # not ours: temp files, lost+found, editor debris
-        if (path / name).is_dir():
+        if kind_of(path / name) == "dir":
             out.append(name)
     return sorted(out)
 

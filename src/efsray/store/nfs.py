@@ -46,7 +46,9 @@ import os
 import random
 import secrets
 import socket
+import stat
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,11 +65,15 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "TEMP_PREFIX",
+    "ManifestCache",
     "VersionLog",
     "atomic_write",
     "create_exclusive",
     "ensure_dir",
+    "fsync_dir",
     "is_temp_name",
+    "kind_of",
+    "list_dir",
     "read_bytes",
     "retry_estale",
     "write_temp",
@@ -109,11 +115,14 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> Path:
+def write_temp(
+    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
+) -> Path:
     """Write ``payload`` to a new temporary file beside ``final``; return its path.
 
-    On return the data is on stable storage (fsync) and close() succeeded. On any error the
-    temporary file is removed and a :class:`StorageError` (or StorageFullError) is raised.
+    On return close() succeeded and, with ``fsync`` (the default), the data is on stable
+    storage. On any error the temporary file is removed and a :class:`StorageError` (or
+    StorageFullError) is raised.
     """
     tmp = _temp_path(final)
     try:
@@ -127,7 +136,8 @@ def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -
                 payload(fd)
             else:
                 _write_all(fd, payload)
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)  # raises if NFS reports a deferred write error
     except OSError as exc:
@@ -148,15 +158,44 @@ def _unlink_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s (cleanup will)", path, exc)
 
 
+def kind_of(path: Path) -> str | None:
+    """ "dir", "file" (anything else that exists) or None when absent.
+
+    Unlike ``Path.exists()``, an I/O error (EIO, ESTALE that does not clear, EACCES) is a
+    :class:`StorageError`, never mistaken for absence.
+    """
+    try:
+        st = retry_estale(lambda: os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def list_dir(path: Path) -> list[str]:
+    """Names in ``path`` ([] when it does not exist); I/O errors are StorageErrors.
+
+    A listing may lag other hosts' newest entries by the NFS attribute-cache time: use it
+    to find old things, never to find the newest one.
+    """
+    try:
+        return retry_estale(lambda: os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise storage_error_from(exc, "listing", path) from exc
+
+
 def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
     """Create ``path`` and missing parents with an explicit mode; existing ones are fine."""
-    if path.is_dir():
+    if kind_of(path) == "dir":
         return
     ensure_dir(path.parent, mode=mode)
     try:
         os.mkdir(path, mode)
     except FileExistsError:
-        if not path.is_dir():
+        if kind_of(path) != "dir":
             raise StorageError(
                 errno.ENOTDIR, f"{path} exists and is not a directory; move it away", str(path)
             ) from None
@@ -187,15 +226,29 @@ def fsync_dir(path: Path) -> None:
 # --- 2. publish by rename -----------------------------------------------------------------
 
 
-def atomic_write(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
-    """Make ``final`` hold ``payload``, replacing any old content atomically."""
-    tmp = write_temp(final, payload, mode=mode)
+def atomic_write(
+    final: Path,
+    payload: bytes | Writer,
+    *,
+    mode: int = FILE_MODE,
+    durable: bool = True,
+    sync_dir: bool = True,
+) -> None:
+    """Make ``final`` hold ``payload``, replacing any old content atomically.
+
+    ``durable=False`` skips every fsync: for hints that may be lost in a power failure
+    (HEAD). ``sync_dir=False`` leaves the directory fsync to the caller, who batches it:
+    a commit writes several segment files and syncs their directory once before it links
+    the manifest that names them. (On NFS, metadata operations are synchronous anyway.)
+    """
+    tmp = write_temp(final, payload, mode=mode, fsync=durable)
     try:
         os.rename(tmp, final)
     except OSError as exc:
         _unlink_quietly(tmp)
         raise storage_error_from(exc, "publishing", final) from exc
-    fsync_dir(final.parent)
+    if durable and sync_dir:
+        fsync_dir(final.parent)
 
 
 # --- 3. create if absent ------------------------------------------------------------------
@@ -226,7 +279,13 @@ def create_exclusive(final: Path, payload: bytes | Writer, *, mode: int = FILE_M
             raise storage_error_from(exc, "committing", final) from exc
     finally:
         _unlink_quietly(tmp)
-    fsync_dir(final.parent)
+    # The file is now visible to every host: the commit has happened. A failed directory
+    # sync only weakens local power-loss durability, and reporting it as a failed commit
+    # would make callers retry and commit twice.
+    try:
+        fsync_dir(final.parent)
+    except StorageError as exc:
+        log.warning("committed %s, but syncing its directory failed: %s", final, exc)
 
 
 def _link_count(path: Path) -> int:
@@ -253,11 +312,28 @@ def retry_estale(func: Callable[[], T], *, attempts: int = ESTALE_ATTEMPTS) -> T
 
 
 def read_bytes(path: Path) -> bytes:
-    """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through."""
+    """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through.
+
+    Plain open/fstat/read/close: the fewest calls, hence round trips, a whole-file read can
+    make. Our files never change after they are published, so the size fstat reports is the
+    size to read.
+    """
 
     def once() -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(fd).st_size
+            parts = []
+            got = 0
+            while got < size:
+                chunk = os.read(fd, size - got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            os.close(fd)
 
     try:
         return retry_estale(once)
@@ -272,18 +348,40 @@ def read_bytes(path: Path) -> bytes:
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
 
 
+class ManifestCache:
+    """Committed manifests already read, by (log directory, version). A committed version
+    never changes, so an entry never goes stale; the cache only saves round trips."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+
+    def get(self, directory: Path, version: int) -> dict[str, Any] | None:
+        manifest = self._entries.get((directory, version))
+        if manifest is not None:
+            self._entries.move_to_end((directory, version))
+        return manifest
+
+    def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
+        self._entries[(directory, version)] = manifest
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class VersionLog:
     """A linear, gap-free history of JSON manifests, committed without locks.
 
     ``directory`` holds ``HEAD`` and ``versions/``. Versions start at 1. ``kind`` names what
-    the log versions ("series AAPL/1m") for error messages.
+    the log versions ("series AAPL/1m") for error messages. ``cache`` (shared by the logs of
+    one store) remembers manifests already read.
     """
 
-    def __init__(self, directory: Path, kind: str) -> None:
+    def __init__(self, directory: Path, kind: str, cache: ManifestCache | None = None) -> None:
         self.directory = directory
         self.kind = kind
         self._head = directory / "HEAD"
         self._versions = directory / "versions"
+        self._cache = cache
 
     def path(self, version: int) -> Path:
         return self._versions / f"{version // _SHARD:06d}" / f"v{version:012d}.json"
@@ -291,12 +389,15 @@ class VersionLog:
     # reading -------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self._head.exists() or self._versions.is_dir()
+        return kind_of(self._head) is not None or kind_of(self._versions) == "dir"
 
     def read(self, version: int) -> dict[str, Any]:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
         if version < 1:
             raise VersionNotFoundError(f"{self.kind} has no version {version}; versions start at 1")
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             raw = read_bytes(self.path(version))
         except FileNotFoundError:
@@ -305,6 +406,10 @@ class VersionLog:
                 "retention); `history` lists the versions that exist"
             ) from None
         return self._parse(version, raw)
+
+    def remember(self, version: int, manifest: dict[str, Any]) -> None:
+        if self._cache is not None:
+            self._cache.put(self.directory, version, manifest)
 
     def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
         try:
@@ -319,9 +424,13 @@ class VersionLog:
                 f"manifest {self.path(version)} of {self.kind} does not describe version "
                 f"{version}; it was damaged or moved: restore it from a backup"
             )
+        self.remember(version, manifest)
         return manifest
 
     def _try_read(self, version: int) -> dict[str, Any] | None:
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             return self._parse(version, read_bytes(self.path(version)))
         except FileNotFoundError:
@@ -364,16 +473,9 @@ class VersionLog:
 
     def listed_versions(self) -> Iterator[int]:
         """Versions found by listing, ascending. May lag other hosts' newest commits."""
-        try:
-            shards = sorted(p for p in os.listdir(self._versions) if p.isdigit())
-        except FileNotFoundError:
-            return
+        shards = sorted(p for p in list_dir(self._versions) if p.isdigit())
         for shard in shards:
-            try:
-                names = sorted(os.listdir(self._versions / shard))
-            except FileNotFoundError:
-                continue
-            for name in names:
+            for name in sorted(list_dir(self._versions / shard)):
                 if name.startswith("v") and name.endswith(".json") and name[1:-5].isdigit():
                     yield int(name[1:-5])
 
@@ -425,6 +527,7 @@ class VersionLog:
                     time.sleep(random.uniform(0, min(0.05, 0.001 * losses)))  # noqa: S311
                 continue
             self._write_head(version)
+            self.remember(version, manifest)
             return version, manifest
         raise CommitConflictError(
             f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "
@@ -434,4 +537,4 @@ class VersionLog:
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
         with contextlib.suppress(StorageError):
-            atomic_write(self._head, f"{version}\n".encode())
+            atomic_write(self._head, f"{version}\n".encode(), durable=False)

@@ -26,6 +26,8 @@ __all__ = ["ROW_GROUP_ROWS", "Segment", "read_range", "read_tail", "write_segmen
 
 ROW_GROUP_ROWS = 65_536
 _READ_THREADS = 4
+_PARALLEL_BYTES = 16 << 20
+_WHOLE_FILE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +41,19 @@ class Segment:
     ts_max: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "rows": self.rows, "bytes": self.bytes,
-                "ts_min": self.ts_min, "ts_max": self.ts_max}  # fmt: skip
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "ts_min": self.ts_min,
+            "ts_max": self.ts_max,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
-        return cls(str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]),
-                   int(d["ts_max"]))  # fmt: skip
+        return cls(
+            str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]), int(d["ts_max"])
+        )
 
     def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
         return (start_ns is None or self.ts_max >= start_ns) and (
@@ -77,7 +85,8 @@ def write_segment(directory: Path, table: pa.Table) -> Segment:
     )
     buffer = sink.getvalue()
     name = f"seg-{uuid.uuid4().hex}.parquet"
-    atomic_write(directory / name, memoryview(buffer))  # type: ignore[arg-type]
+    # The directory fsync is the committer's, once for all segments of a commit.
+    atomic_write(directory / name, memoryview(buffer), sync_dir=False)  # type: ignore[arg-type]
     ts = table.column("timestamp")
     return Segment(
         file=name,
@@ -114,8 +123,8 @@ def _decode(
     try:
         pf = pq.ParquetFile(pa.BufferReader(buffer))
         wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        if not filters:
-            return pf.read(columns=wanted)
+        if not filters:  # arrow's threads only pay off on big files
+            return pf.read(columns=wanted, use_threads=seg.bytes > _PARALLEL_BYTES)
         return pq.read_table(pa.BufferReader(buffer), columns=wanted, filters=filters)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptionError(
@@ -138,11 +147,13 @@ def read_range(
     the series' full schema: columns missing from older segments come back as nulls.
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
-    if len(chosen) > 1:
+    if len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES:
+        # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         with ThreadPoolExecutor(min(_READ_THREADS, len(chosen))) as pool:
-            parts = list(pool.map(lambda s: _decode(directory, s, columns, start_ns, end_ns),
-                                  chosen))  # fmt: skip
-    else:
+            parts = list(
+                pool.map(lambda s: _decode(directory, s, columns, start_ns, end_ns), chosen)
+            )
+    else:  # small reads: thread hand-offs would cost more than they save
         parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
     return _conform(parts, schema, columns)
 
@@ -171,6 +182,8 @@ def _tail_of(
     directory: Path, seg: Segment, n: int, columns: Sequence[str] | None
 ) -> list[pa.Table]:
     path = directory / seg.file
+    if seg.bytes <= _WHOLE_FILE_BYTES:  # one open and one read beat many seeks
+        return _last_row_groups(path, pa.BufferReader(_load(directory, seg)), n, columns)
 
     def once() -> list[pa.Table]:
         with open(path, "rb") as f:
@@ -180,26 +193,7 @@ def _tail_of(
                     f"segment {path} has {size} bytes, its manifest says {seg.bytes}; "
                     "the file was damaged after commit: restore it from a backup"
                 )
-            try:
-                pf = pq.ParquetFile(f)
-                wanted = (
-                    None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-                )
-                parts: list[pa.Table] = []
-                got = 0
-                for rg in reversed(range(pf.num_row_groups)):
-                    part = pf.read_row_group(rg, columns=wanted)
-                    parts.insert(0, part)
-                    got += part.num_rows
-                    if got >= n:
-                        break
-                return parts
-            except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
-                if isinstance(exc, OSError) and getattr(exc, "errno", None):
-                    raise
-                raise CorruptionError(
-                    f"segment {path} cannot be decoded as Parquet ({exc}); restore it from a backup"
-                ) from None
+            return _last_row_groups(path, f, n, columns)
 
     try:
         return retry_estale(once)
@@ -207,6 +201,27 @@ def _tail_of(
         raise
     except OSError as exc:
         raise storage_error_from(exc, "reading", path) from exc
+
+
+def _last_row_groups(
+    path: Path, source: Any, n: int, columns: Sequence[str] | None
+) -> list[pa.Table]:
+    try:
+        pf = pq.ParquetFile(source)
+        wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        parts: list[pa.Table] = []
+        got = 0
+        for rg in reversed(range(pf.num_row_groups)):
+            part = pf.read_row_group(rg, columns=wanted, use_threads=False)
+            parts.insert(0, part)
+            got += part.num_rows
+            if got >= n:
+                break
+        return parts
+    except pa.ArrowInvalid as exc:
+        raise CorruptionError(
+            f"segment {path} cannot be decoded as Parquet ({exc}); restore it from a backup"
+        ) from None
 
 
 def _conform(parts: list[pa.Table], schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
@@ -217,6 +232,9 @@ def _conform(parts: list[pa.Table], schema: pa.Schema, columns: Sequence[str] | 
         return target.empty_table()
     aligned = []
     for part in parts:
+        if part.schema == target:
+            aligned.append(part)
+            continue
         cols = [
             part.column(f.name).cast(f.type)
             if f.name in part.column_names
