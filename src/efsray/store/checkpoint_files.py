@@ -29,7 +29,14 @@ from efsray.store.hashing import (
     split_digest,
     write_buffer,
 )
-from efsray.store.nfs import FILE_MODE, TEMP_PREFIX, atomic_write, ensure_dir, is_temp_name
+from efsray.store.nfs import (
+    FILE_MODE,
+    TEMP_PREFIX,
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    is_temp_name,
+)
 
 __all__ = [
     "BYTES_NAME",
@@ -178,13 +185,17 @@ def write_tree(
                 target / src.rel,
                 lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
                 mode=DATA_FILE_MODE,
+                sync_dir=False,  # once per directory below, before the manifest names them
             )
         finally:
             os.close(src_fd)
         size, digest = result[-1]
         return CheckpointFile(src.rel, size, digest)
 
-    return parallel(one, files)
+    written = parallel(one, files)
+    for directory in sorted({(target / f.rel).parent for f in files}):
+        fsync_dir(directory)
+    return written
 
 
 # --- reading out of the store -------------------------------------------------------------
@@ -243,15 +254,18 @@ def copy_out(
             src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)  # ENOENT passes through
             try:
                 ensure_dir((staging / entry.path).parent)
-                atomic_write(staging / entry.path, writer, mode=FILE_MODE)
+                atomic_write(staging / entry.path, writer, mode=FILE_MODE, sync_dir=False)
             finally:
                 os.close(src_fd)
 
         parallel(one, files)
+        for directory in sorted({(staging / f.path).parent for f in files}):
+            fsync_dir(directory)
         try:
             os.rename(staging, dest)
         except OSError as exc:
             raise storage_error_from(exc, "publishing checkpoint copy", dest) from exc
+        fsync_dir(dest.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -61,7 +61,15 @@ from efsray.store.hashing import DEFAULT_ALGORITHM, new_hasher
 from efsray.store.ids import new_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, create_exclusive, ensure_dir, read_bytes
+from efsray.store.nfs import (
+    VersionLog,
+    create_exclusive,
+    ensure_dir,
+    fsync_dir,
+    kind_of,
+    list_dir,
+    read_bytes,
+)
 
 __all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
 
@@ -241,6 +249,7 @@ class CheckpointStore:
             target = m.data / rel
             ensure_dir(target)
             files, dirs = write(target)
+            fsync_dir(target.parent)  # the new directory's entry, before a manifest names it
             return rel, files, dirs, time.monotonic()
 
         written = [write_data()]
@@ -248,7 +257,7 @@ class CheckpointStore:
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any]:
             rel, files, dirs, when = written[-1]
             if time.monotonic() - when > _RECHECK_AFTER_S and not all(
-                (m.data / rel / f.path).exists() for f in files
+                kind_of(m.data / rel / f.path) == "file" for f in files
             ):
                 log.warning("files of an uncommitted save of %s vanished; writing again", model)
                 written.append(write_data())
@@ -477,11 +486,7 @@ class CheckpointStore:
     def models(self) -> list[str]:
         """Every model with checkpoints (a listing: may lag other hosts by ~a minute)."""
         out = []
-        try:
-            names = os.listdir(self.layout.checkpoints)
-        except FileNotFoundError:
-            return []
-        for name in names:
+        for name in list_dir(self.layout.checkpoints):
             try:
                 validate_name("model id", name)
             except InvalidNameError:
@@ -826,16 +831,8 @@ def _best(manifests: dict[int, dict[str, Any]], policy: RetentionPolicy) -> list
 
 
 def _data_dirs(data: Path) -> Iterator[tuple[str, Path]]:
-    try:
-        shards = os.listdir(data)
-    except FileNotFoundError:
-        return
-    for shard in shards:
-        try:
-            names = os.listdir(data / shard)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name in names:
+    for shard in list_dir(data):
+        for name in list_dir(data / shard):
             yield f"{shard}/{name}", data / shard / name
 
 

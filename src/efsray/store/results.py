@@ -47,7 +47,7 @@ from efsray.store.hashing import DEFAULT_ALGORITHM, check, new_hasher, split_dig
 from efsray.store.ids import id_time, is_id, new_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import create_exclusive, ensure_dir, read_bytes
+from efsray.store.nfs import create_exclusive, ensure_dir, kind_of, list_dir, read_bytes
 
 __all__ = ["BacktestRun", "ResultStore", "RunInfo", "parse_where"]
 
@@ -221,7 +221,7 @@ class ResultStore:
         found = [
             (name, path)
             for name in candidates
-            if (path := self._run_dir(name, run_id) / f"{run_id}.json").exists()
+            if kind_of(path := self._run_dir(name, run_id) / f"{run_id}.json") == "file"
         ]
         if len(found) > 1:
             raise InvalidDataError(
@@ -408,10 +408,7 @@ def _valid(name: str) -> bool:
 
 
 def _listdir(path: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    return sorted(list_dir(path))
 
 
 def _encode_dict(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:

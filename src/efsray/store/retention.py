@@ -38,7 +38,7 @@ from efsray.errors import EfsrayError, InvalidDataError, VersionNotFoundError, s
 from efsray.store.checkpoints import DEFAULT_GRACE_S, CheckpointStore
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, is_temp_name
+from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir
 from efsray.store.results import ResultStore
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
@@ -179,16 +179,12 @@ def _series(layout: StoreLayout) -> list[tuple[str, str]]:
 
 def _names(path: Path) -> list[str]:
     out: list[str] = []
-    try:
-        entries = os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    for name in entries:
+    for name in list_dir(path):
         try:
             validate_name("name", name)
         except EfsrayError:
             continue
-        if (path / name).is_dir():
+        if kind_of(path / name) == "dir":
             out.append(name)
     return sorted(out)
 
@@ -241,11 +237,7 @@ def _market_series(
     for v in doomed:
         _remove_file(vlog.path(v), "market_data", dry_run, tally)
     segments = directory / "segments"
-    try:
-        names = os.listdir(segments)
-    except FileNotFoundError:
-        return
-    for name in names:
+    for name in list_dir(segments):
         if is_temp_name(name) or name in referenced or not name.endswith(".parquet"):
             continue
         path = segments / name
