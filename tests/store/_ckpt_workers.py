@@ -1,13 +1,12 @@
 """Process targets and payload helpers for the checkpoint, results and retention tests.
 
-Children are forked from the test process (which has already imported everything), so a
-start costs a few milliseconds and hundreds of SIGKILLs stay cheap.
+Children start from the shared fork server (tests/store/_procs.py), which has already
+imported everything, so a start costs a few milliseconds and hundreds of SIGKILLs stay cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing as mp
 import os
 import random
 import traceback
@@ -20,7 +19,9 @@ MODEL = "net"
 
 
 def fork_context() -> Any:
-    return mp.get_context("fork")
+    from tests.store._procs import context
+
+    return context()
 
 
 def payload(seed: str, size: int) -> bytes:
