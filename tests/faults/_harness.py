@@ -54,7 +54,7 @@ from efsray.store.nfs import is_temp_name
 #: Operation kinds a fault is aimed at, one index at a time (lookups are sampled apart).
 DATA_KINDS = sorted(OP_KINDS - {"getattr", "release", "releasedir"})
 LOOKUP_SAMPLES = 12
-READ_SAMPLES = 36
+READ_SAMPLES = 24
 #: The cleanup after each case: no grace period (no writer is running), and old enough a
 #: cutoff that nothing a write path committed qualifies (the cleanup path sets its own).
 SWEEP_GRACE_S = 0.0

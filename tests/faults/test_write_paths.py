@@ -21,7 +21,7 @@ from efsray.simfs import SimFSConfig, SimFSProcess
 from efsray.store import RetentionPolicy, Store
 from efsray.store.ids import id_time, new_id
 from efsray.store.nfs import TEMP_PREFIX
-from tests.faults._harness import Tally, WritePath, explore, files_under
+from tests.faults._harness import Tally, WritePath, explore, files_under, leftovers
 from tests.fixtures.simfs import require_fuse
 from tests.store._bars import batch, batch_ids
 
@@ -135,7 +135,8 @@ def _payload(seed: str, size: int) -> bytes:
 
 class _CheckpointPath(WritePath):
     """Shared checks: every listed version loads and verifies (none lists but fails to load);
-    versions 1..V are unchanged; the latest is V or V+1 and loads complete."""
+    versions 1..V are unchanged; the latest is V or V+1 and loads complete; a save that
+    returned is there."""
 
     golden: dict[int, Any]  # version -> what loading it must give
     new_metadata: ClassVar[dict[str, int]] = {"step": 99}
@@ -231,8 +232,12 @@ class CheckpointDirectoryPath(_CheckpointPath):
         store.checkpoints.save_directory(MODEL, self.sources / "new", self.new_metadata)
 
     def load(self, store: Store, version: int | None) -> tuple[Any, int]:
-        with tempfile.TemporaryDirectory(prefix="efsray-restore-") as tmp:
-            info = store.checkpoints.load_directory(MODEL, Path(tmp) / "restore", version)
+        if version is not None:  # in place, as Ray is handed it: every file verified first
+            info = store.checkpoints.info(MODEL, version)
+            where = store.checkpoints.path(MODEL, version)
+            return (_tree(where), info.metadata), info.version
+        with tempfile.TemporaryDirectory(prefix="efsray-restore-") as tmp:  # a verified copy
+            info = store.checkpoints.load_directory(MODEL, Path(tmp) / "restore")
             return (_tree(Path(tmp) / "restore"), info.metadata), info.version
 
     def expected_new(self) -> Any:
@@ -310,7 +315,7 @@ class ResultSavePath(WritePath):
 
 # --- cleanup ---------------------------------------------------------------------------------
 
-LOSSES = {1: 0.5, 2: 0.1, 3: 0.3, 4: 0.4, 5: 0.2}
+LOSSES = {1: 0.5, 2: 0.1, 3: 0.3, 4: 0.4}  # 1 aliased, 2 the best, 3 goes, 4 the latest
 
 
 class _ReportedErrors(logging.Handler):
@@ -328,11 +333,12 @@ class _ReportedErrors(logging.Handler):
 class CleanupPath(WritePath):
     """``store.cleanup(days=0, grace=0)`` over every area, each with something to remove:
 
-    - market data: three appends and a compaction; versions 1-3 and their segments go, 4 stays;
-    - checkpoints: versions 1-5, alias ``prod`` on 1, keep-best-1 by loss (2), keep-last-1
-      (5): 3 and 4 go, and the data directory (with a temporary file) of a crashed save;
-    - results: three runs, the two older go, and the table of a run that never committed;
-    - logs: an old log file; temp: a crashed commit's temporary manifest.
+    - market data: two appends and a compaction; versions 1-2 and their segments go, 3 stays;
+    - checkpoints: versions 1-4, alias ``prod`` on 1, keep-best-1 by loss (2), keep-last-1
+      (4): 3 goes, and the data directory (with a temporary file) of a crashed save;
+    - results: two runs, the older goes, and the table of a run that never committed;
+    - logs: an old log file; temp: a crashed commit's temporary manifest and a crashed
+      copy's staging directory.
 
     ``expected`` is what the same cleanup leaves without faults (run on a local copy). After a
     fault: nothing was created; everything in ``expected`` is there and reads back (nothing
@@ -346,7 +352,7 @@ class CleanupPath(WritePath):
 
     def prepare(self, root: Path) -> None:
         store = Store(root, auto_compact=False)
-        for i in range(3):
+        for i in range(2):
             store.market.append("SPY", "1m", batch(i, ROWS))
         store.market.compact("SPY", "1m")
         self.market = {
@@ -364,16 +370,19 @@ class CleanupPath(WritePath):
         debris.mkdir(parents=True)
         (debris / "checkpoint.bin").write_bytes(b"half a checkpoint")
         (debris / f"{TEMP_PREFIX}optimizer.bin.host.1.abcd").write_bytes(b"half")
-        self.runs = {store.results.save(STRATEGY, **_run_spec(i)).run_id: i for i in range(3)}
+        self.runs = {store.results.save(STRATEGY, **_run_spec(i)).run_id: i for i in range(2)}
         never = new_id()
         when = id_time(never)
         minute = root / "results" / "backtests" / STRATEGY / f"{when:%Y-%m-%d}" / f"{when:%H%M}"
         minute.mkdir(parents=True, exist_ok=True)
         (minute / f"{never}.equity_curve.parquet").write_bytes(b"PAR1 never committed")
+        staging = root / "models" / f"{TEMP_PREFIX}restore.abcd"  # a crashed copy_out
+        (staging / "sub").mkdir(parents=True)
+        (staging / "sub" / "model.bin").write_bytes(b"half a copy")
         (root / "logs").mkdir(exist_ok=True)
         (root / "logs" / "worker-1.log").write_text("old log\n")
         versions = root / "market_data" / "ohlcv" / "SPY" / "1m" / "versions" / "000000"
-        (versions / f"{TEMP_PREFIX}v000000000005.json.host.1.abcd").write_text("{")
+        (versions / f"{TEMP_PREFIX}v000000000004.json.host.1.abcd").write_text("{")
         self.golden_files = files_under(root)
         with tempfile.TemporaryDirectory(prefix="efsray-cleanup-") as tmp:
             copy = Path(tmp) / "store"
@@ -406,22 +415,22 @@ class CleanupPath(WritePath):
         store = Store(root, create=False)
         # market data: a contiguous history ending at the latest, each version unchanged
         history = sorted(h.version for h in store.market.history("SPY", "1m"))
-        assert history == list(range(history[0], 5)), f"history {history}"
+        assert history == list(range(history[0], 4)), f"history {history}"
         for v in history:
             got = _ids_complete(store.market.read("SPY", "1m", version=v))
             assert got == self.market[v], f"market version {v} changed"
-        assert _ids_complete(store.market.read("SPY", "1m")) == self.market[4]
+        assert _ids_complete(store.market.read("SPY", "1m")) == self.market[3]
         # checkpoints: the protected versions are there; every listed one loads and verifies
         cps = store.checkpoints
         listed = [i.version for i in cps.list(MODEL)]
-        assert {1, 2, 5} <= set(listed), f"a protected checkpoint version is gone: {listed}"
+        assert {1, 2, 4} <= set(listed), f"a protected checkpoint version is gone: {listed}"
         for v in listed:
             try:
                 data, info = cps.load_bytes(MODEL, v)
             except EfsrayError as exc:
                 raise AssertionError(f"checkpoint v{v} lists but does not load: {exc}") from exc
             assert data == _payload(f"c{v}", 2000 + v) and info.metadata == {"loss": LOSSES[v]}
-        assert cps.load_bytes(MODEL)[1].version == 5
+        assert cps.load_bytes(MODEL)[1].version == 4
         assert cps.load_bytes(MODEL, alias="prod")[1].version == 1
         # results: every listed run loads whole; the newest is kept
         runs = _runs(store)
@@ -472,6 +481,11 @@ def test_fault_at_every_operation(
     assert not foreign, "not an efsray error:\n" + "\n".join(
         f"  {o.error} at #{o.index} {o.op}: {o.exception}" for o in foreign
     )
+    # A cleanup that failed somewhere says so (its report); one that returned clean is done.
+    silent = [o for o in outcomes if o.result == "retried" and o.fired and not o.committed]
+    assert not silent, "returned without an error, work left undone:\n" + "\n".join(
+        f"  {o.error} at #{o.index} {o.op}" for o in silent
+    )
     fired = sum(o.fired for o in outcomes)
     assert fired >= len(outcomes) * 0.9, f"only {fired} of {len(outcomes)} faults fired"
 
@@ -496,3 +510,54 @@ def test_store_calls_on_a_failing_stat_raise_efsray_errors(
                 Store(root).market.append("SPY", "1m", batch(1, ROWS))
         finally:
             fault_fs.control.clear_faults()
+
+
+def test_efsray_cleanup_removes_what_writes_failed_at_their_commit_left(
+    fault_fs: SimFSProcess, cli, tmp_path: Path
+) -> None:
+    """The command itself, on the mount: an append, a checkpoint save and a result save each
+    fail at their commit point and leave files behind; ``efsray cleanup --grace 0`` (nothing
+    old enough by ``--days``) removes every one and keeps every commit."""
+    name = "cli-cleanup"
+    store = Store(fault_fs.path / name, auto_compact=False)
+    store.market.append("SPY", "1m", batch(0, ROWS))
+    store.checkpoints.save(MODEL, b"first")
+    run_id = store.results.save(STRATEGY, **_run_spec(0)).run_id
+    backing = fault_fs.backing / name
+    golden = tmp_path / "golden"
+    shutil.copytree(backing, golden, symlinks=True)
+
+    failing = [
+        (lambda: store.market.append("SPY", "1m", batch(1, ROWS)), [("link", "*/v*.json")]),
+        (lambda: store.checkpoints.save(MODEL, b"second"), [("link", "*/v*.json")]),
+        (  # the run's JSON is not linked, and its tables cannot be removed by the saver
+            lambda: store.results.save(STRATEGY, **_run_spec(1)),
+            [("link", "*.json"), ("unlink", "*.parquet")],
+        ),
+    ]
+    for write, faults in failing:
+        for ops, pattern in faults:
+            fault_fs.control.inject("EIO", ops=ops, path=pattern, times=None)
+        try:
+            with pytest.raises(EfsrayError):
+                write()
+        finally:
+            fault_fs.control.clear_faults()
+    left = leftovers(golden, backing)
+    assert not left.unexplained, left.unexplained
+    areas = {p.split("/")[0] for p in left.garbage}
+    assert areas == {"market_data", "models", "results"}, left.garbage
+
+    done = cli(
+        "cleanup", "--days", "3650", "--grace", "0", "--root", fault_fs.path / name, "--json"
+    )
+    assert done.code == 0, done.err
+    report = done.json()
+    assert report["errors"] == [] and report["files"] >= 4, report
+    after = leftovers(golden, backing)
+    assert after.garbage == [] and after.unexplained == [], after
+    fresh = Store(fault_fs.path / name, create=False)
+    assert _ids_complete(fresh.market.read("SPY", "1m")) == {0}
+    assert fresh.checkpoints.load_bytes(MODEL)[0] == b"first"
+    assert _runs(fresh) == [run_id]
+    _check_run(fresh, run_id, 0)

@@ -763,6 +763,8 @@ class CheckpointStore:
             os.unlink(path)
         except FileNotFoundError:
             return False  # another cleanup got there first
+        except EfsrayError:
+            raise  # read_bytes already said what failed
         except OSError as exc:
             raise storage_error_from(exc, "removing checkpoint manifest", path) from exc
         # An alias set between our reading the aliases and the unlink must win: look again.
@@ -772,7 +774,7 @@ class CheckpointStore:
             log.info("kept %s v%d: an alias was set on it during cleanup", m.name, version)
             return False
         data = m.data / str(manifest.get("data"))
-        _remove_tree(data, [str(f["path"]) for f in manifest.get("files", [])])
+        remove_tree(data, [str(f["path"]) for f in manifest.get("files", [])])
         return True
 
     def _remove_orphans(
@@ -789,7 +791,7 @@ class CheckpointStore:
             files += n
             nbytes += size
             if not dry_run:
-                _remove_tree(path, None)
+                remove_tree(path, None)
                 log.info("removed unreferenced checkpoint data %s", path)
         return count, files, nbytes
 
@@ -836,19 +838,37 @@ def _data_dirs(data: Path) -> Iterator[tuple[str, Path]]:
             yield f"{shard}/{name}", data / shard / name
 
 
+def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
+    (cleanup must not take an unreadable file for an absent one)."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+
+
+def walk_onerror(exc: OSError) -> None:
+    """``os.walk``'s onerror for cleanup: a directory removed meanwhile is skipped; any
+    other error stops the walk as a StorageError. (By default os.walk skips a directory it
+    cannot list without a word, and cleanup would report success with work left undone.)"""
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return
+    raise storage_error_from(exc, "listing", exc.filename)
+
+
 def _tree_stats(path: Path) -> tuple[float | None, int, int]:
     """(newest mtime of the directory and everything in it, file count, bytes)."""
-    newest: float | None = None
     files = size = 0
-    try:
-        newest = os.stat(path).st_mtime
-    except FileNotFoundError:
+    top = lstat_or_none(path)
+    if top is None:
         return None, 0, 0
-    for root, dirs, names in os.walk(path):
+    newest = top.st_mtime
+    for root, dirs, names in os.walk(path, onerror=walk_onerror):
         for name in dirs + names:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except FileNotFoundError:
+            st = lstat_or_none(os.path.join(root, name))
+            if st is None:
                 continue
             newest = max(newest, st.st_mtime)
             if name in names:
@@ -857,12 +877,12 @@ def _tree_stats(path: Path) -> tuple[float | None, int, int]:
     return newest, files, size
 
 
-def _remove_tree(path: Path, files: list[str] | None) -> None:
+def remove_tree(path: Path, files: list[str] | None) -> None:
     """Delete a checkpoint data directory: the listed files (or all), then the directories."""
     if files is None:
         files = [
             os.path.relpath(os.path.join(root, name), path)
-            for root, _, names in os.walk(path)
+            for root, _, names in os.walk(path, onerror=walk_onerror)
             for name in names
         ]
     for rel in files:
@@ -873,10 +893,14 @@ def _remove_tree(path: Path, files: list[str] | None) -> None:
         except OSError as exc:
             raise storage_error_from(exc, "removing checkpoint file", path / rel) from exc
     # Leftovers (a crashed save's temporary files) go too, then the directories bottom-up.
-    for root, dirs, names in os.walk(path, topdown=False):
+    for root, dirs, names in os.walk(path, topdown=False, onerror=walk_onerror):
         for name in names:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(os.path.join(root, name))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise storage_error_from(exc, "removing", os.path.join(root, name)) from exc
         for name in dirs:
             _rmdir(Path(root) / name)
     _rmdir(path)

@@ -379,9 +379,8 @@ class ResultStore:
                 files += n
                 nbytes += b
             for path in orphans:
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
+                st = _stat(path)
+                if st is None:
                     continue
                 if (
                     st.st_mtime < grace_cutoff
@@ -494,6 +493,16 @@ def _digest(data: bytes, algorithm: str) -> str:
     hasher = new_hasher(algorithm)
     hasher.update(data)
     return f"{algorithm}:{hasher.hexdigest()}"
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, None when it does not exist; any other error is a StorageError."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
 
 
 def _unlink(path: Path) -> bool:
@@ -635,10 +644,10 @@ def _remove_run(directory: Path, run_id: str, dry_run: bool) -> tuple[int, int]:
         n for n in _listdir(directory) if n.startswith(f"{run_id}.") and n.endswith(".parquet")
     ]
     for name in names:
-        try:
-            size = os.stat(directory / name).st_size
-        except FileNotFoundError:
+        st = _stat(directory / name)
+        if st is None:
             continue
+        size = st.st_size
         if dry_run or _unlink(directory / name):
             files += 1
             nbytes += size

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from efsray.errors import EfsrayError, InvalidDataError, VersionNotFoundError, storage_error_from
-from efsray.store.checkpoints import DEFAULT_GRACE_S, CheckpointStore
+from efsray.store.checkpoints import (
+    DEFAULT_GRACE_S,
+    CheckpointStore,
+    lstat_or_none,
+    remove_tree,
+    walk_onerror,
+)
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
 from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir
@@ -241,9 +246,8 @@ def _market_series(
         if is_temp_name(name) or name in referenced or not name.endswith(".parquet"):
             continue
         path = segments / name
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
+        st = lstat_or_none(path)
+        if st is None:
             continue
         if st.st_mtime < grace_cutoff:
             _remove_file(path, "market_data", dry_run, tally, size=st.st_size)
@@ -268,52 +272,49 @@ def _remove_file(
 
 
 def _logs(root: Path, cutoff: float, dry_run: bool, tally: _Tally) -> None:
-    for directory, _, names in os.walk(root):
+    for directory, _, names in os.walk(root, onerror=walk_onerror):
         for name in names:
             if is_temp_name(name):
                 continue  # the temp sweep's business
             path = Path(directory) / name
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
+            st = lstat_or_none(path)
+            if st is None:
                 continue
             if st.st_mtime < cutoff:
                 _remove_file(path, "logs", dry_run, tally, size=st.st_size)
 
 
 def _temp(root: Path, grace_cutoff: float, dry_run: bool, tally: _Tally) -> None:
-    for directory, dirs, names in os.walk(root):
+    for directory, dirs, names in os.walk(root, onerror=walk_onerror):
         for name in [d for d in dirs if is_temp_name(d)]:
             dirs.remove(name)  # a crashed copy's staging directory: goes whole
             path = Path(directory) / name
             newest, files, size = _tree_age(path)
             if newest is not None and newest < grace_cutoff:
-                tally.add("temp", files, size)
                 if not dry_run:
-                    shutil.rmtree(path, ignore_errors=True)
+                    remove_tree(path, None)
+                tally.add("temp", files, size)
         for name in names:
             if not is_temp_name(name):
                 continue
             path = Path(directory) / name
-            try:
-                st = os.lstat(path)
-            except FileNotFoundError:
+            st = lstat_or_none(path)
+            if st is None:
                 continue
             if st.st_mtime < grace_cutoff:
                 _remove_file(path, "temp", dry_run, tally, size=st.st_size)
 
 
 def _tree_age(path: Path) -> tuple[float | None, int, int]:
-    try:
-        newest = os.lstat(path).st_mtime
-    except FileNotFoundError:
+    top = lstat_or_none(path)
+    if top is None:
         return None, 0, 0
+    newest = top.st_mtime
     files = size = 0
-    for directory, dirs, names in os.walk(path):
+    for directory, dirs, names in os.walk(path, onerror=walk_onerror):
         for name in dirs + names:
-            try:
-                st = os.lstat(os.path.join(directory, name))
-            except FileNotFoundError:
+            st = lstat_or_none(os.path.join(directory, name))
+            if st is None:
                 continue
             newest = max(newest, st.st_mtime)
             if name in names:
