@@ -7,8 +7,11 @@ result save, cleanup, ...):
    directory (the simulated server's disk).
 2. A counting run performs the write once on a clean copy with the operation trace on: the
    trace lists, in order, every operation the write sends to the filesystem.
-3. For each operation index ``i`` (every index for operations other than lookups; lookups,
-   about ten times as many, at an even sample) and each errno, the golden state is restored,
+3. For each operation index ``i`` (see :func:`fault_plan`: every operation that changes
+   something; every read-side operation too, unless there are more than READ_SAMPLES of them,
+   as in cleanup, which lists and reads ~9 times more than it removes: then an even sample;
+   and an even sample of the lookups, about ten times as many as all the rest) and each
+   errno, the golden state is restored,
    a fault is armed to fire on exactly the ``i``-th operation, the write runs (traced, so the
    operation that actually failed is recorded even when the write's threads reorder its
    operations), and then:
@@ -316,8 +319,8 @@ def sweep(write: WritePath, root: Path, golden: Path) -> int:
 
 
 def _read_side(trace: list[tuple[str, ...]]) -> list[bool]:
-    """For each operation: does it only read (a lookup-free read, listing or open, or the
-    close of a file opened for reading)? The rest change something or make it durable."""
+    """For each operation: does it only read (a read, a listing, an open, or the close of a
+    file opened for reading)? The rest change something or make it durable."""
     opened: dict[str, str] = {}
     out = []
     for op in trace:
@@ -334,8 +337,7 @@ def _read_side(trace: list[tuple[str, ...]]) -> list[bool]:
 def fault_plan(trace: list[tuple[str, ...]]) -> list[tuple[list[str], int, tuple[str, ...]]]:
     """(kinds, n, operation): fail the n-th operation of ``kinds``. Every operation that
     changes something, every read-side operation unless there are more than READ_SAMPLES of
-    them (then an even sample: cleanup lists and reads ~5 times more than it removes), and an
-    even sample of LOOKUP_SAMPLES lookups."""
+    them (then an even sample), and an even sample of LOOKUP_SAMPLES lookups."""
     data_ops = [t for t in trace if t[0] in DATA_KINDS]
     read_side = _read_side(data_ops)
     reads = [i for i, r in enumerate(read_side) if r]

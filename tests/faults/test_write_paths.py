@@ -1,4 +1,7 @@
-"""EIO, ENOSPC and ESTALE at every operation of every store write path (see _harness)."""
+"""EIO, ENOSPC and ESTALE at every operation of every store write path (see _harness):
+market-data append, compact, opening the store, checkpoint save (bytes and a directory),
+backtest result save, and cleanup; after each case, cleanup with no grace period removes
+what the failed write left. Outcomes are tallied in build/fault-tally.json."""
 
 from __future__ import annotations
 

@@ -122,7 +122,10 @@ def cleanup(
     results = results or ResultStore(layout)
     tally = _Tally()
 
-    for symbol, timeframe in _series(layout):
+    # Listing an area can fail too: reported like any other unit, and the other areas go on.
+    series: list[tuple[str, str]] = []
+    tally.guard("market data (listing the series)", lambda: series.extend(_series(layout)))
+    for symbol, timeframe in series:
         tally.guard(
             f"series {symbol}/{timeframe}",
             lambda s=symbol, t=timeframe: _market_series(  # type: ignore[misc]
@@ -130,7 +133,9 @@ def cleanup(
             ),
         )
     cutoff_dt = dt.datetime.fromtimestamp(cutoff, dt.UTC)
-    for model in checkpoints.models():
+    models: list[str] = []
+    tally.guard("checkpoints (listing the models)", lambda: models.extend(checkpoints.models()))
+    for model in models:
 
         def prune_model(model: str = model) -> None:
             result = checkpoints.prune(
