@@ -69,6 +69,7 @@ from efsray.store.nfs import (
     kind_of,
     list_dir,
     read_bytes,
+    retry_estale,
 )
 
 __all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
@@ -842,7 +843,7 @@ def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
     """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
     (cleanup must not take an unreadable file for an absent one)."""
     try:
-        return os.lstat(path)
+        return retry_estale(lambda: os.lstat(path))
     except FileNotFoundError:
         return None
     except OSError as exc:
