@@ -167,8 +167,10 @@ class _CheckpointPath(WritePath):
                 raise AssertionError(f"version {version} lists but does not load: {exc}") from exc
             want = self.golden[version] if version in self.golden else self.expected_new()
             assert got == want, f"version {version} does not hold what was saved"
-        _, version = self.load(store, None)
+        latest, version = self.load(store, None)
         assert version == listed[-1], f"the latest is v{version}, the listing ends at {listed}"
+        want = self.golden[version] if version in self.golden else self.expected_new()
+        assert latest == want, f"the latest, v{version}, does not hold what was saved"
         if version == last + 1:
             assert store.checkpoints.info(MODEL).metadata == self.new_metadata
             return True
@@ -178,7 +180,7 @@ class _CheckpointPath(WritePath):
 
 class CheckpointBytesPath(_CheckpointPath):
     name = "checkpoint-save-bytes"
-    new_data = _payload("new", 200_000)  # two FUSE writes
+    new_data = _payload("new", 200_000)
 
     def prepare(self, root: Path) -> None:
         store = Store(root)
@@ -201,7 +203,7 @@ def _make_source(path: Path, seed: str) -> None:
     """A small Ray-like checkpoint directory: nested files and an empty directory."""
     (path / "sub" / "deeper").mkdir(parents=True)
     (path / "empty").mkdir()
-    (path / "model.bin").write_bytes(_payload(seed + "m", 150_000))  # two FUSE writes
+    (path / "model.bin").write_bytes(_payload(seed + "m", 150_000))
     (path / "sub" / "optimizer.bin").write_bytes(_payload(seed + "o", 20_000))
     (path / "sub" / "deeper" / ".metadata.json").write_text(json.dumps({"seed": seed}))
 
