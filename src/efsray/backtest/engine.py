@@ -1,0 +1,203 @@
+"""The vectorized backtest: signals in, equity curve and metrics out.
+
+Timing (no look-ahead): the signal decided on bar t's close is traded at that close and held
+over bar t+1, so the position during bar t is ``signal[t-1]`` and the first bar is flat.
+Bar t's return is ``close[t] / close[t-1] - 1``.
+
+Costs: each change of position costs ``fee_bps + slippage_bps`` basis points of equity per
+unit of position traded (going from long to short trades 2 units). A trade of ``u`` units
+multiplies equity by ``(1 - k) ** u`` with ``k = (fee_bps + slippage_bps) / 10_000``; the
+cost is taken at the close where the trade happens, i.e. in the first bar of the new position.
+This makes the accounting exact and checkable::
+
+    equity[T] / equity[0] = prod(1 + position * return) * (1 - k) ** turnover
+
+and a round trip multiplies equity by ``(1 - k) ** 2``. There is no final liquidation: an
+open position at the last bar is valued at the last close without an exit cost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from efsray.backtest.metrics import Metrics, compute_metrics
+from efsray.backtest.strategies import Strategy, get_strategy
+from efsray.backtest.timeframe import CALENDAR_24_7, Calendar, Timeframe, parse_timeframe
+from efsray.errors import ConfigError, InvalidDataError
+
+__all__ = ["BacktestConfig", "BacktestResult", "run_backtest", "simulate"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestConfig:
+    """Costs and rules of a run. Costs are basis points (1 bp = 0.01%) per unit traded."""
+
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+    allow_short: bool = True
+    calendar: Calendar = CALENDAR_24_7
+
+    def __post_init__(self) -> None:
+        for name in ("fee_bps", "slippage_bps"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 <= value <= 1000
+            ):
+                raise ConfigError(
+                    f"{name}={value!r} is out of range; use 0 to 1000 basis points "
+                    "(1 bp = 0.01% of the traded value)"
+                )
+
+    @property
+    def cost_rate(self) -> float:
+        """Fraction of equity lost per unit of position traded."""
+        return (self.fee_bps + self.slippage_bps) / 10_000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fee_bps": self.fee_bps,
+            "slippage_bps": self.slippage_bps,
+            "allow_short": self.allow_short,
+            "days_per_year": self.calendar.days_per_year,
+            "hours_per_day": self.calendar.hours_per_day,
+        }
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BacktestResult:
+    """One run: what was run, the metrics, and the per-bar arrays (length = number of bars)."""
+
+    strategy: str
+    params: Mapping[str, int | float]
+    timeframe: str
+    config: BacktestConfig
+    metrics: Metrics
+    equity: FloatArray = field(repr=False)
+    positions: npt.NDArray[np.int8] = field(repr=False)
+    returns: FloatArray = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        """Strategy, parameters and metrics as plain JSON-safe values (NaN as None)."""
+        return {
+            "strategy": self.strategy,
+            "params": dict(self.params),
+            "timeframe": self.timeframe,
+            "metrics": self.metrics.to_dict(),
+        }
+
+
+def _check_close(close: object) -> FloatArray:
+    arr = np.asarray(close, dtype=np.float64)
+    if arr.ndim != 1:
+        raise InvalidDataError(f"close prices must be one-dimensional, got shape {arr.shape}")
+    if arr.shape[0] < 2:
+        raise InvalidDataError(
+            f"a backtest needs at least 2 bars, got {arr.shape[0]}; read a longer range"
+        )
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InvalidDataError(
+            f"close price at bar {i} is {float(arr[i])!r}; prices must be finite and > 0 "
+            f"({int(bad.sum())} bad bars in all)"
+        )
+    return arr
+
+
+def simulate(
+    close: object,
+    signal: object,
+    *,
+    timeframe: str | Timeframe = "1d",
+    config: BacktestConfig | None = None,
+) -> tuple[Metrics, FloatArray, npt.NDArray[np.int8], FloatArray]:
+    """Trade ``signal`` (target positions in {-1, 0, 1}, one per bar) on ``close``.
+
+    Returns ``(metrics, equity, positions, net_returns)``; ``equity[0] == 1``.
+    """
+    config = config or BacktestConfig()
+    tf = parse_timeframe(timeframe)
+    px = _check_close(close)
+    sig = np.asarray(signal)
+    if sig.shape != px.shape:
+        raise InvalidDataError(
+            f"signal has shape {sig.shape} but close has {px.shape}; give one per bar"
+        )
+    if not np.isin(sig, (-1, 0, 1)).all():
+        raise InvalidDataError("signal values must be -1, 0 or 1 (short, flat, long)")
+    sig = sig.astype(np.int8)
+    if not config.allow_short:
+        sig = np.maximum(sig, 0).astype(np.int8)
+
+    n = px.shape[0]
+    ret = np.zeros(n)
+    ret[1:] = px[1:] / px[:-1] - 1.0
+    pos = np.zeros(n, dtype=np.int8)
+    pos[1:] = sig[:-1]
+    traded = np.zeros(n)
+    traded[1:] = np.abs(np.diff(pos.astype(np.float64)))
+
+    k = config.cost_rate
+    factor = (1.0 + pos * ret) * (1.0 - k) ** traded
+    # A short through a more-than-doubling bar would take equity below zero: it is ruined at
+    # zero and stays there.
+    ruined = factor <= 0.0
+    if ruined.any():
+        first = int(np.argmax(ruined))
+        factor[first] = 0.0
+        factor[first + 1 :] = 1.0
+        pos[first + 1 :] = 0
+        traded[first + 1 :] = 0.0
+    equity: FloatArray = np.cumprod(factor).astype(np.float64)
+    net = factor - 1.0
+    if ruined.any():
+        net[int(np.argmax(ruined)) + 1 :] = 0.0
+
+    metrics = compute_metrics(
+        equity=equity,
+        net_returns=net,
+        positions=pos,
+        bar_factors=factor,
+        traded=traded,
+        cost_rate=k,
+        periods_per_year=tf.periods_per_year(config.calendar),
+    )
+    return metrics, equity, pos, net
+
+
+def run_backtest(
+    close: object,
+    strategy: str | Strategy,
+    params: Mapping[str, int | float],
+    *,
+    timeframe: str | Timeframe = "1d",
+    config: BacktestConfig | None = None,
+) -> BacktestResult:
+    """Run ``strategy`` with ``params`` on the ``close`` series; see the module docstring."""
+    config = config or BacktestConfig()
+    strat = get_strategy(strategy)
+    values = strat.validate(params)
+    px = _check_close(close)
+    sig = strat.compute(px, **values)
+    metrics, equity, pos, net = simulate(px, sig, timeframe=timeframe, config=config)
+    return BacktestResult(
+        strategy=strat.name,
+        params=values,
+        timeframe=parse_timeframe(timeframe).name,
+        config=config,
+        metrics=metrics,
+        equity=equity,
+        positions=pos,
+        returns=net,
+    )
