@@ -7,6 +7,7 @@
   validated parameter schema and constraints.
 - :func:`parse_grid` reads ``"fast=5:50:5,slow=20:200:20"``; ``Strategy.expand(grid)`` keeps
   the valid points and reports the rest.
+- :func:`generate_market`: correlated GBM with volatility regimes as consistent OHLCV bars.
 - :func:`parse_timeframe` and :class:`Calendar` give the annualization of a bar length.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from efsray.backtest.engine import BacktestConfig, BacktestResult, run_backtest, simulate
 from efsray.backtest.grid import ParamGrid, format_grid, parse_grid
+from efsray.backtest.market import DEFAULT_SYMBOLS, MarketModel, generate_bars, generate_market
 from efsray.backtest.metrics import Metrics
 from efsray.backtest.strategies import (
     STRATEGIES,
@@ -35,11 +37,13 @@ from efsray.backtest.timeframe import (
 __all__ = [
     "CALENDAR_24_7",
     "CALENDAR_US_EQUITY",
+    "DEFAULT_SYMBOLS",
     "STRATEGIES",
     "BacktestConfig",
     "BacktestResult",
     "Calendar",
     "GridPlan",
+    "MarketModel",
     "Metrics",
     "Param",
     "ParamGrid",
@@ -48,6 +52,8 @@ __all__ = [
     "Timeframe",
     "describe_strategies",
     "format_grid",
+    "generate_bars",
+    "generate_market",
     "get_strategy",
     "parse_grid",
     "parse_timeframe",
