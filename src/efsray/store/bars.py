@@ -1,0 +1,295 @@
+"""OHLCV bars: accept what users have, validate it, and normalize it to one Arrow schema.
+
+Accepted inputs: a pyarrow Table or RecordBatch, a pandas or polars DataFrame (a pandas
+DatetimeIndex counts as the timestamp column), a list of bar dicts, a dict of columns, or one
+bar as a dict of scalars. Column names are matched case-insensitively; ``ts``, ``time``,
+``date`` and ``datetime`` mean ``timestamp``, ``vol`` means ``volume``.
+
+The normalized table has ``timestamp`` as ``timestamp[ns, tz=UTC]``, then ``open``, ``high``,
+``low``, ``close``, ``volume`` and any extra numeric columns, all float64, sorted by time.
+
+Rules (every violation is an :class:`InvalidDataError` naming the column, the first bad row
+and its values; nothing is written):
+- timestamps are present, not null and parse; timezone-aware ones are converted to UTC,
+  naive ones are taken in ``naive_tz`` (UTC by default); integer epochs are seconds, ms, us
+  or ns, given by ``timestamp_unit`` or inferred when every value has the same magnitude;
+- a batch never repeats a timestamp (ambiguous). Against stored data the rule is
+  "newest write wins": a bar whose timestamp is already stored replaces the stored bar;
+- prices are finite numbers, ``high >= max(open, close)``, ``low <= min(open, close)``;
+- volume is a finite number ``>= 0``; extra columns are numeric (nulls allowed).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from efsray.errors import InvalidDataError
+
+__all__ = ["CORE_COLUMNS", "PRICE_COLUMNS", "TIMESTAMP_TYPE", "normalize_bars", "to_table"]
+
+TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
+PRICE_COLUMNS = ("open", "high", "low", "close")
+CORE_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
+_ALIASES = {
+    "ts": "timestamp",
+    "time": "timestamp",
+    "date": "timestamp",
+    "datetime": "timestamp",
+    "vol": "volume",
+}
+_UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# Inclusive-exclusive magnitude bands for inferring an integer epoch's unit (1973-5138 AD).
+_UNIT_BANDS = (
+    ("s", 10**8, 10**11),
+    ("ms", 10**11, 10**14),
+    ("us", 10**14, 10**17),
+    ("ns", 10**17, 10**20),
+)
+_EXTRA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+
+
+def to_table(data: Any) -> pa.Table:
+    """Turn any accepted input into a pyarrow Table (no validation yet)."""
+    try:
+        return _to_table(data)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        if isinstance(exc, InvalidDataError):
+            raise
+        raise InvalidDataError(f"could not read the bars as a table: {exc}") from None
+
+
+def _to_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__
+    if module.startswith("pandas") and hasattr(data, "reset_index"):
+        import pandas as pd
+
+        frame = data
+        if isinstance(frame.index, pd.DatetimeIndex):
+            names = {str(c).lower() for c in frame.columns}
+            if not names & ({"timestamp"} | {k for k, v in _ALIASES.items() if v == "timestamp"}):
+                frame = frame.reset_index(names="timestamp")
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    if module.startswith("polars") and hasattr(data, "to_arrow"):
+        return data.to_arrow()
+    if isinstance(data, list | tuple):
+        if not all(isinstance(row, Mapping) for row in data):
+            raise InvalidDataError(
+                "a list of bars must hold dicts like {'timestamp': ..., 'open': ..., ...}"
+            )
+        return pa.Table.from_pylist([dict(row) for row in data])
+    if isinstance(data, Mapping):
+        values = list(data.values())
+        if values and all(np.ndim(v) == 0 for v in values):  # one bar as a dict of scalars
+            return pa.Table.from_pylist([dict(data)])
+        return pa.table({str(k): v for k, v in data.items()})
+    raise InvalidDataError(
+        f"cannot read bars from a {type(data).__name__}; pass a pandas or polars DataFrame, "
+        "a pyarrow Table, a list of bar dicts or a dict of columns"
+    )
+
+
+def normalize_bars(
+    data: Any,
+    *,
+    column_map: Mapping[str, str] | None = None,
+    naive_tz: str = "UTC",
+    timestamp_unit: str | None = None,
+    timestamp_format: str | None = None,
+) -> pa.Table:
+    """Validate ``data`` as OHLCV bars and return the normalized, time-sorted table."""
+    table = _rename(to_table(data), column_map or {})
+    if table.num_rows == 0:
+        raise InvalidDataError("the bars have no rows; there is nothing to write")
+    missing = [c for c in CORE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise InvalidDataError(
+            f"missing column(s) {', '.join(missing)}; found {', '.join(table.column_names)}. "
+            "Map vendor column names with column_map (CLI: --map 'Date=timestamp')"
+        )
+    ts = _timestamps(table.column("timestamp"), naive_tz, timestamp_unit, timestamp_format)
+    columns: dict[str, pa.Array] = {"timestamp": ts}
+    for name in (*PRICE_COLUMNS, "volume"):
+        columns[name] = _numeric(table.column(name), name, allow_null=False)
+    for name in table.column_names:
+        if name not in columns:
+            if not _EXTRA_NAME.fullmatch(name):
+                raise InvalidDataError(
+                    f"extra column name {name!r} is not allowed; use letters, digits, _ . - "
+                    "(at most 64, starting with a letter or _)"
+                )
+            columns[name] = _numeric(table.column(name), name, allow_null=True)
+    out = pa.table(columns)
+    _check_values(out)
+    order = pc.sort_indices(out.column("timestamp"))
+    out = out.take(order)
+    _check_unique(out.column("timestamp"))
+    return out
+
+
+def _rename(table: pa.Table, column_map: Mapping[str, str]) -> pa.Table:
+    lowered_map = {str(k).strip().lower(): str(v).strip().lower() for k, v in column_map.items()}
+    names = []
+    for raw in table.column_names:
+        name = str(raw).strip().lower()
+        name = lowered_map.get(name, name)
+        names.append(_ALIASES.get(name, name))
+    seen: dict[str, str] = {}
+    for raw, name in zip(table.column_names, names, strict=True):
+        if name in seen:
+            raise InvalidDataError(
+                f"columns {seen[name]!r} and {raw!r} both mean {name!r}; drop or rename one"
+            )
+        seen[name] = raw
+    return table.rename_columns(names)
+
+
+def _timestamps(
+    column: pa.ChunkedArray, naive_tz: str, unit: str | None, fmt: str | None
+) -> pa.Array:
+    arr = column.combine_chunks()
+    if arr.null_count:
+        row = int(pc.index(pc.is_null(arr), True).as_py())
+        raise InvalidDataError(f"timestamp is missing (null) in row {row}; every bar needs one")
+    t = arr.type
+    if pa.types.is_timestamp(t):
+        if t.tz is None:
+            return _localize(arr, naive_tz)
+        return _cast_ts(arr)
+    if pa.types.is_date(t):
+        return _localize(arr.cast(pa.timestamp("ms")), naive_tz)
+    if pa.types.is_integer(t):
+        if fmt is not None:  # e.g. 20240131 read from a CSV, with --timestamp-format %Y%m%d
+            return _parse_strings(arr.cast(pa.string()), naive_tz, fmt)
+        return _from_epoch(arr, unit)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _parse_strings(arr, naive_tz, fmt)
+    raise InvalidDataError(
+        f"timestamp column has type {t}; use datetimes, ISO-8601 strings or integer epochs"
+    )
+
+
+def _cast_ts(arr: pa.Array) -> pa.Array:
+    try:
+        return arr.cast(TIMESTAMP_TYPE)
+    except pa.ArrowInvalid as exc:
+        raise InvalidDataError(
+            f"timestamps out of range for nanoseconds (1677-2262): {exc}"
+        ) from None
+
+
+def _localize(arr: pa.Array, naive_tz: str) -> pa.Array:
+    if naive_tz in ("UTC", "utc", "Z"):
+        return _cast_ts(arr.cast(pa.timestamp(arr.type.unit, tz="UTC")))
+    import pandas as pd
+
+    try:
+        series = pd.Series(arr.to_pandas()).dt.tz_localize(
+            naive_tz, ambiguous="raise", nonexistent="raise"
+        )
+    except Exception as exc:  # noqa: BLE001 - pandas raises many kinds here
+        raise InvalidDataError(
+            f"cannot read naive timestamps as {naive_tz!r} time: {str(exc).splitlines()[0]}. "
+            "Pass timezone-aware timestamps, or another --tz"
+        ) from None
+    return _cast_ts(pa.Array.from_pandas(series.dt.tz_convert("UTC")))
+
+
+def _from_epoch(arr: pa.Array, unit: str | None) -> pa.Array:
+    values = arr.to_numpy(zero_copy_only=False).astype(np.int64)
+    if unit is None:
+        mag = np.abs(values)
+        for name, lo, hi in _UNIT_BANDS:
+            if bool(np.all((mag >= lo) & (mag < hi))):
+                unit = name
+                break
+        else:
+            raise InvalidDataError(
+                "integer timestamps mix magnitudes (or are before 1973), so their unit is "
+                f"ambiguous (first value {int(values[0])}); pass timestamp_unit='s', 'ms', "
+                "'us' or 'ns' (CLI: --timestamp-unit)"
+            )
+    if unit not in _UNITS:
+        raise InvalidDataError(f"timestamp_unit {unit!r} is not one of s, ms, us, ns")
+    scale = _UNITS[unit]
+    limit = np.iinfo(np.int64).max // scale
+    if bool(np.any(np.abs(values) > limit)):
+        raise InvalidDataError(f"integer timestamps in {unit} overflow nanoseconds (after 2262)")
+    return pa.array(values * scale, type=TIMESTAMP_TYPE)
+
+
+def _parse_strings(arr: pa.Array, naive_tz: str, fmt: str | None) -> pa.Array:
+    import pandas as pd
+
+    values = arr.to_pandas()
+    try:
+        parsed = pd.to_datetime(values, format=fmt or "ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise InvalidDataError(
+            f"cannot parse timestamps as {'ISO-8601' if fmt is None else repr(fmt)}: "
+            f"{str(exc).splitlines()[0].rstrip('.')}. "
+            "Pass timestamp_format (CLI: --timestamp-format '%m/%d/%Y %H:%M')"
+        ) from None
+    if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return _localize(pa.Array.from_pandas(parsed), naive_tz)
+    return _cast_ts(pa.Array.from_pandas(parsed.dt.tz_convert("UTC")))
+
+
+def _numeric(column: pa.ChunkedArray, name: str, *, allow_null: bool) -> pa.Array:
+    arr = column.combine_chunks()
+    t = arr.type
+    if pa.types.is_null(t) and allow_null:
+        return pa.nulls(len(arr), pa.float64())
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
+        raise InvalidDataError(
+            f"column {name!r} has type {t}; it must be numeric (convert strings to numbers)"
+        )
+    if not allow_null and arr.null_count:
+        row = int(pc.index(pc.is_null(arr), True).as_py())
+        raise InvalidDataError(f"column {name!r} is missing (null) in row {row}")
+    return arr.cast(pa.float64())
+
+
+def _check_values(table: pa.Table) -> None:
+    ts = table.column("timestamp")
+    o, h, lo, c, v = (
+        table.column(n).to_numpy() for n in ("open", "high", "low", "close", "volume")
+    )
+
+    def fail(mask: np.ndarray, what: str) -> None:
+        bad = np.flatnonzero(mask)
+        if bad.size == 0:
+            return
+        i = int(bad[0])
+        raise InvalidDataError(
+            f"{bad.size} bar(s) {what}; first at row {i} (timestamp {ts[i].as_py()}): "
+            f"open={o[i]:g}, high={h[i]:g}, low={lo[i]:g}, close={c[i]:g}, volume={v[i]:g}"
+        )
+
+    for name, values in (("open", o), ("high", h), ("low", lo), ("close", c)):
+        fail(~np.isfinite(values), f"have a non-finite {name} (NaN or infinity)")
+    fail(~np.isfinite(v), "have a non-finite volume (NaN or infinity)")
+    fail(v < 0, "have a negative volume")
+    fail(h < np.maximum(o, c), "have high below max(open, close)")
+    fail(lo > np.minimum(o, c), "have low above min(open, close)")
+
+
+def _check_unique(ts: pa.ChunkedArray) -> None:
+    values = ts.combine_chunks().cast(pa.int64()).to_numpy()
+    dup = np.flatnonzero(values[1:] == values[:-1])
+    if dup.size:
+        first = ts[int(dup[0])].as_py()
+        raise InvalidDataError(
+            f"timestamp {first} appears more than once in this batch ({dup.size} repeats in "
+            "all); a batch must not repeat a timestamp. (A bar whose timestamp is already "
+            "stored is fine: it replaces the stored bar.)"
+        )

@@ -1,0 +1,492 @@
+"""The NFS commit protocol: every byte the store writes goes through this module.
+
+Read top to bottom, it is the whole story of how efsray stays correct on EFS (NFSv4.1,
+close-to-open consistency, no trustworthy locks, caches that hide other hosts' new files for
+up to a minute) and on any local POSIX filesystem.
+
+1. **Temporary files.** Data is first written under a temporary name in the destination
+   directory: ``.efsray-tmp.<final>.<host>.<pid>.<random>``, created with O_EXCL, written
+   fully, fsync'ed, and closed with close()'s result checked (NFS reports deferred write
+   errors there). A writer killed at any instant leaves at most such a file; it is never
+   visible under a real name, and ``is_temp_name`` lets cleanup find it.
+
+2. **Publish by rename** (``atomic_write``): rename() within a directory is atomic on NFS and
+   replaces the target, so a reader sees the old file or the new one, never a mix. Used for
+   immutable data files (unique names) and for hints that may be overwritten (HEAD).
+
+3. **Create if absent** (``create_exclusive``): link(temp, final) fails with EEXIST atomically
+   on the server, so of many hosts racing to create one name exactly one wins, and the
+   winner's file is complete the moment it appears. (renameat2 with RENAME_NOREPLACE would
+   be the local-filesystem way; NFS rejects it with EINVAL.) If the reply to a successful
+   link is lost and the retransmission answers EEXIST, our temp file's link count is 2:
+   that is a win too.
+
+4. **Reads retry ESTALE**: a file replaced or removed by another host fails the next read
+   with ESTALE; we re-open by name and read again.
+
+5. **The version log** (``VersionLog``): every committed change of a series or a model is a
+   JSON manifest ``versions/<shard>/v<version>.json`` created with ``create_exclusive``.
+   Version N+1 can only be created by one writer, so versions never fork and never have
+   gaps; a writer that loses the race re-reads version N+1, rebuilds its change on top of
+   it, and tries N+2 (optimistic concurrency, no locks). ``HEAD`` holds a recent version
+   number as a hint, rewritten by rename after each commit; readers start there and probe
+   forward by name (an open by name goes to the server under close-to-open consistency,
+   unlike a directory listing), so finding the latest version costs a constant number of
+   round trips however long the history is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from efsray.errors import (
+    CommitConflictError,
+    CorruptionError,
+    StorageError,
+    VersionNotFoundError,
+    storage_error_from,
+)
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "TEMP_PREFIX",
+    "ManifestCache",
+    "VersionLog",
+    "atomic_write",
+    "create_exclusive",
+    "ensure_dir",
+    "fsync_dir",
+    "is_temp_name",
+    "read_bytes",
+    "retry_estale",
+    "write_temp",
+]
+
+log = logging.getLogger("efsray.store")
+
+# Group-writable: every container of the cluster may run as a different uid in one group;
+# under an EFS access point all of them are mapped to the access point's fixed uid/gid.
+FILE_MODE = 0o664
+DIR_MODE = 0o2775  # setgid: new entries inherit the directory's group
+TEMP_PREFIX = ".efsray-tmp."
+ESTALE_ATTEMPTS = 5
+_HOST = socket.gethostname().split(".")[0][:32] or "host"
+
+T = TypeVar("T")
+Writer = Callable[[int], None]
+"""Writes the payload to an open file descriptor (used for data too big for memory)."""
+
+
+# --- 1. temporary files -----------------------------------------------------------------
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a name this module gives to a not-yet-published file."""
+    return name.startswith(TEMP_PREFIX)
+
+
+def _temp_path(final: Path) -> Path:
+    token = secrets.token_hex(4)
+    # Keep the whole name under NAME_MAX (255) whatever the final name's length.
+    return final.with_name(f"{TEMP_PREFIX}{final.name[:150]}.{_HOST}.{os.getpid()}.{token}")
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def write_temp(
+    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
+) -> Path:
+    """Write ``payload`` to a new temporary file beside ``final``; return its path.
+
+    On return close() succeeded and, with ``fsync`` (the default), the data is on stable
+    storage. On any error the temporary file is removed and a :class:`StorageError` (or
+    StorageFullError) is raised.
+    """
+    tmp = _temp_path(final)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise storage_error_from(exc, "creating a temporary file", tmp) from exc
+    try:
+        try:
+            os.fchmod(fd, mode)  # explicit mode, whatever the umask
+            if callable(payload):
+                payload(fd)
+            else:
+                _write_all(fd, payload)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # raises if NFS reports a deferred write error
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise storage_error_from(exc, "writing", final) from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # leave it to cleanup, but say so
+        log.warning("could not remove temporary file %s: %s (cleanup will)", path, exc)
+
+
+def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
+    """Create ``path`` and missing parents with an explicit mode; existing ones are fine."""
+    if path.is_dir():
+        return
+    ensure_dir(path.parent, mode=mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not path.is_dir():
+            raise StorageError(
+                errno.ENOTDIR, f"{path} exists and is not a directory; move it away", str(path)
+            ) from None
+        return
+    except OSError as exc:
+        raise storage_error_from(exc, "creating directory", path) from exc
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:  # e.g. an access point that maps ownership: the dir still works
+        log.debug("could not chmod %s to %o: %s", path, mode, exc)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename/link in ``path`` durable on local filesystems (a no-op on NFS)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise storage_error_from(exc, "opening directory", path) from exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise storage_error_from(exc, "syncing directory", path) from exc
+    finally:
+        os.close(fd)
+
+
+# --- 2. publish by rename -----------------------------------------------------------------
+
+
+def atomic_write(
+    final: Path,
+    payload: bytes | Writer,
+    *,
+    mode: int = FILE_MODE,
+    durable: bool = True,
+    sync_dir: bool = True,
+) -> None:
+    """Make ``final`` hold ``payload``, replacing any old content atomically.
+
+    ``durable=False`` skips every fsync: for hints that may be lost in a power failure
+    (HEAD). ``sync_dir=False`` leaves the directory fsync to the caller, who batches it:
+    a commit writes several segment files and syncs their directory once before it links
+    the manifest that names them. (On NFS, metadata operations are synchronous anyway.)
+    """
+    tmp = write_temp(final, payload, mode=mode, fsync=durable)
+    try:
+        os.rename(tmp, final)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise storage_error_from(exc, "publishing", final) from exc
+    if durable and sync_dir:
+        fsync_dir(final.parent)
+
+
+# --- 3. create if absent ------------------------------------------------------------------
+
+
+def create_exclusive(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+    """Create ``final`` with ``payload`` only if no file of that name exists.
+
+    Raises ``FileExistsError`` if another writer (on any host) created it first. The file
+    appears complete or not at all.
+    """
+    tmp = write_temp(final, payload, mode=mode)
+    try:
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            if _link_count(tmp) != 2:  # 2: our link did happen, only its reply was lost
+                raise
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise StorageError(
+                    exc.errno,
+                    f"the filesystem at {final.parent} does not support hard links "
+                    f"({errno.errorcode.get(exc.errno)}); efsray needs link() to commit "
+                    "safely (EFS, NFS and local filesystems have it)",
+                    str(final),
+                ) from exc
+            raise storage_error_from(exc, "committing", final) from exc
+    finally:
+        _unlink_quietly(tmp)
+    fsync_dir(final.parent)
+
+
+def _link_count(path: Path) -> int:
+    try:
+        return os.stat(path).st_nlink
+    except OSError:
+        return 0
+
+
+# --- 4. reads that survive ESTALE -----------------------------------------------------------
+
+
+def retry_estale(func: Callable[[], T], *, attempts: int = ESTALE_ATTEMPTS) -> T:
+    """Call ``func``; when it fails with ESTALE, call it again (re-opening by name)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return func()
+        except OSError as exc:
+            if exc.errno != errno.ESTALE or attempt == attempts:
+                raise
+            log.debug("ESTALE (attempt %d/%d), re-opening", attempt, attempts)
+            time.sleep(0.001 * attempt)  # let the client drop its stale handle
+    raise AssertionError("unreachable")
+
+
+def read_bytes(path: Path) -> bytes:
+    """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through."""
+
+    def once() -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    try:
+        return retry_estale(once)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise storage_error_from(exc, "reading", path) from exc
+
+
+# --- 5. the version log ---------------------------------------------------------------------
+
+_SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
+
+
+class ManifestCache:
+    """Committed manifests already read, by (log directory, version). A committed version
+    never changes, so an entry never goes stale; the cache only saves round trips."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+
+    def get(self, directory: Path, version: int) -> dict[str, Any] | None:
+        manifest = self._entries.get((directory, version))
+        if manifest is not None:
+            self._entries.move_to_end((directory, version))
+        return manifest
+
+    def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
+        self._entries[(directory, version)] = manifest
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+class VersionLog:
+    """A linear, gap-free history of JSON manifests, committed without locks.
+
+    ``directory`` holds ``HEAD`` and ``versions/``. Versions start at 1. ``kind`` names what
+    the log versions ("series AAPL/1m") for error messages. ``cache`` (shared by the logs of
+    one store) remembers manifests already read.
+    """
+
+    def __init__(self, directory: Path, kind: str, cache: ManifestCache | None = None) -> None:
+        self.directory = directory
+        self.kind = kind
+        self._head = directory / "HEAD"
+        self._versions = directory / "versions"
+        self._cache = cache
+
+    def path(self, version: int) -> Path:
+        return self._versions / f"{version // _SHARD:06d}" / f"v{version:012d}.json"
+
+    # reading -------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self._head.exists() or self._versions.is_dir()
+
+    def read(self, version: int) -> dict[str, Any]:
+        """The manifest of ``version``; VersionNotFoundError if it was never committed."""
+        if version < 1:
+            raise VersionNotFoundError(f"{self.kind} has no version {version}; versions start at 1")
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
+        try:
+            raw = read_bytes(self.path(version))
+        except FileNotFoundError:
+            raise VersionNotFoundError(
+                f"{self.kind} has no version {version} (never committed, or removed by "
+                "retention); `history` lists the versions that exist"
+            ) from None
+        return self._parse(version, raw)
+
+    def remember(self, version: int, manifest: dict[str, Any]) -> None:
+        if self._cache is not None:
+            self._cache.put(self.directory, version, manifest)
+
+    def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
+        try:
+            manifest = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptionError(
+                f"manifest {self.path(version)} of {self.kind} is not valid JSON ({exc}); "
+                "it was damaged after it was committed: restore it from a backup"
+            ) from None
+        if not isinstance(manifest, dict) or manifest.get("version") != version:
+            raise CorruptionError(
+                f"manifest {self.path(version)} of {self.kind} does not describe version "
+                f"{version}; it was damaged or moved: restore it from a backup"
+            )
+        self.remember(version, manifest)
+        return manifest
+
+    def _try_read(self, version: int) -> dict[str, Any] | None:
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
+        try:
+            return self._parse(version, read_bytes(self.path(version)))
+        except FileNotFoundError:
+            return None
+
+    def head_hint(self) -> int:
+        try:
+            text = read_bytes(self._head).decode("ascii").strip()
+            return int(text) if text.isdigit() else 0
+        except (FileNotFoundError, UnicodeDecodeError):
+            return 0
+
+    def latest(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest committed version and its manifest, or None for an empty log.
+
+        Cost: read HEAD, then one open per version committed since HEAD was written (usually
+        zero), then one failed open and one read. Independent of the history's length.
+        """
+        version = self.head_hint()
+        manifest = self._try_read(version) if version else None
+        if version and manifest is None:
+            # HEAD names a version we cannot see: removed by retention (never the latest),
+            # or a cache on this host lags. Fall back to the listing, which is always right
+            # about old versions.
+            version, manifest = self._scan_latest()
+        while True:
+            newer = self._try_read(version + 1)
+            if newer is None:
+                break
+            version, manifest = version + 1, newer
+        if manifest is None:
+            return None
+        return version, manifest
+
+    def _scan_latest(self) -> tuple[int, dict[str, Any] | None]:
+        versions = list(self.listed_versions())
+        if not versions:
+            return 0, None
+        return versions[-1], self._try_read(versions[-1])
+
+    def listed_versions(self) -> Iterator[int]:
+        """Versions found by listing, ascending. May lag other hosts' newest commits."""
+        try:
+            shards = sorted(p for p in os.listdir(self._versions) if p.isdigit())
+        except FileNotFoundError:
+            return
+        for shard in shards:
+            try:
+                names = sorted(os.listdir(self._versions / shard))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name.startswith("v") and name.endswith(".json") and name[1:-5].isdigit():
+                    yield int(name[1:-5])
+
+    # committing ----------------------------------------------------------------------------
+
+    def commit(
+        self,
+        build: Callable[[int, dict[str, Any] | None], dict[str, Any] | None],
+        *,
+        max_attempts: int = 1000,
+    ) -> tuple[int, dict[str, Any]] | None:
+        """Commit the manifest ``build(base_version, base_manifest)`` as the next version.
+
+        ``build`` is called again whenever another writer commits first, with that writer's
+        version as the new base; it must be a pure function of its arguments (plus files it
+        wrote earlier, which it may reuse). It returns None to commit nothing. Returns the
+        committed (version, manifest), or None if ``build`` declined.
+        """
+        found = self.latest()
+        base_version, base = found if found else (0, None)
+        losses = 0
+        for _ in range(max_attempts):
+            manifest = build(base_version, base)
+            if manifest is None:
+                return None
+            version = base_version + 1
+            manifest = {
+                **manifest,
+                "version": version,
+                "parent": base_version or None,
+                "committed_at": dt.datetime.now(dt.UTC).isoformat(),
+                "writer": {"host": _HOST, "pid": os.getpid()},
+            }
+            target = self.path(version)
+            ensure_dir(target.parent)
+            try:
+                create_exclusive(target, json.dumps(manifest, separators=(",", ":")).encode())
+            except FileExistsError:
+                losses += 1
+                newer = self._try_read(version)
+                if newer is None:  # removed already? cannot happen to a recent version
+                    raise StorageError(
+                        errno.EEXIST,
+                        f"{target} exists but cannot be read; check `efsray health`",
+                        str(target),
+                    ) from None
+                base_version, base = version, newer
+                if losses > 3:  # many writers at once: spread the next attempts out
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * losses)))  # noqa: S311
+                continue
+            self._write_head(version)
+            self.remember(version, manifest)
+            return version, manifest
+        raise CommitConflictError(
+            f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "
+            "kept committing first. Retry later, or write from fewer processes at once."
+        )
+
+    def _write_head(self, version: int) -> None:
+        # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
+        with contextlib.suppress(StorageError):
+            atomic_write(self._head, f"{version}\n".encode(), durable=False)
