@@ -31,7 +31,10 @@ from efsray.backtest.strategies import Strategy, get_strategy
 from efsray.backtest.timeframe import CALENDAR_24_7, Calendar, Timeframe, parse_timeframe
 from efsray.errors import ConfigError, InvalidDataError
 
-__all__ = ["BacktestConfig", "BacktestResult", "run_backtest", "simulate"]
+__all__ = ["ENGINE_VERSION", "BacktestConfig", "BacktestResult", "run_backtest", "simulate"]
+
+# Bump when a change to the engine can change any result: sweeps are keyed by it.
+ENGINE_VERSION = 1
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -72,6 +75,20 @@ class BacktestConfig:
             "days_per_year": self.calendar.days_per_year,
             "hours_per_day": self.calendar.hours_per_day,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BacktestConfig:
+        """The inverse of :meth:`to_dict` (missing keys take their defaults)."""
+        default = cls()
+        return cls(
+            fee_bps=data.get("fee_bps", default.fee_bps),
+            slippage_bps=data.get("slippage_bps", default.slippage_bps),
+            allow_short=bool(data.get("allow_short", default.allow_short)),
+            calendar=Calendar(
+                days_per_year=data.get("days_per_year", default.calendar.days_per_year),
+                hours_per_day=data.get("hours_per_day", default.calendar.hours_per_day),
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)

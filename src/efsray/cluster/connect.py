@@ -170,7 +170,7 @@ def _auth_environment(updates: Mapping[str, str]) -> Iterator[None]:
 
 
 def _refresh_ray_auth() -> None:
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
