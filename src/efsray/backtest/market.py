@@ -8,7 +8,9 @@ The model, per bar of length ``dt`` years:
   ``1 / mean_bars`` per bar. All symbols share it: stress is market-wide, as in real crises.
 - Log returns are ``(mu - sigma**2 / 2) dt + sigma sqrt(dt) (rho Z_market + sqrt(1-rho**2) Z_own)``
   where ``sigma`` is the regime's volatility times a per-symbol scale and ``Z`` are standard
-  normals: a GBM whose symbols correlate with ``rho``.
+  normals: a GBM whose symbols correlate with ``rho``. ``mu`` is the long-run drift, plus,
+  with ``trend_vol > 0``, a market-wide trend redrawn at each regime change (bull and bear
+  spells that trend-following can catch; with ``trend_vol = 0`` prices are a pure GBM).
 - The bar opens at the previous close (a 24/7 market has no overnight gap). High and low are
   drawn from the exact distribution of the maximum and minimum of a Brownian bridge between
   the open and the close (``(a + b +- sqrt((b - a)**2 - 2 s**2 ln U)) / 2`` in log space), so
@@ -56,6 +58,7 @@ class MarketModel:
     correlation: float = 0.5  # rho of every symbol with the market factor
     daily_volume: float = 2_000_000.0
     volume_dispersion: float = 0.35  # sigma of the log-normal volume noise
+    trend_vol: float = 0.0  # std of a market-wide drift redrawn at every regime change
 
     def __post_init__(self) -> None:
         checks = [
@@ -67,6 +70,7 @@ class MarketModel:
             ("correlation", -1.0 <= self.correlation <= 1.0, "in [-1, 1]"),
             ("daily_volume", 0.0 <= self.daily_volume <= 1e15, "in [0, 1e15]"),
             ("volume_dispersion", 0.0 <= self.volume_dispersion <= 3.0, "in [0, 3]"),
+            ("trend_vol", 0.0 <= self.trend_vol <= 5.0, "in [0, 5] (0.5 = +-50% a year)"),
         ]
         for name, ok, rule in checks:
             value = getattr(self, name)
@@ -169,6 +173,10 @@ def generate_market(
     stressed = _regimes(n, p_calm, p_stress, seed)
     market_noise = _rng(seed, 2).standard_normal(n)
     base_vol = np.where(stressed, model.stressed_vol, model.calm_vol)
+    # Trends: every regime spell gets its own market-wide drift around the long-run one.
+    spell = np.concatenate(([0], np.cumsum(stressed[1:] != stressed[:-1])))
+    trend = model.drift + model.trend_vol * _rng(seed, 4).standard_normal(int(spell[-1]) + 1)
+    mu = trend[spell]
 
     t0 = np.datetime64(start.astimezone(dt.UTC).replace(tzinfo=None), "ns")
     stamps = t0 + np.arange(n, dtype=np.int64) * np.timedelta64(tf.seconds, "s")
@@ -189,7 +197,7 @@ def generate_market(
         sigma = base_vol * vol_scale
         rho = model.correlation
         z = rho * market_noise + math.sqrt(1.0 - rho * rho) * rng.standard_normal(n)
-        log_ret = (model.drift - 0.5 * sigma**2) * dt_years + sigma * math.sqrt(dt_years) * z
+        log_ret = (mu - 0.5 * sigma**2) * dt_years + sigma * math.sqrt(dt_years) * z
         log_ret[0] = 0.0
         log_close = math.log(start_price) + np.cumsum(log_ret)
         log_open = np.empty(n)

@@ -181,22 +181,12 @@ def print_report(
         console.print(f"skipped {len(report.rejected)} parameter sets of the grid ({detail})")
     ranking = report.ranking(metric)
     table = Table(title=f"best parameter sets by mean {metric} over symbols", title_justify="left")
-    for name in (
-        "#",
-        "parameters",
-        "sharpe",
-        "sortino",
-        "return",
-        "annual",
-        "max DD",
-        "win",
-        "trades",
-    ):
-        table.add_column(name, justify="left" if name == "parameters" else "right")
+    for name in ("#", "sharpe", "sortino", "return", "annual", "max DD", "win", "trades"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 1)
+    table.add_column("parameters", overflow="fold")
     for row in ranking[:top]:
         table.add_row(
             str(row.rank),
-            escape(", ".join(f"{k}={v}" for k, v in row.params.items())),
             _num(row.sharpe),
             _num(row.sortino),
             _pct(row.total_return),
@@ -204,6 +194,7 @@ def print_report(
             _pct(row.max_drawdown),
             _pct(row.win_rate),
             str(row.trades),
+            escape(" ".join(f"{k}={v}" for k, v in row.params.items())),
         )
     if ranking:
         console.print(table)

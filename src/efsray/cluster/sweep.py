@@ -159,12 +159,13 @@ class SweepReport:
         groups: dict[str, list[PointSummary]] = {}
         for p in self.points:
             groups.setdefault(p.key, []).append(p)
+        names = get_strategy(self.strategy).param_names
         rows: list[dict[str, Any]] = []
         for key, items in groups.items():
             rows.append(
                 {
                     "key": key,
-                    "params": dict(items[0].params),
+                    "params": {n: items[0].params[n] for n in names if n in items[0].params},
                     "symbols": len(items),
                     **{m: _mean(i.metrics.get(m) for i in items) for m in METRICS},
                     "trades": sum(int(i.metrics.get("trades") or 0) for i in items),

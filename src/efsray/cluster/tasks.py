@@ -14,6 +14,7 @@ Ray retries a task whose worker died; the retry resumes where the dead attempt s
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,13 +98,9 @@ def _load_hook(name: str | None) -> Hook:
 
 
 def _node_id() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(ray.get_runtime_context().get_node_id())
-    except ImportError:
-        pass
+    ray = sys.modules.get("ray")  # never import Ray just to ask (a local run has none)
+    if ray is not None and ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
     return "local"
 
 
@@ -154,14 +151,6 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
     store = Store(spec.root, create=False)
     journal = SweepJournal(store)
     who = writer_info()
-    attempt = journal.begin_attempt(
-        spec.sweep_id, spec.run_id, spec.task_key, {**who, "node_id": node_id}
-    )
-    hook(
-        "task_start",
-        {"task": spec.task_key, "attempt": attempt, "pid": who["pid"], "root": spec.root},
-    )
-
     strategy = get_strategy(spec.strategy)
     config = BacktestConfig.from_dict(spec.config)
     keys = [point_key(p) for p in spec.points]
@@ -179,6 +168,23 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             todo.append(batch)
     read_s = time.perf_counter() - t
     reused = len(stored)
+    # Only tasks with work to do claim an attempt: a re-run that reuses everything leaves
+    # no trace, and a retry shows as a second attempt.
+    attempt = 0
+    if todo:
+        attempt = journal.begin_attempt(
+            spec.sweep_id, spec.run_id, spec.task_key, {**who, "node_id": node_id}
+        )
+    hook(
+        "task_start",
+        {
+            "task": spec.task_key,
+            "attempt": attempt,
+            "batches_to_do": len(todo),
+            "pid": who["pid"],
+            "root": spec.root,
+        },
+    )
 
     compute_s = write_s = 0.0
     computed: set[str] = set()
