@@ -13,7 +13,13 @@
 
 from __future__ import annotations
 
-from efsray.backtest.engine import BacktestConfig, BacktestResult, run_backtest, simulate
+from efsray.backtest.engine import (
+    BacktestConfig,
+    Backtester,
+    BacktestResult,
+    run_backtest,
+    simulate,
+)
 from efsray.backtest.grid import ParamGrid, format_grid, parse_grid
 from efsray.backtest.market import DEFAULT_SYMBOLS, MarketModel, generate_bars, generate_market
 from efsray.backtest.metrics import Metrics
@@ -41,6 +47,7 @@ __all__ = [
     "STRATEGIES",
     "BacktestConfig",
     "BacktestResult",
+    "Backtester",
     "Calendar",
     "GridPlan",
     "MarketModel",

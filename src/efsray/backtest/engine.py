@@ -26,12 +26,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from efsray.backtest.indicators import Indicators
 from efsray.backtest.metrics import Metrics, compute_metrics
 from efsray.backtest.strategies import Strategy, get_strategy
 from efsray.backtest.timeframe import CALENDAR_24_7, Calendar, Timeframe, parse_timeframe
 from efsray.errors import ConfigError, InvalidDataError
 
-__all__ = ["ENGINE_VERSION", "BacktestConfig", "BacktestResult", "run_backtest", "simulate"]
+__all__ = [
+    "ENGINE_VERSION",
+    "BacktestConfig",
+    "BacktestResult",
+    "Backtester",
+    "run_backtest",
+    "simulate",
+]
 
 # Bump when a change to the engine can change any result: sweeps are keyed by it.
 ENGINE_VERSION = 1
@@ -132,6 +140,109 @@ def _check_close(close: object) -> FloatArray:
     return arr
 
 
+class Backtester:
+    """One close-price series, validated and prepared once, for many backtests.
+
+    A sweep task runs a whole grid on one symbol: the returns are computed once, and the
+    indicators (moving averages, rolling deviations, lookback returns) are cached across the
+    parameter sets, so a 10 x 10 moving-average grid computes 20 averages, not 200.
+    """
+
+    def __init__(
+        self,
+        close: object,
+        *,
+        timeframe: str | Timeframe = "1d",
+        config: BacktestConfig | None = None,
+    ) -> None:
+        self.config = config or BacktestConfig()
+        self.timeframe = parse_timeframe(timeframe)
+        self.close = _check_close(close)
+        self.close.flags.writeable = False
+        self.returns = np.zeros(self.close.shape[0])
+        self.returns[1:] = self.close[1:] / self.close[:-1] - 1.0
+        self.periods_per_year = self.timeframe.periods_per_year(self.config.calendar)
+        self.indicators = Indicators(self.close)
+
+    def run(self, strategy: str | Strategy, params: Mapping[str, int | float]) -> BacktestResult:
+        """Run ``strategy`` with ``params``; see the module docstring."""
+        strat = get_strategy(strategy)
+        values = strat.validate(params)
+        sig = strat.compute(self.indicators, **values)
+        metrics, equity, pos, net = self.simulate(sig)
+        return BacktestResult(
+            strategy=strat.name,
+            params=values,
+            timeframe=self.timeframe.name,
+            config=self.config,
+            metrics=metrics,
+            equity=equity,
+            positions=pos,
+            returns=net,
+        )
+
+    def simulate(
+        self, signal: object
+    ) -> tuple[Metrics, FloatArray, npt.NDArray[np.int8], FloatArray]:
+        """Trade ``signal`` (target positions in {-1, 0, 1}, one per bar).
+
+        Returns ``(metrics, equity, positions, net_returns)``; ``equity[0] == 1``.
+        """
+        sig = _check_signal(signal, self.close.shape)
+        if not self.config.allow_short:
+            sig = np.maximum(sig, 0).astype(np.int8)
+        ret = self.returns
+        n = ret.shape[0]
+        pos = np.zeros(n, dtype=np.int8)
+        pos[1:] = sig[:-1]
+        traded = np.zeros(n, dtype=np.int8)
+        traded[1:] = np.abs(np.diff(pos))  # 0, 1 or 2 units
+
+        k = self.config.cost_rate
+        keep = np.array([1.0, 1.0 - k, (1.0 - k) ** 2])  # (1 - k) ** units, by lookup
+        factor = (1.0 + pos * ret) * keep[traded]
+        # A short through a more-than-doubling bar would take equity below zero: it is
+        # ruined at zero and stays there.
+        ruined = factor <= 0.0
+        first = int(np.argmax(ruined)) if ruined.any() else -1
+        if first >= 0:
+            factor[first] = 0.0
+            factor[first + 1 :] = 1.0
+            pos[first + 1 :] = 0
+            traded[first + 1 :] = 0
+        equity: FloatArray = np.cumprod(factor).astype(np.float64, copy=False)
+        net = factor - 1.0
+        if first >= 0:
+            net[first + 1 :] = 0.0
+
+        metrics = compute_metrics(
+            equity=equity,
+            net_returns=net,
+            positions=pos,
+            bar_factors=factor,
+            traded=traded,
+            cost_rate=k,
+            periods_per_year=self.periods_per_year,
+        )
+        return metrics, equity, pos, net
+
+
+def _check_signal(signal: object, shape: tuple[int, ...]) -> npt.NDArray[np.int8]:
+    sig = np.asarray(signal)
+    if sig.shape != shape:
+        raise InvalidDataError(
+            f"signal has shape {sig.shape} but close has {shape}; give one per bar"
+        )
+    if sig.dtype != np.int8:  # our strategies give int8 in {-1, 0, 1}; check anything else
+        ok = np.isin(sig, (-1, 0, 1)).all() if sig.size else True
+        if not ok:
+            raise InvalidDataError("signal values must be -1, 0 or 1 (short, flat, long)")
+        sig = sig.astype(np.int8)
+    elif sig.size and (sig.min() < -1 or sig.max() > 1):
+        raise InvalidDataError("signal values must be -1, 0 or 1 (short, flat, long)")
+    return sig
+
+
 def simulate(
     close: object,
     signal: object,
@@ -143,54 +254,7 @@ def simulate(
 
     Returns ``(metrics, equity, positions, net_returns)``; ``equity[0] == 1``.
     """
-    config = config or BacktestConfig()
-    tf = parse_timeframe(timeframe)
-    px = _check_close(close)
-    sig = np.asarray(signal)
-    if sig.shape != px.shape:
-        raise InvalidDataError(
-            f"signal has shape {sig.shape} but close has {px.shape}; give one per bar"
-        )
-    if not np.isin(sig, (-1, 0, 1)).all():
-        raise InvalidDataError("signal values must be -1, 0 or 1 (short, flat, long)")
-    sig = sig.astype(np.int8)
-    if not config.allow_short:
-        sig = np.maximum(sig, 0).astype(np.int8)
-
-    n = px.shape[0]
-    ret = np.zeros(n)
-    ret[1:] = px[1:] / px[:-1] - 1.0
-    pos = np.zeros(n, dtype=np.int8)
-    pos[1:] = sig[:-1]
-    traded = np.zeros(n)
-    traded[1:] = np.abs(np.diff(pos.astype(np.float64)))
-
-    k = config.cost_rate
-    factor = (1.0 + pos * ret) * (1.0 - k) ** traded
-    # A short through a more-than-doubling bar would take equity below zero: it is ruined at
-    # zero and stays there.
-    ruined = factor <= 0.0
-    if ruined.any():
-        first = int(np.argmax(ruined))
-        factor[first] = 0.0
-        factor[first + 1 :] = 1.0
-        pos[first + 1 :] = 0
-        traded[first + 1 :] = 0.0
-    equity: FloatArray = np.cumprod(factor).astype(np.float64)
-    net = factor - 1.0
-    if ruined.any():
-        net[int(np.argmax(ruined)) + 1 :] = 0.0
-
-    metrics = compute_metrics(
-        equity=equity,
-        net_returns=net,
-        positions=pos,
-        bar_factors=factor,
-        traded=traded,
-        cost_rate=k,
-        periods_per_year=tf.periods_per_year(config.calendar),
-    )
-    return metrics, equity, pos, net
+    return Backtester(close, timeframe=timeframe, config=config).simulate(signal)
 
 
 def run_backtest(
@@ -201,20 +265,8 @@ def run_backtest(
     timeframe: str | Timeframe = "1d",
     config: BacktestConfig | None = None,
 ) -> BacktestResult:
-    """Run ``strategy`` with ``params`` on the ``close`` series; see the module docstring."""
-    config = config or BacktestConfig()
-    strat = get_strategy(strategy)
-    values = strat.validate(params)
-    px = _check_close(close)
-    sig = strat.compute(px, **values)
-    metrics, equity, pos, net = simulate(px, sig, timeframe=timeframe, config=config)
-    return BacktestResult(
-        strategy=strat.name,
-        params=values,
-        timeframe=parse_timeframe(timeframe).name,
-        config=config,
-        metrics=metrics,
-        equity=equity,
-        positions=pos,
-        returns=net,
-    )
+    """Run ``strategy`` with ``params`` on the ``close`` series; see the module docstring.
+
+    For many parameter sets on one series, :class:`Backtester` shares the work between them.
+    """
+    return Backtester(close, timeframe=timeframe, config=config).run(strategy, params)

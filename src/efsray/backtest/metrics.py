@@ -95,7 +95,7 @@ def compute_metrics(
     net_returns: FloatArray,
     positions: npt.NDArray[np.int8],
     bar_factors: FloatArray,
-    traded: FloatArray,
+    traded: npt.NDArray[np.int8],
     cost_rate: float,
     periods_per_year: float,
 ) -> Metrics:
@@ -130,7 +130,7 @@ def compute_metrics(
     trade_returns = _trade_returns(positions, bar_factors, traded, cost_rate)
     trades = int(trade_returns.shape[0])
     win_rate = float(np.mean(trade_returns > 0)) if trades else math.nan
-    turnover = float(traded.sum())
+    turnover = float(traded.sum(dtype=np.int64))
 
     return Metrics(
         total_return=final - 1.0,
@@ -151,13 +151,13 @@ def compute_metrics(
 def _trade_returns(
     positions: npt.NDArray[np.int8],
     bar_factors: FloatArray,
-    traded: FloatArray,
+    traded: npt.NDArray[np.int8],
     cost_rate: float,
 ) -> FloatArray:
     """Net return of each trade (run of bars with one non-zero position), in order."""
     keep = 1.0 - cost_rate
     # Take the costs out of the per-bar factors; put each trade's own entry and exit back.
-    gross = bar_factors / keep**traded
+    gross = bar_factors / np.array([1.0, keep, keep * keep])[traded.astype(np.intp)]
     starts = np.concatenate(([0], np.flatnonzero(np.diff(positions) != 0) + 1))
     seg_pos = positions[starts]
     seg_gross = np.multiply.reduceat(gross, starts)

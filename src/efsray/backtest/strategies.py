@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from efsray.backtest.grid import ParamGrid
-from efsray.backtest.indicators import pct_change, rolling_mean, rolling_mean_std
+from efsray.backtest.indicators import Indicators
 from efsray.errors import ConfigError
 
 __all__ = [
@@ -130,10 +130,16 @@ class Strategy:
                 return constraint.text
         return None
 
-    def signal(self, close: npt.NDArray[np.float64], params: Params) -> Signal:
-        """Target positions in {-1, 0, 1}, one per bar, decided on that bar's close."""
+    def signal(self, close: npt.NDArray[np.float64] | Indicators, params: Params) -> Signal:
+        """Target positions in {-1, 0, 1}, one per bar, decided on that bar's close.
+
+        ``close`` may be an :class:`Indicators` of the series, whose cached indicators are
+        then shared with other parameter sets.
+        """
         values = self.validate(params)
-        return self.compute(np.asarray(close, dtype=np.float64), **values)
+        if not isinstance(close, Indicators):
+            close = Indicators(np.asarray(close, dtype=np.float64))
+        return self.compute(close, **values)
 
     def expand(self, grid: ParamGrid) -> GridPlan:
         """Every valid point of ``grid`` (defaults filled in), the rest rejected with reasons.
@@ -216,31 +222,30 @@ def _sign(x: npt.NDArray[np.float64]) -> Signal:
     return out
 
 
-def ma_crossover(close: npt.NDArray[np.float64], *, fast: int, slow: int) -> Signal:
+def ma_crossover(ind: Indicators, *, fast: int, slow: int) -> Signal:
     """Long while the fast moving average is above the slow one, short while below."""
-    return _sign(rolling_mean(close, fast) - rolling_mean(close, slow))
+    return _sign(ind.sma(fast) - ind.sma(slow))
 
 
-def momentum(close: npt.NDArray[np.float64], *, lookback: int, threshold: float) -> Signal:
+def momentum(ind: Indicators, *, lookback: int, threshold: float) -> Signal:
     """Long after a rise of more than ``threshold`` over ``lookback`` bars, short after a fall
     of more than ``threshold``, flat in between."""
-    change = pct_change(close, lookback)
-    out = np.zeros(close.shape[0], dtype=np.int8)
+    change = ind.pct_change(lookback)
+    out = np.zeros(ind.n, dtype=np.int8)
     out[change > threshold] = 1
     out[change < -threshold] = -1
     return out
 
 
-def mean_reversion(
-    close: npt.NDArray[np.float64], *, window: int, entry_z: float, exit_z: float
-) -> Signal:
+def mean_reversion(ind: Indicators, *, window: int, entry_z: float, exit_z: float) -> Signal:
     """Bollinger-style mean reversion with hysteresis.
 
     z = (close - rolling mean) / rolling std over ``window`` bars. Go long when
     z <= -entry_z, short when z >= entry_z, flat once |z| <= exit_z, otherwise keep the
     current position. A window with zero variance has z = 0 (flat).
     """
-    mean, std = rolling_mean_std(close, window)
+    close = ind.close
+    mean, std = ind.mean_std(window)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(std > 0, (close - mean) / np.where(std > 0, std, 1.0), 0.0)
     valid = ~np.isnan(mean)

@@ -169,6 +169,26 @@ def _auth_environment(updates: Mapping[str, str]) -> Iterator[None]:
         _refresh_ray_auth()
 
 
+@contextlib.contextmanager
+def _local_code_path(local: bool) -> Iterator[None]:
+    """A local Ray's workers import the efsray this driver runs (a source checkout too):
+    its processes inherit PYTHONPATH from us when Ray starts them."""
+    if not local:
+        yield
+        return
+    package_parent = str(Path(__file__).resolve().parents[2])
+    saved = os.environ.get("PYTHONPATH")
+    parts = [package_parent, *(saved.split(os.pathsep) if saved else [])]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in parts if p))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
 def _refresh_ray_auth() -> None:
     from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
@@ -236,7 +256,7 @@ def connect(
         kwargs.update(include_dashboard=False, num_cpus=num_cpus)
     kwargs.update(ray_init_kwargs or {})
 
-    with _auth_environment(env):
+    with _auth_environment(env), _local_code_path(target.is_local):
         _init(ray, target, kwargs)
         try:
             mode = "local" if target.is_local else target.kind.replace("gcs", "cluster")

@@ -355,20 +355,26 @@ def run_sweep(
     max_retries: int = 3,
     chunk_size: int | None = None,
     batch_size: int = 20,
+    max_parallel: int | None = None,
     progress: Progress | None = None,
     hook: str | None = None,
 ) -> SweepReport:
     """Run a sweep over the store at ``root``; see the module docstring.
 
-    With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``).
+    With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``);
+    ``max_parallel`` caps the tasks running at once (default: two per CPU in flight).
     """
     if executor not in ("ray", "local"):
         raise ConfigError(f"executor must be 'ray' or 'local', got {executor!r}")
     if not isinstance(max_retries, int) or max_retries < 0:
         raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+        raise ConfigError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
     started = time.perf_counter()
     store = Store(root, create=False)
     parallelism = _cluster_cpus() if executor == "ray" else 1
+    if max_parallel is not None:
+        parallelism = min(parallelism, max_parallel) if executor == "ray" else 1
     plan = plan_sweep(
         store,
         symbols=symbols,
@@ -393,7 +399,8 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        outcomes, failures = _run_on_ray(plan, max_retries, parallelism, progress)
+        window = max_parallel if max_parallel is not None else max(2, 2 * parallelism)
+        outcomes, failures = _run_on_ray(plan, max_retries, window, progress)
     else:
         outcomes, failures = _run_here(plan, max_retries, progress)
     attempts = journal.attempts(plan.sweep_id, plan.run_id)
@@ -467,7 +474,7 @@ def _run_here(
 
 
 def _run_on_ray(
-    plan: SweepPlan, max_retries: int, parallelism: int, progress: Progress | None
+    plan: SweepPlan, max_retries: int, window: int, progress: Progress | None
 ) -> tuple[list[TaskOutcome], list[TaskFailure]]:
     import ray
     from ray.exceptions import RayError
@@ -480,7 +487,6 @@ def _run_on_ray(
         name="efsray-backtest",
     )
     queue = list(plan.tasks)
-    window = max(2, 2 * parallelism)
     pending: dict[Any, TaskSpec] = {}
     outcomes: list[TaskOutcome] = []
     failures: list[TaskFailure] = []

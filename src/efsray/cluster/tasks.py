@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from efsray.backtest import BacktestConfig, get_strategy, run_backtest
+from efsray.backtest import BacktestConfig, Backtester, get_strategy
 from efsray.backtest.engine import ENGINE_VERSION, BacktestResult
 from efsray.cluster.journal import RECORD_FORMAT, SweepJournal, point_key, writer_info
 from efsray.errors import ConfigError
@@ -204,14 +204,15 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             "start_ns": int(stamps[0]),
             "end_ns": int(stamps[-1]),
         }
+        t = time.perf_counter()
+        backtester = Backtester(close, timeframe=spec.timeframe, config=config)
+        compute_s += time.perf_counter() - t
         for batch in todo:
             number = batches.index(batch)
             t = time.perf_counter()
             records = []
             for i in batch:
-                result = run_backtest(
-                    close, strategy, spec.points[i], timeframe=spec.timeframe, config=config
-                )
+                result = backtester.run(strategy, spec.points[i])
                 records.append(_record(spec, keys[i], result, stamps, market, node_id))
             compute_s += time.perf_counter() - t
             t = time.perf_counter()

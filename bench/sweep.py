@@ -1,0 +1,184 @@
+"""Sweep benchmark: backtests per second with 1, 2 and 4 Ray workers, and where task time goes.
+
+20 symbols x 100 parameter sets (a 10 x 10 moving-average grid) over the store on local disk,
+as the distributed sweep runs them: every task reads its symbol from the store at the pinned
+version and writes its batches of results back. One local Ray with 4 CPUs serves every run;
+the number of workers is the number of tasks allowed to run at once. Runs are interleaved
+(1, 2, 4, 1, 2, 4, ...) so machine noise hits every configuration alike, and every run
+recomputes everything (its results are removed before the next run). A single-process run
+without Ray is the reference both for speed and for the results, which must be identical.
+
+Reported: wall time and backtests/s per configuration (medians), the speed-up against one
+worker, and the share of summed task time spent reading from the store, computing and
+writing. Goals (issue 7): 2 workers >= 1.7x one worker on this 2-core machine; store reads
+<= 10% of task time.
+
+    python bench/sweep.py                      # full run (a few minutes)
+    python bench/sweep.py --bars 20000 --repeats 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import median, write_results
+from efsray.backtest import BacktestConfig, generate_market
+from efsray.cluster import connect
+from efsray.cluster.sweep import SweepReport, run_sweep
+from efsray.store import Store
+
+GRID = "fast=5:50:5,slow=60:150:10"  # 10 x 10 = 100 parameter sets, all valid
+
+
+def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> SweepReport:
+    shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    report = run_sweep(
+        root,
+        symbols=",".join(symbols),
+        timeframe=timeframe,
+        strategy="ma_crossover",
+        grid=GRID,
+        config=BacktestConfig(fee_bps=1.0, slippage_bps=1.0),
+        **kwargs,
+    )
+    if not report.ok or report.computed != report.expected_points:
+        raise SystemExit(f"run did not compute everything: {report.summary()}")
+    return report
+
+
+def shares(report: SweepReport) -> dict[str, float]:
+    total = report.task_s or float("nan")
+    return {
+        "read": report.read_s / total,
+        "compute": report.compute_s / total,
+        "write": report.write_s / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--bars", type=int, default=52_560, help="bars per symbol")
+    parser.add_argument("--timeframe", default="5m")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--root", type=Path, default=None, help="store directory (default: tmp)")
+    args = parser.parse_args()
+    workers = [int(w) for w in args.workers.split(",")]
+
+    root = args.root or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
+    store = Store(root)
+    names = [f"S{i:02d}" for i in range(args.symbols)]
+    print(f"generating {args.symbols} symbols x {args.bars:,} {args.timeframe} bars in {root}")
+    for symbol, table in generate_market(
+        names, timeframe=args.timeframe, bars=args.bars, seed=11
+    ).items():
+        store.market.write(symbol, args.timeframe, table)
+
+    print("reference: one process, no Ray")
+    reference = one_run(root, names, args.timeframe, executor="local")
+    expected = {(p.symbol, p.key): dict(p.metrics) for p in reference.points}
+    runs: dict[int, list[SweepReport]] = {w: [] for w in workers}
+    with connect(num_cpus=max(workers)) as cluster:
+        print(f"Ray {cluster.mode}: {cluster.cpus:g} CPUs; warming up the workers")
+        one_run(root, names[: max(workers)], args.timeframe, executor="ray", chunk_size=20)
+        for repeat in range(args.repeats):
+            for w in workers:
+                report = one_run(root, names, args.timeframe, executor="ray", max_parallel=w)
+                got = {(p.symbol, p.key): dict(p.metrics) for p in report.points}
+                if got != expected:
+                    raise SystemExit(f"{w} workers gave other results than one process")
+                runs[w].append(report)
+                print(
+                    f"  run {repeat + 1}: {w} worker(s) {report.wall_s:6.2f} s "
+                    f"{report.expected_points / report.wall_s:7.1f} backtests/s "
+                    f"(reads {shares(report)['read']:.1%} of task time)"
+                )
+
+    points = reference.expected_points
+    base = median([r.wall_s for r in runs[workers[0]]])
+    rows = []
+    for w in workers:
+        wall = median([r.wall_s for r in runs[w]])
+        share = {k: median([shares(r)[k] for r in runs[w]]) for k in ("read", "compute", "write")}
+        rows.append(
+            {
+                "workers": w,
+                "wall_s": round(wall, 3),
+                "wall_s_runs": [round(r.wall_s, 3) for r in runs[w]],
+                "backtests_per_s": round(points / wall, 1),
+                "speedup_vs_1": round(base / wall, 3),
+                "task_time_share": {k: round(v, 4) for k, v in share.items()},
+                "tasks": runs[w][0].tasks,
+            }
+        )
+    ref_share = shares(reference)
+    goals = {
+        "speedup_2_workers": next((r["speedup_vs_1"] for r in rows if r["workers"] == 2), None),
+        "speedup_2_workers_goal": 1.7,
+        "read_share_max": max(r["task_time_share"]["read"] for r in rows),
+        "read_share_goal": 0.10,
+    }
+    payload = {
+        "symbols": args.symbols,
+        "parameter_sets": points // args.symbols,
+        "backtests_per_run": points,
+        "bars_per_symbol": args.bars,
+        "timeframe": args.timeframe,
+        "repeats": args.repeats,
+        "reference_single_process": {
+            "wall_s": round(reference.wall_s, 3),
+            "backtests_per_s": round(points / reference.wall_s, 1),
+            "task_time_share": {k: round(v, 4) for k, v in ref_share.items()},
+        },
+        "ray": rows,
+        "goals": goals,
+        "results_identical_to_single_process": True,
+    }
+    md = [
+        "# Sweep benchmark",
+        "",
+        f"{args.symbols} symbols x {points // args.symbols} parameter sets = {points} backtests "
+        f"per run, {args.bars:,} {args.timeframe} bars per symbol, median of {args.repeats} "
+        "interleaved runs, one local Ray with "
+        f"{max(workers)} CPUs on a {payload.get('cpus', '2')}-core machine. Every run "
+        "recomputes everything and its results equal the single-process reference exactly.",
+        "",
+        "| workers | wall (s) | backtests/s | vs 1 worker | reads | compute | writes |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = r["task_time_share"]
+        md.append(
+            f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
+            f"{r['speedup_vs_1']:.2f}x | {s['read']:.1%} | {s['compute']:.1%} | "
+            f"{s['write']:.1%} |"
+        )
+    ref = payload["reference_single_process"]
+    md += [
+        "",
+        f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
+        f"backtests/s (reads {ref_share['read']:.1%} of the time).",
+        "",
+        f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x**; "
+        f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
+        "",
+        "Command: `python bench/sweep.py`",
+    ]
+    out = write_results("sweep", payload, "\n".join(md))
+    print("\n".join(md))
+    print(f"wrote {out}")
+    if args.root is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
