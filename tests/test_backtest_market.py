@@ -87,6 +87,25 @@ def test_stress_regime_is_more_volatile_and_symbols_correlate() -> None:
     assert np.quantile(rolling, 0.95) / np.quantile(rolling, 0.05) > 2.5
 
 
+def variance_ratio(close: np.ndarray, horizon: int) -> float:
+    r = np.diff(np.log(close))
+    long = np.diff(np.log(close[::horizon]))
+    return float(long.var() / (horizon * r.var()))
+
+
+def test_trends_make_returns_persistent_and_pure_gbm_does_not() -> None:
+    """With trend_vol, each regime spell has its own drift: returns over a month vary more
+    than a month of independent hourly returns would (variance ratio > 1); a pure GBM stays
+    near 1."""
+    base = {"calm_vol": 0.1, "stressed_vol": 0.1, "mean_calm_days": 60, "mean_stressed_days": 60}
+    trending = generate_bars(
+        "T", timeframe="1h", years=20, seed=3, model=MarketModel(trend_vol=1.0, **base)
+    )
+    plain = generate_bars("T", timeframe="1h", years=20, seed=3, model=MarketModel(**base))
+    assert variance_ratio(trending["close"].to_numpy(), 720) > 2.0
+    assert 0.6 < variance_ratio(plain["close"].to_numpy(), 720) < 1.5
+
+
 def test_daily_bars_have_no_intraday_cycle() -> None:
     table = generate_bars("D", timeframe="1d", bars=100, seed=1)
     assert table.num_rows == 100
