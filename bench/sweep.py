@@ -6,7 +6,10 @@ version and writes its batches of results back. One local Ray with 4 CPUs serves
 the number of workers is the number of tasks allowed to run at once. Runs are interleaved
 (1, 2, 4, 1, 2, 4, ...) so machine noise hits every configuration alike, and every run
 recomputes everything (its results are removed before the next run). A single-process run
-without Ray is the reference both for speed and for the results, which must be identical.
+without Ray is the reference for the results, which must be identical. Beside every Ray run,
+the same work split over N plain OS processes (no Ray, started together) measures the scaling
+the machine offers at that moment: this machine's 2 cores are shared with other jobs, so the
+Ray speed-up is reported next to that baseline from the same run.
 
 Reported: wall time and backtests/s per configuration (medians), the speed-up against one
 worker, and the share of summed task time spent reading from the store, computing and
@@ -20,9 +23,13 @@ writing. Goals (issue 7): 2 workers >= 1.7x one worker on this 2-core machine; s
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +61,58 @@ def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> Sw
     return report
 
 
+_CHILD = """
+import json, sys, time
+from efsray.backtest import BacktestConfig
+from efsray.cluster.sweep import run_sweep
+args = json.loads(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+report = run_sweep(args["root"], symbols=args["symbols"], timeframe=args["timeframe"],
+                   strategy="ma_crossover", grid=args["grid"], executor="local",
+                   config=BacktestConfig(fee_bps=1.0, slippage_bps=1.0))
+print(json.dumps({"computed": report.computed}), flush=True)
+"""
+
+
+def process_pool_run(root: Path, symbols: list[str], timeframe: str, n: int) -> float:
+    """The same work split over ``n`` plain OS processes without Ray (each a local sweep of
+    its share of the symbols), started together: the scaling this machine offers right now.
+    Returns the wall time from the start signal to the last process done."""
+    shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = []
+    for i in range(n):
+        share = symbols[i::n]
+        arg = {"root": str(root), "symbols": ",".join(share), "timeframe": timeframe, "grid": GRID}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, json.dumps(arg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    for proc in procs:  # every child has imported everything: start them at once
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    computed = 0
+    for proc in procs:
+        assert proc.stdout is not None
+        computed += json.loads(proc.stdout.readline())["computed"]
+    wall = time.perf_counter() - started
+    for proc in procs:
+        proc.wait(timeout=60)
+    if computed != len(symbols) * 100:
+        raise SystemExit(f"process pool computed {computed} backtests")
+    return wall
+
+
 def shares(report: SweepReport) -> dict[str, float]:
     total = report.task_s or float("nan")
     return {
@@ -66,10 +125,10 @@ def shares(report: SweepReport) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--symbols", type=int, default=20)
-    parser.add_argument("--bars", type=int, default=52_560, help="bars per symbol")
+    parser.add_argument("--bars", type=int, default=105_120, help="bars per symbol")
     parser.add_argument("--timeframe", default="5m")
     parser.add_argument("--workers", default="1,2,4")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", type=Path, default=None, help="store directory (default: tmp)")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
@@ -87,11 +146,14 @@ def main() -> None:
     reference = one_run(root, names, args.timeframe, executor="local")
     expected = {(p.symbol, p.key): dict(p.metrics) for p in reference.points}
     runs: dict[int, list[SweepReport]] = {w: [] for w in workers}
+    pool: dict[int, list[float]] = {w: [] for w in workers}
     with connect(num_cpus=max(workers)) as cluster:
         print(f"Ray {cluster.mode}: {cluster.cpus:g} CPUs; warming up the workers")
         one_run(root, names[: max(workers)], args.timeframe, executor="ray", chunk_size=20)
         for repeat in range(args.repeats):
             for w in workers:
+                pool[w].append(process_pool_run(root, names, args.timeframe, w))
+                print(f"  run {repeat + 1}: {w} plain process(es) {pool[w][-1]:6.2f} s")
                 report = one_run(root, names, args.timeframe, executor="ray", max_parallel=w)
                 got = {(p.symbol, p.key): dict(p.metrics) for p in report.points}
                 if got != expected:
@@ -105,9 +167,11 @@ def main() -> None:
 
     points = reference.expected_points
     base = median([r.wall_s for r in runs[workers[0]]])
+    pool_base = median(pool[workers[0]])
     rows = []
     for w in workers:
         wall = median([r.wall_s for r in runs[w]])
+        pool_wall = median(pool[w])
         share = {k: median([shares(r)[k] for r in runs[w]]) for k in ("read", "compute", "write")}
         rows.append(
             {
@@ -118,12 +182,18 @@ def main() -> None:
                 "speedup_vs_1": round(base / wall, 3),
                 "task_time_share": {k: round(v, 4) for k, v in share.items()},
                 "tasks": runs[w][0].tasks,
+                "plain_processes_wall_s": round(pool_wall, 3),
+                "plain_processes_wall_s_runs": [round(x, 3) for x in pool[w]],
+                "plain_processes_speedup_vs_1": round(pool_base / pool_wall, 3),
+                "ray_speedup_over_plain_speedup": round((base / wall) / (pool_base / pool_wall), 3),
             }
         )
     ref_share = shares(reference)
+    two = next((r for r in rows if r["workers"] == 2), rows[-1])
     goals = {
-        "speedup_2_workers": next((r["speedup_vs_1"] for r in rows if r["workers"] == 2), None),
+        "speedup_2_workers": two["speedup_vs_1"],
         "speedup_2_workers_goal": 1.7,
+        "plain_processes_speedup_2": two["plain_processes_speedup_vs_1"],
         "read_share_max": max(r["task_time_share"]["read"] for r in rows),
         "read_share_goal": 0.10,
     }
@@ -152,15 +222,17 @@ def main() -> None:
         f"{max(workers)} CPUs on a {payload.get('cpus', '2')}-core machine. Every run "
         "recomputes everything and its results equal the single-process reference exactly.",
         "",
-        "| workers | wall (s) | backtests/s | vs 1 worker | reads | compute | writes |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
+        "vs 1 | reads | compute | writes |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["task_time_share"]
         md.append(
             f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
-            f"{r['speedup_vs_1']:.2f}x | {s['read']:.1%} | {s['compute']:.1%} | "
-            f"{s['write']:.1%} |"
+            f"{r['speedup_vs_1']:.2f}x | {r['plain_processes_wall_s']:.2f}, "
+            f"{r['plain_processes_speedup_vs_1']:.2f}x | {s['read']:.1%} | "
+            f"{s['compute']:.1%} | {s['write']:.1%} |"
         )
     ref = payload["reference_single_process"]
     md += [
@@ -168,7 +240,13 @@ def main() -> None:
         f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
         f"backtests/s (reads {ref_share['read']:.1%} of the time).",
         "",
-        f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x**; "
+        "Plain processes: the same work split over N OS processes without Ray (local sweeps of "
+        "1/N of the symbols each, started together), in the same run: the scaling the machine "
+        "offered at that moment (other jobs share its 2 cores; load average "
+        f"{os.getloadavg()[0]:.1f} at the end).",
+        "",
+        f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x** "
+        f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "
         f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
         "",
         "Command: `python bench/sweep.py`",

@@ -239,10 +239,15 @@ def test_custom_resources_pin_tasks_to_each_node(ray_cluster) -> None:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_settings_pass_the_token_to_ray(ray_cluster, tmp_path: Path) -> None:
-    """A child joins the token-protected cluster with the token from an env file, and is
-    refused with a message about tokens without it. Both children run at once."""
-    good = tmp_path / "good.env"
-    good.write_text(f"RAY_ADDRESS={ray_cluster.address}\nRAY_AUTH_TOKEN={ray_cluster.token}\n")
+    """Children join the token-protected cluster with the token from an env file, through
+    the GCS and through the Ray Client (ray://), and one without the token is refused with
+    a message about tokens. The three run at once."""
+    gcs = tmp_path / "gcs.env"
+    gcs.write_text(f"RAY_ADDRESS={ray_cluster.address}\nRAY_AUTH_TOKEN={ray_cluster.token}\n")
+    client = tmp_path / "client.env"
+    client.write_text(
+        f"RAY_ADDRESS={ray_cluster.client_address}\nRAY_AUTH_TOKEN={ray_cluster.token}\n"
+    )
     bad = tmp_path / "bad.env"
     bad.write_text(f"RAY_ADDRESS={ray_cluster.address}\n")
     env = ray_cluster.subprocess_env(with_token=False)
@@ -250,13 +255,15 @@ def test_settings_pass_the_token_to_ray(ray_cluster, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "efsray.cli.app", "cluster", "info", "--json", "--env-file"]
     procs = [
         subprocess.Popen([*cmd, str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        for f in (good, bad)
+        for f in (gcs, client, bad)
     ]
-    (out_good, err_good), (_, err_bad) = (p.communicate(timeout=150) for p in procs)
-    assert procs[0].returncode == 0, err_good.decode()[-2000:]
-    info = json.loads(out_good)
-    assert info["mode"] == "cluster" and info["nodes"] == 3 and info["auth"] == "token"
-    assert procs[1].returncode == 5
-    message = err_bad.decode()
+    outputs = [p.communicate(timeout=150) for p in procs]
+    for proc, (out, err), mode in zip(procs[:2], outputs[:2], ("cluster", "client"), strict=True):
+        assert proc.returncode == 0, err.decode()[-2000:]
+        info = json.loads(out)
+        assert info["mode"] == mode and info["nodes"] == 3 and info["auth"] == "token"
+    assert procs[2].returncode == 5
+    message = outputs[2][1].decode()
     assert "token authentication" in message and "RAY_AUTH_TOKEN" in message
-    assert ray_cluster.token not in message + err_good.decode()
+    everything = b"".join(out + err for out, err in outputs).decode()
+    assert ray_cluster.token not in everything

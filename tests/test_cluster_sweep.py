@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +296,43 @@ def test_backtest_cli_local_and_strategies(tmp_path: Path, market: dict, cli) ->
 
 def test_grid_of_the_cli_default_parses() -> None:
     assert parse_grid("fast=5:50:5,slow=20:200:20").size == 100
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_through_the_ray_client(ray_cluster, tmp_path: Path, market: dict) -> None:
+    """`efsray backtest --address ray://...` from another process: the planning and the
+    bookkeeping run on the cluster (a Ray Client need not mount the store), the results are
+    the same as a single-process run."""
+    store = make_store(tmp_path / "s", market)
+    env = ray_cluster.subprocess_env()
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src")
+    address = ray_cluster.client_address
+    args = ["--address", address, "--root", store.root, "--symbols", "A,B", "--timeframe", "1h"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "efsray.cli.app",
+            "backtest",
+            *map(str, args),
+            "--grid",
+            GRID,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["summary"]["points"] == 18 and out["summary"]["computed"] == 18
+    local = run_sweep(
+        make_store(tmp_path / "l", market).root, executor="local", symbols="A,B",
+        timeframe="1h", strategy="ma_crossover", grid=GRID,
+    )  # fmt: skip
+    assert out["summary"]["sweep_id"] == local.sweep_id
+    assert {(p["symbol"], p["key"]): p["metrics"] for p in out["points"]} == {
+        (p.symbol, p.key): dict(p.metrics) for p in local.points
+    }

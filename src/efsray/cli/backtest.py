@@ -115,21 +115,29 @@ def backtest_cmd(
     }
     if local:
         report = sweep_with_progress(path, executor="local", quiet=json_out, **sweep)
+        checkpoint = _train(path, report, rank_by, train)
     else:
         from efsray.cluster import connect
 
         with connect(settings, address=address, num_cpus=num_cpus):
             report = sweep_with_progress(path, executor="ray", quiet=json_out, **sweep)
-    checkpoint = None
-    if train and report.points:
-        from efsray.cluster.train import save_best
-
-        checkpoint = save_best(path, report, metric=rank_by)
+            checkpoint = _train(path, report, rank_by, train)
     if json_out:
         print_json(report_json(report, rank_by, checkpoint))
     else:
         print_report(report, rank_by, top, checkpoint)
     _raise_on_failures(report)
+
+
+def _train(root: Path, report: SweepReport, metric: str, train: bool) -> dict[str, Any] | None:
+    """Save the best parameters (``--train``), where the store is (see near_the_store)."""
+    if not train or not report.points:
+        return None
+    from efsray.cluster.sweep import near_the_store
+    from efsray.cluster.train import save_best
+
+    checkpoint: dict[str, Any] = near_the_store(save_best, str(root), report, metric)
+    return checkpoint
 
 
 def sweep_with_progress(root: Path, *, executor: str, quiet: bool, **sweep: Any) -> SweepReport:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -371,24 +372,24 @@ def run_sweep(
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise ConfigError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
     started = time.perf_counter()
-    store = Store(root, create=False)
     parallelism = _cluster_cpus() if executor == "ray" else 1
     if max_parallel is not None:
         parallelism = min(parallelism, max_parallel) if executor == "ray" else 1
-    plan = plan_sweep(
-        store,
-        symbols=symbols,
-        timeframe=timeframe,
-        strategy=strategy,
-        grid=grid,
-        config=config,
-        parallelism=parallelism,
-        chunk_size=chunk_size,
-        batch_size=batch_size,
-        hook=hook,
+    plan = near_the_store(
+        prepare_sweep,
+        str(root),
+        {
+            "symbols": symbols,
+            "timeframe": timeframe,
+            "strategy": strategy,
+            "grid": grid,
+            "config": config,
+            "parallelism": parallelism,
+            "chunk_size": chunk_size,
+            "batch_size": batch_size,
+            "hook": hook,
+        },
     )
-    journal = SweepJournal(store)
-    journal.write_spec(plan.sweep_id, plan.definition())
     log.info(
         "sweep %s: %s on %d symbols x %d parameter sets = %d backtests in %d tasks",
         plan.sweep_id,
@@ -403,7 +404,7 @@ def run_sweep(
         outcomes, failures = _run_on_ray(plan, max_retries, window, progress)
     else:
         outcomes, failures = _run_here(plan, max_retries, progress)
-    attempts = journal.attempts(plan.sweep_id, plan.run_id)
+    attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
     points = tuple(p for o in outcomes for p in o.points)
     nodes: dict[str, int] = {}
     for o in outcomes:
@@ -433,6 +434,46 @@ def run_sweep(
         executor=executor,
         outcomes=tuple(outcomes),
     )
+
+
+def prepare_sweep(root: str, plan_kwargs: Mapping[str, Any]) -> SweepPlan:
+    """Open the store, plan the sweep and record its definition."""
+    store = Store(root, create=False)
+    plan = plan_sweep(store, **plan_kwargs)
+    SweepJournal(store).write_spec(plan.sweep_id, plan.definition())
+    return plan
+
+
+def count_attempts(root: str, sweep_id: str, run_id: str) -> dict[str, int]:
+    """Attempts per task of one run of a sweep."""
+    return SweepJournal(Store(root, create=False)).attempts(sweep_id, run_id)
+
+
+def near_the_store(func: Callable[..., Any], *args: Any) -> Any:
+    """Call ``func(*args)`` where the store is mounted.
+
+    That is here, unless this process is a Ray Client (``ray://``): a laptop driving a
+    cluster need not mount the cluster's volume, so the call runs as a small task on the
+    cluster, and its efsray errors come back as themselves.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or not ray.util.client.ray.is_connected():
+        return func(*args)
+    from ray.exceptions import RayTaskError
+
+    task = ray.remote(func).options(num_cpus=0, max_retries=3, name=f"efsray-{func.__name__}")
+    try:
+        return ray.get(task.remote(*args))
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, EfsrayError):
+            raise cause from None
+        raise ClusterError(f"{func.__name__} failed on the cluster: {_first(exc)}") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else type(exc).__name__
 
 
 def _cluster_cpus() -> int:
