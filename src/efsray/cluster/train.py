@@ -8,6 +8,7 @@ checkpoints, and the alias (``best`` by default) moves to the new version.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,9 +50,11 @@ def best_model(report: SweepReport, *, metric: str = "sharpe") -> dict[str, Any]
 
 
 def save_best(
-    root: str | Path, report: SweepReport, *, metric: str = "sharpe", alias: str = "best"
+    root: str | Path, report: SweepReport, metric: str = "sharpe", alias: str = "best"
 ) -> dict[str, Any]:
-    """Save :func:`best_model` as a checkpoint; returns model id, version, alias and path."""
+    """Save :func:`best_model` as a checkpoint and point ``alias`` at it; returns the model
+    id, version, alias, path, and whether a new version was created (a re-run of the same
+    sweep finds its checkpoint already there)."""
     store = Store(root, create=False)
     checkpoints = getattr(store, "checkpoints", None)
     if checkpoints is None:
@@ -61,10 +64,31 @@ def save_best(
         )
     model = best_model(report, metric=metric)
     model_id = validate_name("model id", f"{report.strategy}-{report.timeframe}")
-    metadata = {k: v for k, v in model.items() if k != "kind"}
-    info = checkpoints.save(model_id, _json_bytes(model), metadata=metadata)
-    checkpoints.set_alias(model_id, alias, info.version)
-    return {"model_id": model_id, "version": info.version, "alias": alias, "path": str(info.path)}
+    payload = _json_bytes(model)
+    info = _same_latest(checkpoints, model_id, payload)
+    created = info is None
+    if info is None:
+        metadata = json.loads(payload)
+        metadata.pop("kind", None)
+        info = checkpoints.save(model_id, payload, metadata=metadata)
+    if checkpoints.aliases(model_id).get(alias) != info.version:
+        checkpoints.set_alias(model_id, alias, info.version)
+    return {
+        "model_id": model_id,
+        "version": info.version,
+        "alias": alias,
+        "path": str(info.path),
+        "created": created,
+    }
+
+
+def _same_latest(checkpoints: Any, model_id: str, payload: bytes) -> Any:
+    """The latest version when it already holds exactly ``payload`` (a re-run of the same
+    sweep): saving again would only add an identical version."""
+    if checkpoints.latest_version(model_id) is None:
+        return None
+    data, info = checkpoints.load_bytes(model_id)
+    return info if data == payload else None
 
 
 def _json_bytes(value: dict[str, Any]) -> bytes:
