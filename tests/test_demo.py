@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--symbols", "2", "--years", "0.25"]
+HAS_CHECKPOINTS = importlib.util.find_spec("efsray.store.checkpoints") is not None
 
 
 @pytest.mark.ray
@@ -62,6 +64,16 @@ def test_demo_end_to_end_on_the_embedded_default(tmp_path: Path, cli) -> None:
         assert summary["points"] == summary["expected_points"] == summary["computed"] > 0
         assert sweep["ranking"][0]["rank"] == 1 and Path(sweep["results"]).is_dir()
 
+    checkpoints = first["checkpoints"]
+    assert len(checkpoints) == 3
+    if HAS_CHECKPOINTS:
+        assert [c["model_id"] for c in checkpoints] == [
+            "ma_crossover-1h", "momentum-1h", "mean_reversion-1h",
+        ]  # fmt: skip
+        assert all(c["created"] and c["alias"] == "best" for c in checkpoints)
+    else:
+        assert checkpoints == [None, None, None]
+
     # Re-running is safe and fast: same bars (not rewritten), every backtest reused.
     again = cli("demo", "--root", store, *SMALL, "--local", "--json")
     assert again.code == 0, again.err
@@ -72,3 +84,5 @@ def test_demo_end_to_end_on_the_embedded_default(tmp_path: Path, cli) -> None:
         assert after["summary"]["computed"] == 0
         assert after["summary"]["reused"] == before["summary"]["points"]
         assert after["ranking"] == before["ranking"]
+    if HAS_CHECKPOINTS:  # and the same checkpoints, not new identical versions
+        assert [(c["version"], c["created"]) for c in second["checkpoints"]] == [(1, False)] * 3
