@@ -16,6 +16,7 @@ process, without Ray: the reference a distributed run must match exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -254,6 +255,10 @@ def plan_sweep(
     batch_size: int = 20,
 ) -> SweepPlan:
     """Pin versions, expand the grid, cut tasks. Reads manifests only, never bars."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     config = config or BacktestConfig()
     tf = parse_timeframe(timeframe).name
     strat = get_strategy(strategy)
@@ -275,10 +280,6 @@ def plan_sweep(
             raise ConfigError(f"{symbol}/{tf} has {info.rows} bars; a backtest needs at least 2")
         versions[symbol] = info.version
         bars[symbol] = info.rows
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     points = expansion.points
     if chunk_size is None:
         # Enough tasks to keep every CPU busy (x3 for balance), each big enough that reading
@@ -305,40 +306,25 @@ def plan_sweep(
         batch_size=batch_size,
     )
     sweep_id = "sw-" + hashlib.sha256(canonical_json(plan.definition())).hexdigest()[:20]
-    tasks = []
-    for symbol in syms:
-        for n, offset in enumerate(range(0, len(points), chunk_size)):
-            tasks.append(
-                TaskSpec(
-                    root=plan.root,
-                    sweep_id=sweep_id,
-                    run_id=run,
-                    task_key=f"{symbol}.{n}",
-                    symbol=symbol,
-                    timeframe=tf,
-                    version=versions[symbol],
-                    strategy=strat.name,
-                    points=tuple(dict(p) for p in points[offset : offset + chunk_size]),
-                    config=config.to_dict(),
-                    batch_size=batch_size,
-                    hook=hook,
-                )
-            )
-    return SweepPlan(
-        sweep_id=sweep_id,
-        run_id=run,
-        root=plan.root,
-        strategy=plan.strategy,
-        timeframe=tf,
-        symbols=syms,
-        versions=versions,
-        bars=bars,
-        points=points,
-        rejected=expansion.rejected,
-        config=config,
-        tasks=tuple(tasks),
-        batch_size=batch_size,
-    )
+    tasks = [
+        TaskSpec(
+            root=plan.root,
+            sweep_id=sweep_id,
+            run_id=run,
+            task_key=f"{symbol}.{n}",
+            symbol=symbol,
+            timeframe=tf,
+            version=versions[symbol],
+            strategy=strat.name,
+            points=tuple(dict(p) for p in points[offset : offset + chunk_size]),
+            config=config.to_dict(),
+            batch_size=batch_size,
+            hook=hook,
+        )
+        for symbol in syms
+        for n, offset in enumerate(range(0, len(points), chunk_size))
+    ]
+    return dataclasses.replace(plan, sweep_id=sweep_id, tasks=tuple(tasks))
 
 
 # --- running -------------------------------------------------------------------------------------

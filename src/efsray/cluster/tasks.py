@@ -159,13 +159,13 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
     t = time.perf_counter()
     listed = {p.name for p in journal.batch_dir(spec.sweep_id, spec.symbol).glob("b-*.json")}
     stored: dict[str, dict[str, Any]] = {}
-    todo = []
-    for batch in batches:
+    todo: list[tuple[int, list[int]]] = []  # (batch number, indices of its points)
+    for number, batch in enumerate(batches):
         path = journal.batch_path(spec.sweep_id, spec.symbol, [keys[i] for i in batch])
         if path.name in listed:
             stored.update((r["key"], r) for r in journal.load_batch(path))
         else:
-            todo.append(batch)
+            todo.append((number, batch))
     read_s = time.perf_counter() - t
     reused = len(stored)
     # Only tasks with work to do claim an attempt: a re-run that reuses everything leaves
@@ -207,8 +207,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         t = time.perf_counter()
         backtester = Backtester(close, timeframe=spec.timeframe, config=config)
         compute_s += time.perf_counter() - t
-        for batch in todo:
-            number = batches.index(batch)
+        for number, batch in todo:
             t = time.perf_counter()
             records = []
             for i in batch:
