@@ -435,3 +435,43 @@ def test_summary_is_json_safe() -> None:
     summary = r.summary()
     assert json.loads(json.dumps(summary)) == summary
     assert summary["params"] == {"lookback": 3, "threshold": 0.0}
+
+
+values = st.one_of(
+    st.integers(-(10**7), 10**7),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+
+
+@given(
+    name=st.sampled_from(sorted(STRATEGIES)),
+    params=st.dictionaries(
+        st.sampled_from(["fast", "slow", "lookback", "threshold", "window", "entry_z", "exit_z"]),
+        values,
+        max_size=4,
+    ),
+)
+def test_parameter_validator_accepts_or_explains(name: str, params: dict) -> None:
+    strategy = STRATEGIES[name]
+    try:
+        valid = strategy.validate(params)
+    except ConfigError as exc:
+        assert name in str(exc) or any(k in str(exc) for k in params)
+        return
+    assert set(valid) == set(strategy.param_names)
+    for p in strategy.params:
+        assert type(valid[p.name]) is p.kind and p.minimum <= valid[p.name] <= p.maximum
+    assert strategy.violated(valid) is None
+
+
+@given(fee=values, slippage=values)
+def test_cost_validator_accepts_or_explains(fee: object, slippage: object) -> None:
+    try:
+        cfg = BacktestConfig(fee_bps=fee, slippage_bps=slippage)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        assert "basis points" in str(exc)
+        return
+    assert 0 <= cfg.cost_rate <= 0.2

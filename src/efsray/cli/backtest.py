@@ -82,7 +82,8 @@ def backtest_cmd(
         bool, typer.Option("--local", help="Run in this process without Ray (the reference).")
     ] = False,
     max_retries: Annotated[
-        int, typer.Option(help="Retries of a task whose worker died or hit a storage error.")
+        int,
+        typer.Option(min=0, help="Retries of a task whose worker died or hit a storage error."),
     ] = 3,
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
