@@ -336,3 +336,16 @@ def test_sweep_through_the_ray_client(ray_cluster, tmp_path: Path, market: dict)
     assert {(p["symbol"], p["key"]): p["metrics"] for p in out["points"]} == {
         (p.symbol, p.key): dict(p.metrics) for p in local.points
     }
+
+
+def test_a_node_without_the_store_says_so(tmp_path: Path) -> None:
+    from efsray.cluster.tasks import TaskSpec, run_task
+    from efsray.errors import StoreFormatError
+
+    spec = TaskSpec(
+        root=str(tmp_path / "not-mounted"), sweep_id="sw-x", run_id="r", task_key="A.0",
+        symbol="A", timeframe="1h", version=1, strategy="momentum",
+        points=({"lookback": 3},), config={},
+    )  # fmt: skip
+    with pytest.raises(StoreFormatError, match=r"cannot see the store at .*mount the shared"):
+        run_task(spec)

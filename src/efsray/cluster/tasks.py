@@ -26,7 +26,7 @@ import pyarrow as pa
 from efsray.backtest import BacktestConfig, Backtester, get_strategy
 from efsray.backtest.engine import ENGINE_VERSION, BacktestResult
 from efsray.cluster.journal import RECORD_FORMAT, SweepJournal, point_key, writer_info
-from efsray.errors import ConfigError
+from efsray.errors import ConfigError, StoreFormatError
 from efsray.store import Store
 
 __all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "downsample", "run_task"]
@@ -148,9 +148,15 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
     started = time.perf_counter()
     hook = _load_hook(spec.hook)
     node_id = _node_id()
-    store = Store(spec.root, create=False)
-    journal = SweepJournal(store)
     who = writer_info()
+    try:
+        store = Store(spec.root, create=False)
+    except StoreFormatError as exc:
+        raise StoreFormatError(
+            f"node {who['host']} (Ray node {node_id[:12]}) cannot see the store at "
+            f"{spec.root}: {exc}. Every node must mount the shared volume at the same path"
+        ) from None
+    journal = SweepJournal(store)
     strategy = get_strategy(spec.strategy)
     config = BacktestConfig.from_dict(spec.config)
     keys = [point_key(p) for p in spec.points]
