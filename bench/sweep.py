@@ -136,6 +136,7 @@ def main() -> None:
     root = args.root or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
     store = Store(root)
     names = [f"S{i:02d}" for i in range(args.symbols)]
+    load_at_start = os.getloadavg()[0]
     print(f"generating {args.symbols} symbols x {args.bars:,} {args.timeframe} bars in {root}")
     for symbol, table in generate_market(
         names, timeframe=args.timeframe, bars=args.bars, seed=11
@@ -182,6 +183,12 @@ def main() -> None:
                 "speedup_vs_1": round(base / wall, 3),
                 "task_time_share": {k: round(v, 4) for k, v in share.items()},
                 "tasks": runs[w][0].tasks,
+                "task_cpu_ms_per_backtest": round(
+                    1000 * median([r.cpu_s for r in runs[w]]) / points, 3
+                ),
+                "cpu_share_of_workers": round(
+                    median([r.cpu_s / (r.wall_s * w) for r in runs[w]]), 3
+                ),
                 "plain_processes_wall_s": round(pool_wall, 3),
                 "plain_processes_wall_s_runs": [round(x, 3) for x in pool[w]],
                 "plain_processes_speedup_vs_1": round(pool_base / pool_wall, 3),
@@ -223,8 +230,8 @@ def main() -> None:
         "recomputes everything and its results equal the single-process reference exactly.",
         "",
         "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
-        "vs 1 | reads | compute | writes |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "vs 1 | reads | compute | writes | CPU ms/backtest | CPU got |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["task_time_share"]
@@ -232,7 +239,8 @@ def main() -> None:
             f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
             f"{r['speedup_vs_1']:.2f}x | {r['plain_processes_wall_s']:.2f}, "
             f"{r['plain_processes_speedup_vs_1']:.2f}x | {s['read']:.1%} | "
-            f"{s['compute']:.1%} | {s['write']:.1%} |"
+            f"{s['compute']:.1%} | {s['write']:.1%} | {r['task_cpu_ms_per_backtest']:.2f} | "
+            f"{r['cpu_share_of_workers']:.0%} |"
         )
     ref = payload["reference_single_process"]
     md += [
@@ -240,10 +248,14 @@ def main() -> None:
         f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
         f"backtests/s (reads {ref_share['read']:.1%} of the time).",
         "",
+        "CPU ms/backtest: CPU time the tasks used per backtest (flat across rows: Ray adds no "
+        "work per backtest). CPU got: that CPU time over wall time x workers, i.e. how much of "
+        "its workers' cores the sweep actually got from the machine.",
+        "",
         "Plain processes: the same work split over N OS processes without Ray (local sweeps of "
         "1/N of the symbols each, started together), in the same run: the scaling the machine "
         "offered at that moment (other jobs share its 2 cores; load average "
-        f"{os.getloadavg()[0]:.1f} at the end).",
+        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).",
         "",
         f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x** "
         f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "

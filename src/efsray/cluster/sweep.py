@@ -149,6 +149,7 @@ class SweepReport:
     task_s: float
     wall_s: float
     executor: str
+    cpu_s: float = 0.0
     outcomes: tuple[TaskOutcome, ...] = field(repr=False, default=())
 
     @property
@@ -418,6 +419,7 @@ def run_sweep(
         task_s=sum(o.total_s for o in outcomes),
         wall_s=time.perf_counter() - started,
         executor=executor,
+        cpu_s=sum(o.cpu_s for o in outcomes),
         outcomes=tuple(outcomes),
     )
 

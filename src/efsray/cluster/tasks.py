@@ -85,6 +85,7 @@ class TaskOutcome:
     compute_s: float
     write_s: float
     total_s: float
+    cpu_s: float = 0.0  # CPU time of this process during the task
 
 
 def _load_hook(name: str | None) -> Hook:
@@ -146,6 +147,7 @@ def _record(
 def run_task(spec: TaskSpec) -> TaskOutcome:
     """Run one task (see the module docstring); returns small summaries and timings."""
     started = time.perf_counter()
+    cpu_started = time.process_time()
     hook = _load_hook(spec.hook)
     node_id = _node_id()
     who = writer_info()
@@ -263,4 +265,5 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         compute_s=compute_s,
         write_s=write_s,
         total_s=time.perf_counter() - started,
+        cpu_s=time.process_time() - cpu_started,
     )
