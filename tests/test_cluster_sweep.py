@@ -349,3 +349,30 @@ def test_a_node_without_the_store_says_so(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(StoreFormatError, match=r"cannot see the store at .*mount the shared"):
         run_task(spec)
+
+
+def test_old_sweeps_are_pruned_whole(tmp_path: Path, market: dict) -> None:
+    import os
+    import time
+
+    store = make_store(tmp_path / "s", market)
+    old = run_sweep(store.root, symbols="A", timeframe="1h", strategy="momentum",
+                    grid="lookback=5|10", executor="local")  # fmt: skip
+    new = run_sweep(store.root, symbols="B", timeframe="1h", strategy="momentum",
+                    grid="lookback=5|10", executor="local")  # fmt: skip
+    journal = SweepJournal(store)
+    day_ago = time.time() - 86_400
+    for dirpath, _, names in os.walk(journal.sweep_dir(old.sweep_id)):
+        for name in names:
+            os.utime(os.path.join(dirpath, name), (day_ago, day_ago))
+    cutoff = time.time() - 3600
+    removed, files, size = journal.prune(cutoff, dry_run=True)
+    assert removed == [old.sweep_id] and files >= 3 and size > 0
+    assert sorted(journal.sweeps()) == sorted([old.sweep_id, new.sweep_id])
+    assert journal.prune(cutoff) == (removed, files, size)
+    assert journal.sweeps() == [new.sweep_id]
+    assert not any(p.name.startswith(".efsray-tmp.") for p in journal.root.iterdir())
+    # a pruned sweep simply runs again
+    again = run_sweep(store.root, symbols="A", timeframe="1h", strategy="momentum",
+                      grid="lookback=5|10", executor="local")  # fmt: skip
+    assert again.sweep_id == old.sweep_id and again.computed == 2

@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -182,6 +183,43 @@ class SweepJournal:
             directory = points / symbol
             out += [directory / n for n in os.listdir(directory) if is_temp_name(n)]
         return sorted(out)
+
+    def sweeps(self) -> list[str]:
+        """Ids of the sweeps in the journal (from a listing)."""
+        return [n for n in _listdir(self.root) if n.startswith("sw-")]
+
+    def prune(self, cutoff: float, *, dry_run: bool = False) -> tuple[list[str], int, int]:
+        """Remove whole sweeps in which nothing changed since ``cutoff`` (seconds since the
+        epoch): no batch, attempt or definition newer. A sweep still running or re-run since
+        keeps everything. Returns (sweep ids removed, files, bytes); ``dry_run`` removes
+        nothing."""
+        removed, files, size = [], 0, 0
+        for sweep_id in self.sweeps():
+            directory = self.sweep_dir(sweep_id)
+            newest, count, nbytes = 0.0, 0, 0
+            for dirpath, _, names in os.walk(directory):
+                for name in names:
+                    try:
+                        st = os.lstat(os.path.join(dirpath, name))
+                    except FileNotFoundError:
+                        continue
+                    newest = max(newest, st.st_mtime)
+                    count += 1
+                    nbytes += st.st_size
+            if count == 0 or newest >= cutoff:
+                continue
+            removed.append(sweep_id)
+            files += count
+            size += nbytes
+            if not dry_run:
+                # Rename first (atomic): readers see the sweep whole or not at all.
+                doomed = directory.with_name(f".efsray-tmp.{sweep_id}.pruned")
+                try:
+                    os.rename(directory, doomed)
+                except FileNotFoundError:
+                    continue
+                shutil.rmtree(doomed, ignore_errors=True)
+        return removed, files, size
 
     def load_batch(self, path: Path) -> list[dict[str, Any]]:
         value = self._load(path)
