@@ -130,10 +130,46 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--root", type=Path, default=None, help="store directory (default: tmp)")
+    parser.add_argument(
+        "--simfs",
+        metavar="PROFILE",
+        default=None,
+        help="run on a simulated EFS mount (efsray.simfs) with this latency profile, e.g. efs-gp",
+    )
+    parser.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=3.0,
+        help="with --simfs: seconds the kernel caches attributes and lookups (EFS clients: "
+        "acregmin 3 s by default; 0 makes every path lookup a round trip)",
+    )
     args = parser.parse_args()
-    workers = [int(w) for w in args.workers.split(",")]
+    if args.simfs:
+        from efsray.simfs import SimFSConfig, SimFSProcess
 
-    root = args.root or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
+        base = Path(tempfile.mkdtemp(prefix="efsray-bench-simfs-"))
+        (base / "mnt").mkdir()
+        (base / "backing").mkdir()
+        config = SimFSConfig(
+            mountpoint=base / "mnt",
+            backing=base / "backing",
+            profile=args.simfs,
+            attr_timeout=args.attr_timeout,
+        )
+        with SimFSProcess.start(config) as fs:
+            medium = (
+                f"simulated EFS (efsray.simfs, profile {args.simfs}, attribute cache "
+                f"{args.attr_timeout:g} s)"
+            )
+            run(args, fs.path / "store", medium)
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        run(args, args.root, "local disk")
+
+
+def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
+    workers = [int(w) for w in args.workers.split(",")]
+    root = root_arg or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
     store = Store(root)
     names = [f"S{i:02d}" for i in range(args.symbols)]
     load_at_start = os.getloadavg()[0]
@@ -205,6 +241,7 @@ def main() -> None:
         "read_share_goal": 0.10,
     }
     payload = {
+        "medium": medium,
         "symbols": args.symbols,
         "parameter_sets": points // args.symbols,
         "backtests_per_run": points,
@@ -225,8 +262,8 @@ def main() -> None:
         "",
         f"{args.symbols} symbols x {points // args.symbols} parameter sets = {points} backtests "
         f"per run, {args.bars:,} {args.timeframe} bars per symbol, median of {args.repeats} "
-        "interleaved runs, one local Ray with "
-        f"{max(workers)} CPUs on a {payload.get('cpus', '2')}-core machine. Every run "
+        f"interleaved runs, store on {medium}, one local Ray with "
+        f"{max(workers)} CPUs on a {os.cpu_count()}-core machine. Every run "
         "recomputes everything and its results equal the single-process reference exactly.",
         "",
         "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
@@ -261,12 +298,13 @@ def main() -> None:
         f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "
         f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
         "",
-        "Command: `python bench/sweep.py`",
+        "Command: `python bench/sweep.py" + (f" --simfs {args.simfs}`" if args.simfs else "`"),
     ]
-    out = write_results("sweep", payload, "\n".join(md))
+    name = "sweep" if args.simfs is None else f"sweep_simfs_{args.simfs.replace('-', '_')}"
+    out = write_results(name, payload, "\n".join(md))
     print("\n".join(md))
     print(f"wrote {out}")
-    if args.root is None:
+    if root_arg is None:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -301,8 +301,11 @@ def _init(ray: Any, target: RayAddress, kwargs: dict[str, Any]) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:400]
+    """The gist of Ray's message: its first non-empty lines, joined, at most 400 characters
+    (Ray often puts the reason on the line after "...failure from server:")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:3]) or type(exc).__name__
+    return text[:400]
 
 
 def _check_reuse(target: RayAddress) -> None:

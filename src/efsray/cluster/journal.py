@@ -68,6 +68,12 @@ class SweepJournal:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.root = store.layout.results / "sweeps"
+        self._made: set[Path] = set()  # directories known to exist (each check is a round trip)
+
+    def _ensure_dir(self, path: Path) -> None:
+        if path not in self._made:
+            ensure_dir(path)
+            self._made.add(path)
 
     # --- paths ------------------------------------------------------------------------------
 
@@ -79,7 +85,7 @@ class SweepJournal:
     def write_spec(self, sweep_id: str, spec: Mapping[str, Any]) -> Path:
         """Record the sweep's definition once; a second writer must agree with the first."""
         directory = self.sweep_dir(sweep_id)
-        ensure_dir(directory)
+        self._ensure_dir(directory)
         path = directory / "sweep.json"
         payload = canonical_json(dict(spec))
         try:
@@ -101,7 +107,7 @@ class SweepJournal:
     def begin_attempt(self, sweep_id: str, run: str, task: str, info: Mapping[str, Any]) -> int:
         """Claim the next attempt number (0, 1, ...) of ``task`` in ``run``."""
         directory = self.sweep_dir(sweep_id) / "attempts" / validate_name("run id", run)
-        ensure_dir(directory)
+        self._ensure_dir(directory)
         validate_name("task key", task)
         payload = canonical_json(dict(info))
         for attempt in range(1000):
@@ -152,7 +158,7 @@ class SweepJournal:
         """
         keys = [r["key"] for r in records]
         path = self.batch_path(sweep_id, symbol, keys)
-        ensure_dir(path.parent)
+        self._ensure_dir(path.parent)
         payload = {"format": RECORD_FORMAT, "kind": "backtest-batch", "records": records}
         try:
             create_exclusive(path, canonical_json(payload))
