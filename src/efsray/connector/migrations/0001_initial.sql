@@ -72,11 +72,12 @@ CREATE TABLE efsray.checkpoint_aliases (
     PRIMARY KEY (model_id, alias)
 );
 
--- Watermarks of the store -> database syncs, per store.
+-- Positions of the store -> database syncs, per store and stream (a JSON object whose
+-- shape belongs to the stream: a timestamp watermark, an exported store version, ...).
 CREATE TABLE efsray.sync_state (
     store_id   text NOT NULL,
     stream     text NOT NULL,
-    watermark  timestamptz,
+    position   jsonb NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (store_id, stream)
 );
