@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (
     applied_by text NOT NULL DEFAULT current_user
 );
 """
+_RECORD = f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES (%s, %s, %s)"  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +107,8 @@ def _applied(conn: psycopg.Connection[Any]) -> dict[int, tuple[str, str, dt.date
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,)).fetchone()
     if not exists or not exists[0]:
         return {}
-    rows = conn.execute(f"SELECT version, name, checksum, applied_at FROM {MIGRATIONS_TABLE}")
+    query = f"SELECT version, name, checksum, applied_at FROM {MIGRATIONS_TABLE}"  # noqa: S608
+    rows = conn.execute(query)
     return {int(v): (str(n), str(c), a) for v, n, c, a in rows.fetchall()}
 
 
@@ -150,10 +152,7 @@ def migrate(
                         f"migration {mig.version:04d}_{mig.name}.sql failed: "
                         f"{' '.join(str(exc).split())}; nothing of this run was applied"
                     ) from exc
-                conn.execute(
-                    f"INSERT INTO {MIGRATIONS_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
-                    (mig.version, mig.name, mig.checksum),
-                )
+                conn.execute(_RECORD, (mig.version, mig.name, mig.checksum))
                 done.append(mig.version)
                 log.info("applied migration %04d_%s", mig.version, mig.name)
     except psycopg.Error as exc:
