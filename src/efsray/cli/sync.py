@@ -16,23 +16,38 @@ def sync_cmd(
     once: Annotated[bool, typer.Option("--once", help="Run one cycle and exit.")] = False,
     interval: Annotated[
         float | None,
-        typer.Option("--interval", help="Seconds between cycles (NEON_SYNC_INTERVAL).",
-                     show_default=False, min=0.01),
+        typer.Option(
+            "--interval",
+            help="Seconds between cycles (NEON_SYNC_INTERVAL).",
+            show_default=False,
+            min=0.01,
+        ),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="Health endpoint port, 0 for any (NEON_SYNC_PORT).",
-                     show_default=False, min=0, max=65535),
+        typer.Option(
+            "--port",
+            help="Health endpoint port, 0 for any (NEON_SYNC_PORT).",
+            show_default=False,
+            min=0,
+            max=65535,
+        ),
     ] = None,
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Health endpoint address (NEON_SYNC_HOST, 127.0.0.1).",
-                     show_default=False),
+        typer.Option(
+            "--host",
+            help="Health endpoint address (NEON_SYNC_HOST, 127.0.0.1).",
+            show_default=False,
+        ),
     ] = None,
     export: Annotated[
         str | None,
-        typer.Option("--export", help="Symbols to export store -> database: 'A,B' or '*' "
-                     "(NEON_SYNC_SYMBOLS).", show_default=False),
+        typer.Option(
+            "--export",
+            help="Symbols to export store -> database: 'A,B' or '*' (NEON_SYNC_SYMBOLS).",
+            show_default=False,
+        ),
     ] = None,
     no_import: Annotated[
         bool, typer.Option("--no-import", help="Do not import market data from the database.")
@@ -70,7 +85,11 @@ def sync_cmd(
         store,
         config,
         make_syncer=lambda db: Syncer(
-            db, store, export_symbols=symbols, runs=runs, checkpoints=checkpoints,
+            db,
+            store,
+            export_symbols=symbols,
+            runs=runs,
+            checkpoints=checkpoints,
             import_market=not no_import,
         ),
         database_label=pool_config.masked,

@@ -114,9 +114,7 @@ def database_id(conn: Any) -> str:
     """The database's id from ``efsray.instance``; DatabaseError if not migrated."""
     row = conn.execute("SELECT to_regclass('efsray.instance') IS NOT NULL").fetchone()
     if not row or not row[0]:
-        raise DatabaseError(
-            "the database has no efsray schema yet; run `efsray db migrate` first"
-        )
+        raise DatabaseError("the database has no efsray schema yet; run `efsray db migrate` first")
     got = conn.execute("SELECT id::text FROM efsray.instance").fetchone()
     assert got is not None
     return str(got[0])
@@ -261,9 +259,7 @@ def import_market_data(
         if not symbols:
             return ImportReport(0, 0, since, since, 0.0)
         where += f" AND symbol IN ({_sql_literal_list(sorted(set(symbols)))})"
-    query = (
-        f"{_SELECT} FROM efsray.market_bars WHERE {where} ORDER BY symbol, timeframe, ts"
-    )
+    query = f"{_SELECT} FROM efsray.market_bars WHERE {where} ORDER BY symbol, timeframe, ts"
     results: list[SeriesResult] = []
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
@@ -428,9 +424,7 @@ def export_series(
     sid = store_key or store_id(store)
     stream = f"market:{symbol}/{timeframe}"
     with db.connection() as conn:
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"efsray.{stream}",)
-        )
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"efsray.{stream}",))
         row = conn.execute(
             "SELECT position FROM efsray.sync_state WHERE store_id = %s AND stream = %s",
             (sid, stream),
@@ -470,12 +464,15 @@ def _send(conn: Any, symbol: str, timeframe: str, bars: pa.Table, *, mirror: boo
     """Upsert ``bars`` into market_bars; returns rows inserted, updated or deleted."""
     if bars.num_rows == 0 and not mirror:
         return 0
-    empty = not mirror and (
-        conn.execute(
-            "SELECT NOT EXISTS (SELECT 1 FROM efsray.market_bars "
-            "WHERE symbol = %s AND timeframe = %s)",
-            (symbol, timeframe),
-        ).fetchone()[0]
+    empty = (
+        not mirror
+        and (
+            conn.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM efsray.market_bars "
+                "WHERE symbol = %s AND timeframe = %s)",
+                (symbol, timeframe),
+            ).fetchone()[0]
+        )
     )
     cur = conn.cursor()
     if empty:

@@ -208,8 +208,7 @@ _DIAGNOSES: tuple[tuple[str, str, str], ...] = (
     (
         r"timeout expired|timed out",
         "the server did not answer in time",
-        "check the network path to the server (security groups, VPN) or raise "
-        "NEON_CONNECT_TIMEOUT",
+        "check the network path to the server (security groups, VPN) or raise NEON_CONNECT_TIMEOUT",
     ),
     (
         r"server does not support ssl",
