@@ -260,6 +260,11 @@ class SyncService:
                     wait = self._backoff(failures)
                     down = isinstance(exc, DatabaseError)
                     self.health.failure(exc, wait, database_down=down)
+                    if down and db is not None:
+                        # Reconnect from scratch: the next open probes the server directly
+                        # and fails fast while it is away, instead of waiting on the pool.
+                        db.close()
+                        db = syncer = None
                     log.warning("sync failed (%d in a row), retrying in %.1f s: %s",
                                 failures, wait, exc)  # fmt: skip
                 self._stop.wait(wait)
