@@ -183,8 +183,11 @@ def test_import_killed_midway_then_rerun_leaves_exactly_one_copy(
         text=True,
     )
     try:
-        wait_for(lambda: _committed_series(root) >= 3 or child.poll() is not None, 60,
-                 "the import to commit its first series")  # fmt: skip
+        wait_for(
+            lambda: _committed_series(root) >= 3 or child.poll() is not None,
+            60,
+            "the import to commit its first series",
+        )
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(30)
@@ -242,12 +245,17 @@ def test_export_killed_midway_then_rerun_leaves_exactly_one_copy(
         store.market.write(f"E{k:03d}", "1m", bars(2000, seed=k))
     env = cli_env(pg_url, root)
     child = subprocess.Popen(
-        [sys.executable, "-c", _EXPORT_CHILD, pg_url, str(root)], env=env,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-c", _EXPORT_CHILD, pg_url, str(root)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_for(lambda: _exported(pg_url) >= 2 or child.poll() is not None, 60,
-                 "the export to commit its first series")  # fmt: skip
+        wait_for(
+            lambda: _exported(pg_url) >= 2 or child.poll() is not None,
+            60,
+            "the export to commit its first series",
+        )
         os.kill(child.pid, signal.SIGKILL)
     finally:
         child.wait(30)

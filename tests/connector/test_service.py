@@ -37,13 +37,22 @@ class _Service:
 
     def __init__(self, url: str, root: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "efsray.cli.app", "sync", "--port", "0", "--root", str(root),
-             *args],
+            [
+                sys.executable,
+                "-m",
+                "efsray.cli.app",
+                "sync",
+                "--port",
+                "0",
+                "--root",
+                str(root),
+                *args,
+            ],
             env=cli_env(url, root, NEON_POOL_TIMEOUT="3", NEON_CONNECT_TIMEOUT="3"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         self.lines: list[str] = []
         self.port_found = threading.Event()
         self.port = 0
@@ -142,8 +151,11 @@ def test_database_restart_during_the_loop_then_sigterm(
             " volume) values ('BACK', '1m', '2024-01-01', 1, 2, 0.5, 1.5, 10)"
         )
     store = Store(root)
-    wait_for(lambda: ("BACK", "1m") in store.market.list_series(), 120,
-             "the service to reconnect and import")  # fmt: skip
+    wait_for(
+        lambda: ("BACK", "1m") in store.market.list_series(),
+        120,
+        "the service to reconnect and import",
+    )
     status, up = wait_for(lambda: (h := _health(port)) and h[0] == 200 and h, 60, "healthy again")
     assert up["consecutive_failures"] == 0 and up["failures_total"] >= 2
     assert up["totals"]["bars_imported"] >= 1 and up["lag_seconds"] is not None
