@@ -159,6 +159,8 @@ def _timestamps(
     if pa.types.is_date(t):
         return _localize(arr.cast(pa.timestamp("ms")), naive_tz)
     if pa.types.is_integer(t):
+        if fmt is not None:  # e.g. 20240131 read from a CSV, with --timestamp-format %Y%m%d
+            return _parse_strings(arr.cast(pa.string()), naive_tz, fmt)
         return _from_epoch(arr, unit)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _parse_strings(arr, naive_tz, fmt)
@@ -187,7 +189,7 @@ def _localize(arr: pa.Array, naive_tz: str) -> pa.Array:
         )
     except Exception as exc:  # noqa: BLE001 - pandas raises many kinds here
         raise InvalidDataError(
-            f"cannot read naive timestamps as {naive_tz!r} time: {exc}. "
+            f"cannot read naive timestamps as {naive_tz!r} time: {str(exc).splitlines()[0]}. "
             "Pass timezone-aware timestamps, or another --tz"
         ) from None
     return _cast_ts(pa.Array.from_pandas(series.dt.tz_convert("UTC")))
@@ -224,7 +226,8 @@ def _parse_strings(arr: pa.Array, naive_tz: str, fmt: str | None) -> pa.Array:
         parsed = pd.to_datetime(values, format=fmt or "ISO8601")
     except (ValueError, TypeError) as exc:
         raise InvalidDataError(
-            f"cannot parse timestamps as {'ISO-8601' if fmt is None else repr(fmt)}: {exc}. "
+            f"cannot parse timestamps as {'ISO-8601' if fmt is None else repr(fmt)}: "
+            f"{str(exc).splitlines()[0].rstrip('.')}. "
             "Pass timestamp_format (CLI: --timestamp-format '%m/%d/%Y %H:%M')"
         ) from None
     if not isinstance(parsed.dtype, pd.DatetimeTZDtype):
@@ -260,7 +263,7 @@ def _check_values(table: pa.Table) -> None:
         i = int(bad[0])
         raise InvalidDataError(
             f"{bad.size} bar(s) {what}; first at row {i} (timestamp {ts[i].as_py()}): "
-            f"open={o[i]!r}, high={h[i]!r}, low={lo[i]!r}, close={c[i]!r}, volume={v[i]!r}"
+            f"open={o[i]:g}, high={h[i]:g}, low={lo[i]:g}, close={c[i]:g}, volume={v[i]:g}"
         )
 
     for name, values in (("open", o), ("high", h), ("low", lo), ("close", c)):

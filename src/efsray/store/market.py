@@ -41,7 +41,7 @@ from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, Ver
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, ensure_dir
+from efsray.store.nfs import VersionLog, ensure_dir, fsync_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -105,6 +105,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.written: dict[Any, tuple[list[Segment], int, float]] = {}
+        self.unsynced = False
 
     def get(self, key: Any, directory: Path) -> tuple[list[Segment], int] | None:
         hit = self.written.get(key)
@@ -120,6 +121,13 @@ class _Pending:
 
     def put(self, key: Any, segments: list[Segment], replaced: int) -> None:
         self.written[key] = (segments, replaced, time.monotonic())
+        self.unsynced = True
+
+    def sync(self, directory: Path) -> None:
+        """Make the segment files' directory entries durable before a manifest names them."""
+        if self.unsynced:
+            fsync_dir(directory)
+            self.unsynced = False
 
     def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
         keep = set(used)
@@ -212,6 +220,7 @@ class MarketDataStore:
         ``normalize`` takes the options of :func:`efsray.store.bars.normalize_bars`
         (column_map, naive_tz, timestamp_unit, timestamp_format).
         """
+        self._series(symbol, timeframe)  # names first: a bad name fails before any work
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "append")
         assert info is not None
@@ -219,6 +228,7 @@ class MarketDataStore:
 
     def write(self, symbol: str, timeframe: str, data: Any, **normalize: Any) -> CommitInfo:
         """Replace the whole series with ``data`` (a new version; old versions stay readable)."""
+        self._series(symbol, timeframe)
         bars = normalize_bars(data, **normalize)
         info = self._commit(symbol, timeframe, bars, "write")
         assert info is not None
@@ -271,6 +281,7 @@ class MarketDataStore:
             if operation != "compact" and self.auto_compact:
                 segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
             stats.update(written=written, replaced=replaced)
+            pending.sync(seg_dir)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
         committed = vlog.commit(build)

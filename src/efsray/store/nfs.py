@@ -67,6 +67,7 @@ __all__ = [
     "atomic_write",
     "create_exclusive",
     "ensure_dir",
+    "fsync_dir",
     "is_temp_name",
     "read_bytes",
     "retry_estale",
@@ -109,11 +110,14 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> Path:
+def write_temp(
+    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
+) -> Path:
     """Write ``payload`` to a new temporary file beside ``final``; return its path.
 
-    On return the data is on stable storage (fsync) and close() succeeded. On any error the
-    temporary file is removed and a :class:`StorageError` (or StorageFullError) is raised.
+    On return close() succeeded and, with ``fsync`` (the default), the data is on stable
+    storage. On any error the temporary file is removed and a :class:`StorageError` (or
+    StorageFullError) is raised.
     """
     tmp = _temp_path(final)
     try:
@@ -127,7 +131,8 @@ def write_temp(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -
                 payload(fd)
             else:
                 _write_all(fd, payload)
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)  # raises if NFS reports a deferred write error
     except OSError as exc:
@@ -187,15 +192,29 @@ def fsync_dir(path: Path) -> None:
 # --- 2. publish by rename -----------------------------------------------------------------
 
 
-def atomic_write(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
-    """Make ``final`` hold ``payload``, replacing any old content atomically."""
-    tmp = write_temp(final, payload, mode=mode)
+def atomic_write(
+    final: Path,
+    payload: bytes | Writer,
+    *,
+    mode: int = FILE_MODE,
+    durable: bool = True,
+    sync_dir: bool = True,
+) -> None:
+    """Make ``final`` hold ``payload``, replacing any old content atomically.
+
+    ``durable=False`` skips every fsync: for hints that may be lost in a power failure
+    (HEAD). ``sync_dir=False`` leaves the directory fsync to the caller, who batches it:
+    a commit writes several segment files and syncs their directory once before it links
+    the manifest that names them. (On NFS, metadata operations are synchronous anyway.)
+    """
+    tmp = write_temp(final, payload, mode=mode, fsync=durable)
     try:
         os.rename(tmp, final)
     except OSError as exc:
         _unlink_quietly(tmp)
         raise storage_error_from(exc, "publishing", final) from exc
-    fsync_dir(final.parent)
+    if durable and sync_dir:
+        fsync_dir(final.parent)
 
 
 # --- 3. create if absent ------------------------------------------------------------------
@@ -434,4 +453,4 @@ class VersionLog:
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
         with contextlib.suppress(StorageError):
-            atomic_write(self._head, f"{version}\n".encode())
+            atomic_write(self._head, f"{version}\n".encode(), durable=False)

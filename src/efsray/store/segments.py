@@ -26,6 +26,7 @@ __all__ = ["ROW_GROUP_ROWS", "Segment", "read_range", "read_tail", "write_segmen
 
 ROW_GROUP_ROWS = 65_536
 _READ_THREADS = 4
+_PARALLEL_BYTES = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,8 @@ def write_segment(directory: Path, table: pa.Table) -> Segment:
     )
     buffer = sink.getvalue()
     name = f"seg-{uuid.uuid4().hex}.parquet"
-    atomic_write(directory / name, memoryview(buffer))  # type: ignore[arg-type]
+    # The directory fsync is the committer's, once for all segments of a commit.
+    atomic_write(directory / name, memoryview(buffer), sync_dir=False)  # type: ignore[arg-type]
     ts = table.column("timestamp")
     return Segment(
         file=name,
@@ -114,8 +116,8 @@ def _decode(
     try:
         pf = pq.ParquetFile(pa.BufferReader(buffer))
         wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        if not filters:
-            return pf.read(columns=wanted)
+        if not filters:  # arrow's threads only pay off on big files
+            return pf.read(columns=wanted, use_threads=seg.bytes > _PARALLEL_BYTES)
         return pq.read_table(pa.BufferReader(buffer), columns=wanted, filters=filters)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptionError(
@@ -138,11 +140,12 @@ def read_range(
     the series' full schema: columns missing from older segments come back as nulls.
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
-    if len(chosen) > 1:
+    if len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES:
+        # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         with ThreadPoolExecutor(min(_READ_THREADS, len(chosen))) as pool:
             parts = list(pool.map(lambda s: _decode(directory, s, columns, start_ns, end_ns),
                                   chosen))  # fmt: skip
-    else:
+    else:  # small reads: thread hand-offs would cost more than they save
         parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
     return _conform(parts, schema, columns)
 
@@ -217,6 +220,9 @@ def _conform(parts: list[pa.Table], schema: pa.Schema, columns: Sequence[str] | 
         return target.empty_table()
     aligned = []
     for part in parts:
+        if part.schema == target:
+            aligned.append(part)
+            continue
         cols = [
             part.column(f.name).cast(f.type)
             if f.name in part.column_names
