@@ -31,6 +31,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -264,23 +265,34 @@ def import_market_data(
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
     key: tuple[str, str] | None = None
+    # One series is written to the store by a worker thread while the next one streams in
+    # from the database (both mostly release the GIL). At most one write is in flight.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efsray-import")
+    in_flight: Future[SeriesResult] | None = None
 
     def flush() -> None:
-        nonlocal pending, pending_rows
+        nonlocal pending, pending_rows, in_flight
         if key is not None and pending:
-            results.append(_import_series(store, key[0], key[1], pending))
+            if in_flight is not None:
+                results.append(in_flight.result())
+            in_flight = writer.submit(_import_series, store, key[0], key[1], pending)
         pending, pending_rows = [], 0
 
-    for batch in _arrow_batches(db.conninfo, db.config.dsn, query):
-        for symbol, timeframe, a, b in _runs(batch):
-            if (symbol, timeframe) != key:
-                flush()
-                key = (symbol, timeframe)
-            pending.append(batch.slice(a, b - a))
-            pending_rows += b - a
-            if pending_rows >= flush_rows:
-                flush()
-    flush()
+    try:
+        for batch in _arrow_batches(db.conninfo, db.config.dsn, query):
+            for symbol, timeframe, a, b in _runs(batch):
+                if (symbol, timeframe) != key:
+                    flush()
+                    key = (symbol, timeframe)
+                pending.append(batch.slice(a, b - a))
+                pending_rows += b - a
+                if pending_rows >= flush_rows:
+                    flush()
+        flush()
+        if in_flight is not None:
+            results.append(in_flight.result())
+    finally:
+        writer.shutdown(wait=True)  # never leave a write running behind our back
     merged = _merge_results(results)
     read = sum(r.rows_read for r in merged)
     mark.write(horizon, read)
