@@ -449,7 +449,7 @@ def export_series(
         bars = store.market.read(
             symbol, timeframe, start=start_ns, columns=list(CORE_COLUMNS), version=info.version
         )
-        if start_ns is not None and bars.num_rows != info.rows - int(position["rows"]):
+        if start_ns is not None and bars.num_rows != info.rows - int((position or {})["rows"]):
             start_ns = None  # appends filled gaps inside the old range: send everything
             bars = store.market.read(
                 symbol, timeframe, columns=list(CORE_COLUMNS), version=info.version
