@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -32,7 +33,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import disk_bytes, median, timed, write_results  # noqa: E402
+from bench._common import disk_bytes, median, timed, write_results
 
 SYMBOL, TIMEFRAME = "AAPL", "1m"
 
@@ -166,27 +167,36 @@ def strace_child(root: str, symbol: str) -> None:
 
     Store(root).market.tail(symbol, TIMEFRAME, 1000)  # imports and lazy initialization
     store = Store(root)  # a fresh store: no manifest cached in memory
-    os.stat(sys.argv[0])  # noqa: PTH116 - touch the disk once so the markers are cheap
     _mark("begin")
     store.market.tail(symbol, TIMEFRAME, 1000)
     _mark("end")
 
 
 def _mark(what: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.stat(f"/nonexistent/efsray-mark-{what}")
-    except FileNotFoundError:
-        pass
 
 
 def count_tail_calls(root: Path, symbol: str) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace"
         subprocess.run(
-            ["strace", "-f", "-e", "trace=%file,%desc", "-o", str(trace), sys.executable,
-             __file__, "--strace-child", str(root), symbol],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "strace",
+                "-f",
+                "-e",
+                "trace=%file,%desc",
+                "-o",
+                str(trace),
+                sys.executable,
+                __file__,
+                "--strace-child",
+                str(root),
+                symbol,
+            ],
+            check=True,
+            capture_output=True,
+        )
         counts: collections.Counter[str] = collections.Counter()
         inside = False
         for line in trace.read_text().splitlines():
@@ -281,13 +291,20 @@ def markdown(result: dict[str, Any]) -> str:
     for goal in result["goals"]:
         lines.append(f"| {goal['goal']} | {goal['ratio']:.2f} | {'yes' if goal['met'] else 'NO'} |")
     if "history" in result:
-        lines += ["", "## Filesystem calls of one tail(1000) (strace)", "",
-                  "| series | commits | segments | calls | breakdown |", "|---|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## Filesystem calls of one tail(1000) (strace)",
+            "",
+            "| series | commits | segments | calls | breakdown |",
+            "|---|---:|---:|---:|---|",
+        ]
         for name, h in result["history"].items():
             calls = dict(h["fs_calls_per_tail_1000"])
             total = calls.pop("total")
-            lines.append(f"| {name} | {h['commits']} | {h['segments']} | {total} | "
-                         f"{', '.join(f'{k} {v}' for k, v in calls.items())} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {h['commits']} | {h['segments']} | {total} | "
+                f"{', '.join(f'{k} {v}' for k, v in calls.items())} |"
+            )
     return "\n".join(lines)
 
 
@@ -297,15 +314,26 @@ def goals(systems: dict[str, Any]) -> list[dict[str, Any]]:
     a = systems.get("arcticdb-lmdb")
     if a:
         out += [
-            {"goal": "full read no slower than ArcticDB (arcticdb/efsray time >= 1)",
-             "ratio": a["full_read_s"] / e["full_read_s"]},
-            {"goal": "tail(1000) at most 2x ArcticDB (2*arcticdb/efsray time >= 1)",
-             "ratio": 2 * a["tail_1000_s"] / e["tail_1000_s"]},
-            {"goal": "appends at least as fast as ArcticDB (efsray/arcticdb rows/s >= 1)",
-             "ratio": e["append_rows_per_s"] / a["append_rows_per_s"]},
-        ]  # fmt: skip
-    out.append({"goal": "full read at least 30x faster than the seed (seed/efsray time >= 30)",
-                "ratio": s["full_read_s"] / e["full_read_s"], "threshold": 30})  # fmt: skip
+            {
+                "goal": "full read no slower than ArcticDB (arcticdb/efsray time >= 1)",
+                "ratio": a["full_read_s"] / e["full_read_s"],
+            },
+            {
+                "goal": "tail(1000) at most 2x ArcticDB (2*arcticdb/efsray time >= 1)",
+                "ratio": 2 * a["tail_1000_s"] / e["tail_1000_s"],
+            },
+            {
+                "goal": "appends at least as fast as ArcticDB (efsray/arcticdb rows/s >= 1)",
+                "ratio": e["append_rows_per_s"] / a["append_rows_per_s"],
+            },
+        ]
+    out.append(
+        {
+            "goal": "full read at least 30x faster than the seed (seed/efsray time >= 30)",
+            "ratio": s["full_read_s"] / e["full_read_s"],
+            "threshold": 30,
+        }
+    )
     for g in out:
         g["met"] = g["ratio"] >= g.get("threshold", 1.0)
     return out
@@ -334,8 +362,12 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="efsray-bench-"))
     try:
         systems = run(args.rows, args.appends, args.reps, work, with_arctic)
-        result: dict[str, Any] = {"rows": args.rows, "appends": args.appends,
-                                  "systems": systems, "goals": goals(systems)}  # fmt: skip
+        result: dict[str, Any] = {
+            "rows": args.rows,
+            "appends": args.appends,
+            "systems": systems,
+            "goals": goals(systems),
+        }
         if not args.no_strace and shutil.which("strace"):
             result["history"] = history_scaling(work)
         out = write_results("market_data", result, markdown(result))

@@ -14,8 +14,16 @@ def write_vendor_csv(path: Path) -> None:
     frame["timestamp"] = (
         frame["timestamp"].dt.tz_convert("America/New_York").dt.strftime("%m/%d/%Y %H:%M:%S")
     )
-    frame.rename(columns={"timestamp": "Date", "open": "Open", "high": "High", "low": "Low",
-                          "close": "Close", "volume": "Vol"}).to_csv(path, index=False)  # fmt: skip
+    frame.rename(
+        columns={
+            "timestamp": "Date",
+            "open": "Open",
+            "high": "High",
+            "low": "Low",
+            "close": "Close",
+            "volume": "Vol",
+        }
+    ).to_csv(path, index=False)
 
 
 def test_init_ingest_show_ls_history_compact(cli, tmp_path: Path) -> None:
@@ -32,9 +40,24 @@ def test_init_ingest_show_ls_history_compact(cli, tmp_path: Path) -> None:
 
     vendor = tmp_path / "vendor.csv"
     write_vendor_csv(vendor)
-    res = cli("data", "ingest", vendor, "-s", "MSFT", "-t", "1m", "--root", root,
-              "--map", "Date=timestamp", "--tz", "America/New_York",
-              "--timestamp-format", "%m/%d/%Y %H:%M:%S", "--json")  # fmt: skip
+    res = cli(
+        "data",
+        "ingest",
+        vendor,
+        "-s",
+        "MSFT",
+        "-t",
+        "1m",
+        "--root",
+        root,
+        "--map",
+        "Date=timestamp",
+        "--tz",
+        "America/New_York",
+        "--timestamp-format",
+        "%m/%d/%Y %H:%M:%S",
+        "--json",
+    )
     assert res.code == 0, res.err
     shown = cli("data", "show", "MSFT", "1m", "--root", root, "--json", "-n", "1").json()
     assert shown[0]["timestamp"] == batch(0, 30).column("timestamp")[-1].as_py().isoformat()
@@ -48,8 +71,21 @@ def test_init_ingest_show_ls_history_compact(cli, tmp_path: Path) -> None:
     assert [(s["symbol"], s["rows"]) for s in listed] == [("AAPL", 200), ("MSFT", 30)]
     table = cli("data", "show", "AAPL", "1m", "--root", root, "--tail", "5")
     assert table.code == 0 and "AAPL/1m v2: 5 of 200 bars" in table.out
-    ranged = cli("data", "show", "AAPL", "1m", "--root", root, "--json", "--columns", "close",
-                 "--start", str(batch(0).column("timestamp")[10]), "--version", "1")  # fmt: skip
+    ranged = cli(
+        "data",
+        "show",
+        "AAPL",
+        "1m",
+        "--root",
+        root,
+        "--json",
+        "--columns",
+        "close",
+        "--start",
+        str(batch(0).column("timestamp")[10]),
+        "--version",
+        "1",
+    )
     assert len(ranged.json()) == 90 and set(ranged.json()[0]) == {"timestamp", "close"}
     csv = cli("data", "show", "AAPL", "1m", "--root", root, "--csv", "-n", "3")
     assert csv.out.splitlines()[0].startswith('"timestamp"') and len(csv.out.splitlines()) == 4
@@ -68,8 +104,16 @@ def test_errors_are_messages_with_exit_codes(cli, tmp_path: Path) -> None:
     missing = cli("data", "show", "NOPE", "1m", "--root", root)
     assert missing.code == 3 and "no market data for NOPE/1m" in missing.err
     bad = tmp_path / "bad.csv"
-    pd.DataFrame({"timestamp": ["2024-01-01"], "open": [1.0], "high": [0.5], "low": [0.9],
-                  "close": [1.0], "volume": [1.0]}).to_csv(bad, index=False)  # fmt: skip
+    pd.DataFrame(
+        {
+            "timestamp": ["2024-01-01"],
+            "open": [1.0],
+            "high": [0.5],
+            "low": [0.9],
+            "close": [1.0],
+            "volume": [1.0],
+        }
+    ).to_csv(bad, index=False)
     res = cli("data", "ingest", bad, "-s", "AAPL", "-t", "1m", "--root", root)
     assert res.code == 2 and "high below max(open, close)" in res.err
     assert "Traceback" not in res.err

@@ -136,8 +136,16 @@ def test_every_input_shape_normalizes_the_same(data) -> None:
 
 
 def test_single_bar_dict() -> None:
-    out = normalize_bars({"timestamp": "2024-01-01T00:00:00Z", "open": 1, "high": 2, "low": 0.5,
-                          "close": 1.5, "volume": 3})  # fmt: skip
+    out = normalize_bars(
+        {
+            "timestamp": "2024-01-01T00:00:00Z",
+            "open": 1,
+            "high": 2,
+            "low": 0.5,
+            "close": 1.5,
+            "volume": 3,
+        }
+    )
     assert out.num_rows == 1
 
 
@@ -157,9 +165,16 @@ def test_timezones_and_epochs() -> None:
 
 def test_vendor_columns_and_extras() -> None:
     frame = pd.DataFrame(
-        {"Date": ["2024-01-02", "2024-01-01"], "Open": [1.0, 1.0], "High": [2.0, 2.0],
-         "Low": [0.5, 0.5], "Close": [1.5, 1.5], "Vol": [1, 2], "VWAP": [1.2, None]}
-    )  # fmt: skip
+        {
+            "Date": ["2024-01-02", "2024-01-01"],
+            "Open": [1.0, 1.0],
+            "High": [2.0, 2.0],
+            "Low": [0.5, 0.5],
+            "Close": [1.5, 1.5],
+            "Vol": [1, 2],
+            "VWAP": [1.2, None],
+        }
+    )
     out = normalize_bars(frame)
     assert out.column_names == ["timestamp", "open", "high", "low", "close", "volume", "vwap"]
     assert out.column("volume").to_pylist() == [2.0, 1.0]  # sorted by time
@@ -190,8 +205,16 @@ def bar_rows(draw):
         lo = draw(price) if corrupt else min(o, c) - draw(st.floats(0, min(o, c) / 2))
         v = draw(anything if corrupt else finite)
         minute = draw(st.integers(0, 20))
-        rows.append({"timestamp": _T + pd.Timedelta(minutes=minute), "open": o, "high": h,
-                     "low": lo, "close": c, "volume": v})  # fmt: skip
+        rows.append(
+            {
+                "timestamp": _T + pd.Timedelta(minutes=minute),
+                "open": o,
+                "high": h,
+                "low": lo,
+                "close": c,
+                "volume": v,
+            }
+        )
     return rows
 
 

@@ -93,5 +93,7 @@ def test_sigkill_writers_never_tear_and_never_lose_commits(tmp_path: Path) -> No
     # Debris of the killed writers is only ever temporary files or unreferenced segments.
     series = store.layout.series_dir("SPY", "1m")
     leftovers = [p for p in series.rglob("*") if p.is_file() and is_temp_name(p.name)]
-    print(f"{KILLS} kills, {len(acknowledged)} acknowledged appends, {reads} clean reads, "
-          f"{len(leftovers)} temporary files left for cleanup")  # fmt: skip
+    print(
+        f"{KILLS} kills, {len(acknowledged)} acknowledged appends, {reads} clean reads, "
+        f"{len(leftovers)} temporary files left for cleanup"
+    )

@@ -207,9 +207,14 @@ def test_seed_face(tmp_path: Path) -> None:
         await manager.initialize_efs_structure()  # idempotent
         location = await manager.save_market_data("AAPL", "1m", batch(0).to_pylist())
         await manager.save_market_data("AAPL", "1m", batch(1).to_pandas())
-        await manager.save_market_data("AAPL", "1m", {k: v.to_pylist() for k, v in
-                                                      zip(batch(2).column_names, batch(2).columns,
-                                                          strict=True)})  # fmt: skip
+        await manager.save_market_data(
+            "AAPL",
+            "1m",
+            {
+                k: v.to_pylist()
+                for k, v in zip(batch(2).column_names, batch(2).columns, strict=True)
+            },
+        )
         newest = await manager.load_market_data("AAPL", "1m", limit=150)
         missing = await manager.load_market_data("MSFT", "1m")
         return location, newest, missing
@@ -229,4 +234,4 @@ def test_seed_face(tmp_path: Path) -> None:
         "results/performance",
         "logs",
     ):
-        assert (tmp_path / "efs" / sub).is_dir()  # fmt: skip
+        assert (tmp_path / "efs" / sub).is_dir()

@@ -13,9 +13,29 @@ from efsray.store import Store, validate_name
 
 @pytest.mark.parametrize(
     "bad",
-    ["../x", "..", ".", "a/b", "a\\b", "", "\x00", "AAPL\x00", "x" * 300, "x" * 129, ".hidden",
-     "-rf", "a b", "sym\n", "é", "a:b", "/abs", "~root", "a*", "$HOME"],
-)  # fmt: skip
+    [
+        "../x",
+        "..",
+        ".",
+        "a/b",
+        "a\\b",
+        "",
+        "\x00",
+        "AAPL\x00",
+        "x" * 300,
+        "x" * 129,
+        ".hidden",
+        "-rf",
+        "a b",
+        "sym\n",
+        "é",
+        "a:b",
+        "/abs",
+        "~root",
+        "a*",
+        "$HOME",
+    ],
+)
 def test_bad_names_are_refused(bad: str) -> None:
     with pytest.raises(InvalidNameError) as info:
         validate_name("symbol", bad)
@@ -61,5 +81,9 @@ def test_store_refuses_bad_names_and_writes_nothing(tmp_path: Path, bad: str) ->
         store.market.append("AAPL", bad, batch(0))
     assert store.market.list_series() == []
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
-        ".efsray-store.json", "logs", "market_data", "models", "results"
-    ]  # fmt: skip
+        ".efsray-store.json",
+        "logs",
+        "market_data",
+        "models",
+        "results",
+    ]

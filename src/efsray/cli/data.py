@@ -100,13 +100,20 @@ def ingest_cmd(
     mapping = _parse_map(column_map or [])
     table = _read_file(file, quiet=json_out)
     store = _open(root, env_file, create=True)
-    with console.status(f"validating and committing {table.num_rows:,} bars", spinner="dots") if (
-        not json_out
-    ) else _Null():  # fmt: skip
+    with (
+        console.status(f"validating and committing {table.num_rows:,} bars", spinner="dots")
+        if (not json_out)
+        else _Null()
+    ):
         info = store.market.append(
-            symbol, timeframe, table, column_map=mapping, naive_tz=tz,
-            timestamp_unit=timestamp_unit, timestamp_format=timestamp_format,
-        )  # fmt: skip
+            symbol,
+            timeframe,
+            table,
+            column_map=mapping,
+            naive_tz=tz,
+            timestamp_unit=timestamp_unit,
+            timestamp_format=timestamp_format,
+        )
     if json_out:
         print_json(info)
         return
@@ -148,9 +155,13 @@ def _read_file(path: Path, *, quiet: bool) -> pa.Table:
     name = path.name.lower()
     size = path.stat().st_size
     progress = Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TimeRemainingColumn(), console=err_console, disable=quiet or size < 8 << 20,
-    )  # fmt: skip
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=quiet or size < 8 << 20,
+    )
     batches = []
     try:
         with progress:
@@ -196,11 +207,13 @@ def show_cmd(
     store = _open(root, env_file)
     cols = [c.strip() for c in columns.split(",")] if columns else None
     if start is None and end is None:
-        table = store.market.tail(symbol, timeframe, 20 if tail is None else tail, columns=cols,
-                                  version=version)  # fmt: skip
+        table = store.market.tail(
+            symbol, timeframe, 20 if tail is None else tail, columns=cols, version=version
+        )
     else:
-        table = store.market.read(symbol, timeframe, start=start, end=end, columns=cols,
-                                  version=version)  # fmt: skip
+        table = store.market.read(
+            symbol, timeframe, start=start, end=end, columns=cols, version=version
+        )
         if tail is not None:
             table = table.slice(max(0, table.num_rows - tail))
     if csv_out:
@@ -214,8 +227,9 @@ def show_cmd(
         print_json(table.to_pylist())
         return
     info = store.market.info(symbol, timeframe, version=version)
-    view = Table(title=f"{symbol}/{timeframe} v{info.version}: {table.num_rows:,} of "
-                       f"{info.rows:,} bars")  # fmt: skip
+    view = Table(
+        title=f"{symbol}/{timeframe} v{info.version}: {table.num_rows:,} of {info.rows:,} bars"
+    )
     for name in table.column_names:
         view.add_column(name, justify="left" if name == "timestamp" else "right")
     for row in table.to_pylist():
@@ -243,11 +257,20 @@ def ls_cmd(root: RootOpt = None, env_file: EnvFileOpt = None, json_out: JsonOpt 
         return
     view = Table(title="market data")
     for col in ("symbol", "timeframe", "version", "bars", "from", "to", "segments", "size"):
-        view.add_column(col, justify="right" if col in ("version", "bars", "segments", "size")
-                        else "left")  # fmt: skip
+        view.add_column(
+            col, justify="right" if col in ("version", "bars", "segments", "size") else "left"
+        )
     for i in infos:
-        view.add_row(i.symbol, i.timeframe, str(i.version), f"{i.rows:,}", _fmt(i.start),
-                     _fmt(i.end), str(i.segments), _size(i.bytes))  # fmt: skip
+        view.add_row(
+            i.symbol,
+            i.timeframe,
+            str(i.version),
+            f"{i.rows:,}",
+            _fmt(i.start),
+            _fmt(i.end),
+            str(i.segments),
+            _size(i.bytes),
+        )
     console.print(view)
 
 
@@ -279,9 +302,14 @@ def history_cmd(
         view.add_column(col)
     for h in history:
         view.add_row(
-            str(h.version), h.committed_at[:19].replace("T", " "), h.operation, f"{h.rows:,}",
-            f"{h.rows_written:,}", f"{h.rows_replaced:,}", h.writer,
-        )  # fmt: skip
+            str(h.version),
+            h.committed_at[:19].replace("T", " "),
+            h.operation,
+            f"{h.rows:,}",
+            f"{h.rows_written:,}",
+            f"{h.rows_replaced:,}",
+            h.writer,
+        )
     console.print(view)
 
 
@@ -309,5 +337,7 @@ def compact_cmd(
     if not done:
         console.print("nothing to compact")
     for info in done:
-        console.print(f"{info.symbol}/{info.timeframe}: version {info.version}, "
-                      f"{info.rows:,} bars in {info.segments} segment(s)")  # fmt: skip
+        console.print(
+            f"{info.symbol}/{info.timeframe}: version {info.version}, "
+            f"{info.rows:,} bars in {info.segments} segment(s)"
+        )

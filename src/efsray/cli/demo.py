@@ -45,11 +45,16 @@ def demo_cmd(
         close = 100.0 * np.exp(np.cumsum(returns))
         open_ = np.r_[close[0], close[:-1]]
         spread = np.abs(rng.normal(0, 0.002, n)) * close
-        frame = pd.DataFrame({
-            "timestamp": index, "open": open_, "high": np.maximum(open_, close) + spread,
-            "low": np.minimum(open_, close) - spread, "close": close,
-            "volume": rng.integers(1_000, 50_000, n).astype(float),
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                "timestamp": index,
+                "open": open_,
+                "high": np.maximum(open_, close) + spread,
+                "low": np.minimum(open_, close) - spread,
+                "close": close,
+                "volume": rng.integers(1_000, 50_000, n).astype(float),
+            }
+        )
         commits.append(store.market.append(f"SYM{k:02d}", "1h", frame))
     infos = store.market.infos()
     if json_out:

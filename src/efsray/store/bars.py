@@ -36,12 +36,21 @@ __all__ = ["CORE_COLUMNS", "PRICE_COLUMNS", "TIMESTAMP_TYPE", "normalize_bars", 
 TIMESTAMP_TYPE = pa.timestamp("ns", tz="UTC")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 CORE_COLUMNS = ("timestamp", *PRICE_COLUMNS, "volume")
-_ALIASES = {"ts": "timestamp", "time": "timestamp", "date": "timestamp", "datetime": "timestamp",
-            "vol": "volume"}  # fmt: skip
+_ALIASES = {
+    "ts": "timestamp",
+    "time": "timestamp",
+    "date": "timestamp",
+    "datetime": "timestamp",
+    "vol": "volume",
+}
 _UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 # Inclusive-exclusive magnitude bands for inferring an integer epoch's unit (1973-5138 AD).
-_UNIT_BANDS = (("s", 10**8, 10**11), ("ms", 10**11, 10**14), ("us", 10**14, 10**17),
-               ("ns", 10**17, 10**20))  # fmt: skip
+_UNIT_BANDS = (
+    ("s", 10**8, 10**11),
+    ("ms", 10**11, 10**14),
+    ("us", 10**14, 10**17),
+    ("ns", 10**17, 10**20),
+)
 _EXTRA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 

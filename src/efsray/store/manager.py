@@ -76,9 +76,12 @@ class EFSDataManager:
         """
         info = await asyncio.to_thread(self.store.market.append, symbol, timeframe, data)
         self.logger.info(
-            "saved %d bars of %s/%s as version %d", info.rows_written, symbol, timeframe,
+            "saved %d bars of %s/%s as version %d",
+            info.rows_written,
+            symbol,
+            timeframe,
             info.version,
-        )  # fmt: skip
+        )
         return info.manifest
 
     async def load_market_data(

@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import time
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, Ver
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, ensure_dir, fsync_dir
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, fsync_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -163,13 +162,13 @@ class MarketDataStore:
         self.merge_factor = merge_factor
         self.max_segment_rows = max_segment_rows
         self.auto_compact = auto_compact
-        self._cache: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+        self._cache = ManifestCache(_MANIFEST_CACHE)
 
     # --- paths and manifests -------------------------------------------------------------
 
     def _series(self, symbol: str, timeframe: str) -> tuple[Path, VersionLog]:
         directory = self.layout.series_dir(symbol, timeframe)
-        return directory, VersionLog(directory, f"series {symbol}/{timeframe}")
+        return directory, VersionLog(directory, f"series {symbol}/{timeframe}", self._cache)
 
     def _manifest(
         self, symbol: str, timeframe: str, version: int | None
@@ -182,25 +181,17 @@ class MarketDataStore:
                     f"no market data for {symbol}/{timeframe} in {self.layout.root}; "
                     "`efsray data ls` lists what is stored"
                 )
-            version, manifest = found
-            self._remember(directory, version, manifest)
-            return directory, version, manifest
+            return directory, *found
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise InvalidDataError(f"version must be a positive integer, got {version!r}")
-        cached = self._cache.get((directory, version))
-        if cached is not None:
-            self._cache.move_to_end((directory, version))
-            return directory, version, cached
-        if not vlog.exists():
-            raise NotFoundError(f"no market data for {symbol}/{timeframe} in {self.layout.root}")
-        manifest = vlog.read(version)
-        self._remember(directory, version, manifest)
-        return directory, version, manifest
-
-    def _remember(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
-        self._cache[(directory, version)] = manifest
-        if len(self._cache) > _MANIFEST_CACHE:
-            self._cache.popitem(last=False)
+        try:
+            return directory, version, vlog.read(version)
+        except VersionNotFoundError:
+            if not vlog.exists():
+                raise NotFoundError(
+                    f"no market data for {symbol}/{timeframe} in {self.layout.root}"
+                ) from None
+            raise
 
     @staticmethod
     def _segments(manifest: dict[str, Any] | None) -> list[Segment]:
@@ -290,7 +281,6 @@ class MarketDataStore:
             return None  # only compact declines
         version, manifest = committed
         pending.discard_unused(seg_dir, (s["file"] for s in manifest["segments"]))
-        self._remember(directory, version, manifest)
         return CommitInfo(
             symbol=symbol,
             timeframe=timeframe,

@@ -47,6 +47,7 @@ import random
 import secrets
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +64,7 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "TEMP_PREFIX",
+    "ManifestCache",
     "VersionLog",
     "atomic_write",
     "create_exclusive",
@@ -291,18 +293,40 @@ def read_bytes(path: Path) -> bytes:
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
 
 
+class ManifestCache:
+    """Committed manifests already read, by (log directory, version). A committed version
+    never changes, so an entry never goes stale; the cache only saves round trips."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+
+    def get(self, directory: Path, version: int) -> dict[str, Any] | None:
+        manifest = self._entries.get((directory, version))
+        if manifest is not None:
+            self._entries.move_to_end((directory, version))
+        return manifest
+
+    def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
+        self._entries[(directory, version)] = manifest
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
 class VersionLog:
     """A linear, gap-free history of JSON manifests, committed without locks.
 
     ``directory`` holds ``HEAD`` and ``versions/``. Versions start at 1. ``kind`` names what
-    the log versions ("series AAPL/1m") for error messages.
+    the log versions ("series AAPL/1m") for error messages. ``cache`` (shared by the logs of
+    one store) remembers manifests already read.
     """
 
-    def __init__(self, directory: Path, kind: str) -> None:
+    def __init__(self, directory: Path, kind: str, cache: ManifestCache | None = None) -> None:
         self.directory = directory
         self.kind = kind
         self._head = directory / "HEAD"
         self._versions = directory / "versions"
+        self._cache = cache
 
     def path(self, version: int) -> Path:
         return self._versions / f"{version // _SHARD:06d}" / f"v{version:012d}.json"
@@ -316,6 +340,9 @@ class VersionLog:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
         if version < 1:
             raise VersionNotFoundError(f"{self.kind} has no version {version}; versions start at 1")
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             raw = read_bytes(self.path(version))
         except FileNotFoundError:
@@ -324,6 +351,10 @@ class VersionLog:
                 "retention); `history` lists the versions that exist"
             ) from None
         return self._parse(version, raw)
+
+    def remember(self, version: int, manifest: dict[str, Any]) -> None:
+        if self._cache is not None:
+            self._cache.put(self.directory, version, manifest)
 
     def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
         try:
@@ -338,9 +369,13 @@ class VersionLog:
                 f"manifest {self.path(version)} of {self.kind} does not describe version "
                 f"{version}; it was damaged or moved: restore it from a backup"
             )
+        self.remember(version, manifest)
         return manifest
 
     def _try_read(self, version: int) -> dict[str, Any] | None:
+        cached = self._cache.get(self.directory, version) if self._cache else None
+        if cached is not None:
+            return cached
         try:
             return self._parse(version, read_bytes(self.path(version)))
         except FileNotFoundError:
@@ -444,6 +479,7 @@ class VersionLog:
                     time.sleep(random.uniform(0, min(0.05, 0.001 * losses)))  # noqa: S311
                 continue
             self._write_head(version)
+            self.remember(version, manifest)
             return version, manifest
         raise CommitConflictError(
             f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "

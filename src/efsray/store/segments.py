@@ -40,13 +40,19 @@ class Segment:
     ts_max: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "rows": self.rows, "bytes": self.bytes,
-                "ts_min": self.ts_min, "ts_max": self.ts_max}  # fmt: skip
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "ts_min": self.ts_min,
+            "ts_max": self.ts_max,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
-        return cls(str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]),
-                   int(d["ts_max"]))  # fmt: skip
+        return cls(
+            str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]), int(d["ts_max"])
+        )
 
     def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
         return (start_ns is None or self.ts_max >= start_ns) and (
@@ -143,8 +149,9 @@ def read_range(
     if len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES:
         # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         with ThreadPoolExecutor(min(_READ_THREADS, len(chosen))) as pool:
-            parts = list(pool.map(lambda s: _decode(directory, s, columns, start_ns, end_ns),
-                                  chosen))  # fmt: skip
+            parts = list(
+                pool.map(lambda s: _decode(directory, s, columns, start_ns, end_ns), chosen)
+            )
     else:  # small reads: thread hand-offs would cost more than they save
         parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
     return _conform(parts, schema, columns)
