@@ -59,8 +59,11 @@ def fill(url: str, rows: int) -> None:
 
 
 def psql(url: str, command: str) -> None:
-    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", command],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", command],
+        check=True,
+        capture_output=True,
+    )
 
 
 def main() -> int:

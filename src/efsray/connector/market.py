@@ -322,8 +322,9 @@ def _import_series(
     if new.num_rows == 0:
         return SeriesResult(symbol, timeframe, rows, 0, None)
     info = store.market.append(symbol, timeframe, new)
-    log.info("imported %d new bars of %s/%s (version %d)", new.num_rows, symbol, timeframe,
-             info.version)  # fmt: skip
+    log.info(
+        "imported %d new bars of %s/%s (version %d)", new.num_rows, symbol, timeframe, info.version
+    )
     return SeriesResult(symbol, timeframe, rows, new.num_rows, info.version)
 
 
@@ -467,8 +468,14 @@ def export_series(
             "updated_at = now()",
             (sid, stream, json.dumps(new_position)),
         )
-    log.info("exported %s/%s v%d: %d bars sent, %d changed", symbol, timeframe, info.version,
-             bars.num_rows, changed)  # fmt: skip
+    log.info(
+        "exported %s/%s v%d: %d bars sent, %d changed",
+        symbol,
+        timeframe,
+        info.version,
+        bars.num_rows,
+        changed,
+    )
     return SeriesResult(symbol, timeframe, bars.num_rows, changed, info.version)
 
 

@@ -192,8 +192,9 @@ class SyncService:
     def start_http(self) -> tuple[str, int]:
         """Bind the health endpoint (port 0: any free port); returns (host, port)."""
         try:
-            server = ThreadingHTTPServer((self.config.host, self.config.port),
-                                         _handler(self.health))  # fmt: skip
+            server = ThreadingHTTPServer(
+                (self.config.host, self.config.port), _handler(self.health)
+            )
         except OSError as exc:
             raise EfsrayError(
                 f"cannot serve health on {self.config.host}:{self.config.port}: {exc}; "
@@ -265,8 +266,9 @@ class SyncService:
                         # and fails fast while it is away, instead of waiting on the pool.
                         db.close()
                         db = syncer = None
-                    log.warning("sync failed (%d in a row), retrying in %.1f s: %s",
-                                failures, wait, exc)  # fmt: skip
+                    log.warning(
+                        "sync failed (%d in a row), retrying in %.1f s: %s", failures, wait, exc
+                    )
                 self._stop.wait(wait)
         finally:
             self.health.set_state("stopped")
