@@ -18,7 +18,6 @@ from efsray.connector.catalog import (
     sync_checkpoints,
     sync_runs,
 )
-from efsray.errors import InvalidDataError
 
 pytestmark = pytest.mark.postgres
 
@@ -104,14 +103,15 @@ def test_runs_sync_is_batched_idempotent_and_incremental(db: Database, pg_url: s
     assert len(_runs_table(pg_url)) == 1235
 
 
-def test_a_bad_record_fails_before_its_batch_is_sent(db: Database, pg_url: str) -> None:
+def test_a_bad_record_is_skipped_and_reported(db: Database, pg_url: str) -> None:
     source = ListRuns([_run(1), _run(2, metrics={"bad": object()})])
-    with pytest.raises(InvalidDataError, match="run-0002"):
-        sync_runs(db, source, "s", batch_size=10)
-    assert _runs_table(pg_url) == []
+    report = sync_runs(db, source, "s", batch_size=10)
+    assert report.rows_changed == 1 and len(report.rejected) == 1
+    assert "run-0002" in report.rejected[0]
+    assert [r[0] for r in _runs_table(pg_url)] == ["run-0001"]
     naive = ListRuns([_run(3, created_at=dt.datetime(2024, 1, 1))])
-    with pytest.raises(InvalidDataError, match="naive"):
-        sync_runs(db, naive, "s")
+    report = sync_runs(db, naive, "other-store")
+    assert report.rows_changed == 0 and "naive" in report.rejected[0]
 
 
 def test_checkpoints_and_moving_aliases(db: Database, pg_url: str) -> None:

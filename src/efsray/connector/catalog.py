@@ -8,8 +8,10 @@ on how the store lays results out:
 - a :class:`CheckpointSource` yields :class:`CheckpointRecord` (``model_id`` + ``version``,
   ``created_at``) and the current aliases.
 
-Rows are upserted in batches (``INSERT ... ON CONFLICT DO UPDATE ... WHERE IS DISTINCT
-FROM``: a row that did not change is not touched, so a second sync changes nothing). The
+Records that are not JSON-safe or have a naive ``created_at`` are skipped, logged and
+reported (``rejected``); the rest go on. Rows are upserted in batches (``INSERT ... ON
+CONFLICT DO UPDATE ... WHERE IS DISTINCT FROM``: a row that did not change is not touched,
+so a second sync changes nothing). The
 watermark (the newest ``created_at`` synced) is stored in ``efsray.sync_state`` after the
 last batch; the next sync asks the source for records from ``watermark - lookback`` on, the
 lookback covering NFS directory caching (a new file on another host can stay invisible for
@@ -109,6 +111,7 @@ class CatalogReport:
     watermark_after: dt.datetime | None
     seconds: float
     aliases_changed: int = 0
+    rejected: tuple[str, ...] = ()
 
 
 def _json(value: Mapping[str, Any], what: str, key: str) -> str:
@@ -231,24 +234,35 @@ def _sync_stream(
     to_row: Any,
     batch_size: int,
     lookback: dt.timedelta,
-) -> tuple[int, int, dt.datetime | None, dt.datetime | None]:
+) -> tuple[int, int, dt.datetime | None, dt.datetime | None, tuple[str, ...]]:
     with db.connection() as conn:
         before = _read_watermark(conn, store_key, stream)
     since = None if before is None else before - lookback
     seen = changed = 0
     newest = before
+    rejected: list[str] = []
     for batch in _batches(records(since), batch_size):
-        rows = [to_row(item) for item in batch]  # validate the whole batch before sending
-        with db.connection() as conn, conn.cursor() as cur:
-            cur.executemany(statement, rows)
-            changed += max(cur.rowcount, 0)
+        rows, accepted = [], []
+        for item in batch:  # validate the whole batch before sending any of it
+            try:
+                rows.append(to_row(item))
+                accepted.append(item)
+            except InvalidDataError as exc:
+                # One bad record must not stop the sync of every other one forever.
+                log.error("not syncing %s: %s", stream, exc)
+                rejected.append(str(exc))
+        if rows:
+            with db.connection() as conn, conn.cursor() as cur:
+                cur.executemany(statement, rows)
+                changed += max(cur.rowcount, 0)
         seen += len(batch)
-        top = max(item.created_at for item in batch)
-        newest = top if newest is None or top > newest else newest
+        if accepted:
+            top = max(item.created_at for item in accepted)
+            newest = top if newest is None or top > newest else newest
     if newest is not None and newest != before:
         with db.connection() as conn:
             _write_watermark(conn, store_key, stream, newest)
-    return seen, changed, before, newest
+    return seen, changed, before, newest, tuple(rejected)
 
 
 def sync_runs(
@@ -261,11 +275,11 @@ def sync_runs(
 ) -> CatalogReport:
     """Upsert the source's backtest runs into ``efsray.backtest_runs``."""
     start = time.perf_counter()
-    seen, changed, before, after = _sync_stream(
+    seen, changed, before, after, rejected = _sync_stream(
         db, store_key, "runs", source.iter_runs, _UPSERT_RUN, _run_row, batch_size, lookback
     )
     seconds = round(time.perf_counter() - start, 6)
-    return CatalogReport("runs", seen, changed, before, after, seconds)
+    return CatalogReport("runs", seen, changed, before, after, seconds, rejected=rejected)
 
 
 def sync_checkpoints(
@@ -278,7 +292,7 @@ def sync_checkpoints(
 ) -> CatalogReport:
     """Upsert the checkpoint catalog and make the database's aliases the source's."""
     start = time.perf_counter()
-    seen, changed, before, after = _sync_stream(
+    seen, changed, before, after, rejected = _sync_stream(
         db,
         store_key,
         "checkpoints",
@@ -298,6 +312,7 @@ def sync_checkpoints(
         after,
         round(time.perf_counter() - start, 6),
         alias_changes,
+        rejected,
     )
 
 
