@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -239,12 +239,15 @@ def import_market_data(
     *,
     symbols: Sequence[str] | None = None,
     flush_rows: int = 2_000_000,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ImportReport:
     """Bring the store up to date with ``efsray.market_bars`` (all symbols, or ``symbols``).
 
     Bars that fail validation reject their series' chunk (reported in ``rejected``; fix the
     rows in the database and the next import takes them, since updating them changes their
     txid). The watermark moves only after every accepted series is committed.
+    ``should_stop`` is checked between series: when it says so, the import ends early
+    without moving the watermark (the next run picks up from there; nothing is lost).
     """
     start = time.perf_counter()
     selection = "*" if symbols is None else ",".join(sorted(set(symbols)))
@@ -269,6 +272,8 @@ def import_market_data(
     # from the database (both mostly release the GIL). At most one write is in flight.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efsray-import")
     in_flight: Future[SeriesResult] | None = None
+    stopped = False
+    stream = _arrow_batches(db.conninfo, db.config.dsn, query)
 
     def flush() -> None:
         nonlocal pending, pending_rows, in_flight
@@ -279,23 +284,36 @@ def import_market_data(
         pending, pending_rows = [], 0
 
     try:
-        for batch in _arrow_batches(db.conninfo, db.config.dsn, query):
+        for batch in stream:
             for symbol, timeframe, a, b in _runs(batch):
                 if (symbol, timeframe) != key:
                     flush()
+                    if should_stop():
+                        stopped = True
+                        break
                     key = (symbol, timeframe)
                 pending.append(batch.slice(a, b - a))
                 pending_rows += b - a
                 if pending_rows >= flush_rows:
                     flush()
-        flush()
+            if stopped:
+                break
+        if not stopped:
+            flush()
         if in_flight is not None:
             results.append(in_flight.result())
     finally:
+        stream.close()  # ends the query and closes its connection, also when stopped early
         writer.shutdown(wait=True)  # never leave a write running behind our back
     merged = _merge_results(results)
     read = sum(r.rows_read for r in merged)
-    mark.write(horizon, read)
+    if stopped:
+        log.info(
+            "import stopped early after %d series; the watermark stays at %d", len(merged), since
+        )
+        horizon = since
+    else:
+        mark.write(horizon, read)
     return ImportReport(
         rows_read=read,
         rows_written=sum(r.rows_written for r in merged),
@@ -384,6 +402,7 @@ def export_market_data(
     symbols: Iterable[str] | str,
     *,
     timeframes: Iterable[str] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ExportReport:
     """Export the store's series of ``symbols`` ("*" for all) to ``efsray.market_bars``."""
     start = time.perf_counter()
@@ -399,6 +418,8 @@ def export_market_data(
             continue
         if wanted_tf is not None and timeframe not in wanted_tf:
             continue
+        if should_stop():
+            break  # each series is its own transaction: stopping between them is safe
         results.append(export_series(db, store, symbol, timeframe, store_key=sid))
     return ExportReport(
         rows_sent=sum(r.rows_read for r in results),

@@ -140,10 +140,15 @@ class Syncer:
         if self.import_market:
             symbols = self.import_symbols
             imported = import_market_data(
-                self.db, self.store, symbols=None if symbols in (None, "*") else list(symbols)
+                self.db,
+                self.store,
+                symbols=None if symbols in (None, "*") else list(symbols),
+                should_stop=should_stop,
             )
         if self.export_symbols and not should_stop():
-            exported = export_market_data(self.db, self.store, self.export_symbols)
+            exported = export_market_data(
+                self.db, self.store, self.export_symbols, should_stop=should_stop
+            )
         if self.runs is not None and not should_stop():
             runs = sync_runs(self.db, self.runs, self._store_key)
         if self.checkpoints is not None and not should_stop():
