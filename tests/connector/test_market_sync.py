@@ -152,14 +152,14 @@ def test_sub_microsecond_timestamps_are_refused_on_export(db: Database, tmp_path
 SERIES, ROWS = 60, 3000
 
 
-def _fill_database(url: str) -> None:
+def _fill_database(url: str, series: int = SERIES, rows: int = ROWS) -> None:
     with psycopg.connect(url) as conn:
         conn.execute(
             "insert into efsray.market_bars (symbol, timeframe, ts, open, high, low, close, volume)"
             " select 'S' || lpad(s::text, 3, '0'), '1m',"
             " timestamptz '2024-01-01' + i * interval '1 minute',"
             " 100 + i % 7, 108, 99, 100 + i % 5, i"
-            f" from generate_series(1, {SERIES}) s, generate_series(0, {ROWS - 1}) i"
+            f" from generate_series(1, {series}) s, generate_series(0, {rows - 1}) i"
         )
 
 
@@ -289,3 +289,20 @@ def test_import_of_chosen_symbols_keeps_its_own_watermark(db: Database, tmp_path
     assert dst.market.list_series() == [("AAA", "1m")]
     assert import_market_data(db, dst).rows_written == 20 - 10  # AAA compares equal
     assert isinstance(dst.market.read("BBB", "1m"), pa.Table)
+
+
+def test_a_stopped_import_keeps_its_watermark(db: Database, pg_url: str, tmp_path: Path) -> None:
+    _fill_database(pg_url, series=6, rows=500)
+    store = Store(tmp_path / "s")
+    asked = []
+
+    def stop_after_two() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    first = import_market_data(db, store, should_stop=stop_after_two)
+    assert len(first.series) == 2 and first.watermark_after == first.watermark_before == 0
+    assert not list((tmp_path / "s" / "market_data" / "sync").glob("neon-*.json"))
+    rest = import_market_data(db, store)
+    assert rest.rows_written == (6 - 2) * 500 and rest.watermark_after > 0
+    assert len(store.market.list_series()) == 6
