@@ -160,6 +160,12 @@ def test_database_restart_during_the_loop_then_sigterm(
     assert up["consecutive_failures"] == 0 and up["failures_total"] >= 2
     assert up["totals"]["bars_imported"] >= 1 and up["lag_seconds"] is not None
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert "efsray_sync_up 1.0" in metrics
+    assert 'efsray_sync_rows_total{kind="bars_imported"}' in metrics
+    assert "efsray_sync_failures_total" in metrics
+
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(60) == 0
     svc._reader.join(10)

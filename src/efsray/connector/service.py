@@ -2,7 +2,8 @@
 
 It migrates the schema at start, then runs a sync cycle every ``interval`` seconds. Its
 health and last-sync figures are served as JSON over HTTP (``GET /health``; 200 while the
-last attempt succeeded, 503 while failing), bound to 127.0.0.1 unless told otherwise.
+last attempt succeeded, 503 while failing) and in Prometheus' text format
+(``GET /metrics``), bound to 127.0.0.1 unless told otherwise.
 When the database goes away (a restart, a network cut) the cycle fails, the service
 retries with exponential backoff (1 s doubling to 60 s, with jitter) and resumes where it
 stopped: every step is idempotent and keeps its own watermark. ``stop()`` (SIGTERM in the
@@ -16,7 +17,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -139,13 +140,74 @@ class Health:
             }
 
 
+class _Collector:
+    """Prometheus view of a :class:`Health` (read at scrape time; no global registry)."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snap = self.health.snapshot()
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, value=float("nan") if value is None else value)
+
+        yield gauge("efsray_sync_up", "1 while the last sync attempt succeeded", snap["healthy"])
+        up = snap["database_up"]
+        yield gauge("efsray_sync_database_up", "1 if the database answered last time", up)
+        yield CounterMetricFamily("efsray_sync_cycles", "Successful sync cycles", snap["cycles"])
+        yield CounterMetricFamily(
+            "efsray_sync_failures", "Failed sync attempts", snap["failures_total"]
+        )
+        yield gauge(
+            "efsray_sync_consecutive_failures",
+            "Failed attempts since the last success",
+            snap["consecutive_failures"],
+        )
+        yield gauge(
+            "efsray_sync_lag_seconds", "Seconds since the last success", snap["lag_seconds"]
+        )
+        last = self.health.last_success_at
+        yield gauge(
+            "efsray_sync_last_success_timestamp_seconds",
+            "Unix time of the last successful cycle",
+            last.timestamp() if last else None,
+        )
+        seconds = (snap["last_sync"] or {}).get("seconds")
+        yield gauge("efsray_sync_last_cycle_seconds", "Duration of the last cycle", seconds)
+        rows = CounterMetricFamily(
+            "efsray_sync_rows", "Rows moved by the sync since start", labels=["kind"]
+        )
+        for kind, value in sorted(snap["totals"].items()):
+            if kind not in ("rows_moved", "seconds"):
+                rows.add_metric([kind], value)
+        yield rows
+
+
 def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(health))  # type: ignore[arg-type]
+
     class HealthHandler(BaseHTTPRequestHandler):
         server_version = "efsray-sync"
 
         def do_GET(self) -> None:
-            if self.path.split("?")[0] not in ("/", "/health", "/healthz"):
-                self.send_error(404, "try /health")
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                body = generate_latest(registry)
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if path not in ("/", "/health", "/healthz"):
+                self.send_error(404, "try /health or /metrics")
                 return
             body = json.dumps(health.snapshot(), indent=2).encode() + b"\n"
             self.send_response(200 if health.healthy else 503)
