@@ -31,3 +31,14 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert "RAY_HEAD_PORT" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("mypy") is None, reason="mypy is not installed (pip install mypy)")
+def test_mypy_clean() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-incremental", "src/efsray"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

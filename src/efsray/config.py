@@ -82,6 +82,34 @@ class Settings(BaseSettings):
     )
     efs_region: str | None = Field(default=None, description="Region of the file system")
 
+    # --- Mount management (efsray.mount; owned by the mount subsystem) ------------------
+    # Plain values here; EFSMountConfig.from_settings() validates them together and names
+    # the variable in its error (one source of truth for what a valid mount is).
+    efs_mount_type: Literal["nfs4", "efs"] = Field(
+        default="nfs4",
+        description="nfs4: kernel NFS client; efs: amazon-efs-utils (tls, iam, access points)",
+    )
+    efs_export_path: str = Field(default="/", description="Path inside EFS to mount, e.g. /models")
+    efs_mount_options: str | None = Field(
+        default=None,
+        description="Extra/overriding NFS options, comma-separated (e.g. timeo=300,noatime)",
+    )
+    efs_nfs_version: str = Field(default="4.1", description="NFS version: 4.1 (advised) or 4.0")
+    efs_performance_mode: str = Field(
+        default="generalPurpose", description="EFS performance mode: generalPurpose or maxIO"
+    )
+    efs_throughput_mode: str = Field(
+        default="elastic", description="EFS throughput mode: elastic, bursting or provisioned"
+    )
+    efs_tls: bool = Field(default=False, description="Encrypt in transit (mount type efs)")
+    efs_iam: bool = Field(default=False, description="IAM authorization (efs, needs EFS_TLS)")
+    efs_access_point: str | None = Field(
+        default=None, description="EFS access point id fsap-... (efs, needs EFS_TLS)"
+    )
+    efs_health_timeout: float = Field(
+        default=5.0, gt=0, le=3600, description="Seconds before `efsray health` says hung"
+    )
+
     # --- Ray ---------------------------------------------------------------------------
     ray_address: str | None = Field(
         default=None,

@@ -235,3 +235,31 @@ def test_seed_face(tmp_path: Path) -> None:
         "logs",
     ):
         assert (tmp_path / "efs" / sub).is_dir()
+
+
+def test_seed_async_methods_do_not_block_the_event_loop(tmp_path: Path) -> None:
+    manager = EFSDataManager(str(tmp_path / "efs"))
+    big = batch(0, n=100_000)
+
+    async def scenario() -> int:
+        ticks = 0
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                await asyncio.sleep(0.0005)  # a heartbeat, not synchronization
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        before = ticks
+        await manager.save_market_data("AAPL", "1m", big)
+        await manager.load_market_data("AAPL", "1m", limit=100_000)
+        during = ticks - before
+        done.set()
+        await task
+        return during
+
+    # a blocking implementation would let the heartbeat beat at most once while it worked
+    assert asyncio.run(scenario()) > 3

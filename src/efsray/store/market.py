@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +37,9 @@ import pyarrow.compute as pc
 from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, VersionNotFoundError
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
+from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import validate_name
-from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, fsync_dir
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -48,9 +47,6 @@ __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
 log = logging.getLogger("efsray.store")
 
 Output = Literal["arrow", "pandas", "polars"]
-# A segment written but not committed for this long is re-checked before it is committed,
-# in case cleanup (whose grace period is far longer) took it for debris of a crashed writer.
-_RECHECK_AFTER_S = 60.0
 _MANIFEST_CACHE = 512
 
 
@@ -97,46 +93,6 @@ class SeriesInfo:
     segments: int
     bytes: int
     columns: tuple[str, ...]
-
-
-class _Pending:
-    """Segment files written by one write call, reusable across commit attempts."""
-
-    def __init__(self) -> None:
-        self.written: dict[Any, tuple[list[Segment], int, float]] = {}
-        self.unsynced = False
-
-    def get(self, key: Any, directory: Path) -> tuple[list[Segment], int] | None:
-        hit = self.written.get(key)
-        if hit is None:
-            return None
-        segments, replaced, when = hit
-        if time.monotonic() - when > _RECHECK_AFTER_S and not all(
-            (directory / s.file).exists() for s in segments
-        ):
-            del self.written[key]
-            return None
-        return segments, replaced
-
-    def put(self, key: Any, segments: list[Segment], replaced: int) -> None:
-        self.written[key] = (segments, replaced, time.monotonic())
-        self.unsynced = True
-
-    def sync(self, directory: Path) -> None:
-        """Make the segment files' directory entries durable before a manifest names them."""
-        if self.unsynced:
-            fsync_dir(directory)
-            self.unsynced = False
-
-    def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
-        keep = set(used)
-        for segments, _, _ in self.written.values():
-            for seg in segments:
-                if seg.file not in keep:
-                    try:
-                        os.unlink(directory / seg.file)
-                    except OSError as exc:
-                        log.debug("leaving unused segment %s to cleanup: %s", seg.file, exc)
 
 
 class MarketDataStore:
@@ -244,7 +200,7 @@ class MarketDataStore:
         directory, vlog = self._series(symbol, timeframe)
         seg_dir = directory / "segments"
         ensure_dir(seg_dir)
-        pending = _Pending()
+        pending = PendingSegments()
         stats: dict[str, int] = {}
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -332,7 +288,7 @@ class MarketDataStore:
         segments: list[Segment],
         bars: pa.Table,
         schema: pa.Schema,
-        pending: _Pending,
+        pending: PendingSegments,
     ) -> tuple[list[Segment], int, int]:
         ts = bars.column("timestamp")
         lo = ts[0].cast(pa.int64()).as_py()
@@ -359,7 +315,7 @@ class MarketDataStore:
         return result, bars.num_rows, replaced
 
     def _replace_all(
-        self, seg_dir: Path, bars: pa.Table, schema: pa.Schema, pending: _Pending
+        self, seg_dir: Path, bars: pa.Table, schema: pa.Schema, pending: PendingSegments
     ) -> tuple[list[Segment], int, int]:
         cached = pending.get(("write",), seg_dir)
         if cached is None:
@@ -367,15 +323,12 @@ class MarketDataStore:
             pending.put(("write",), *cached)
         return list(cached[0]), bars.num_rows, 0
 
-    def _tier(self, rows: int) -> int:
-        return int(math.log(max(rows, 1), self.merge_factor))
-
     def _compact_runs(
         self,
         seg_dir: Path,
         segments: list[Segment],
         schema: pa.Schema,
-        pending: _Pending,
+        pending: PendingSegments,
         *,
         tiered: bool,
     ) -> list[Segment]:
@@ -383,7 +336,12 @@ class MarketDataStore:
         incremental merging). Not tiered: greedy runs up to max_segment_rows (compact)."""
         segments = list(segments)
         while True:
-            run = self._find_run(segments, tiered=tiered)
+            run = find_run(
+                [seg.rows for seg in segments],
+                merge_factor=self.merge_factor,
+                max_rows=self.max_segment_rows,
+                tiered=tiered,
+            )
             if run is None:
                 return segments
             start, stop = run
@@ -395,30 +353,6 @@ class MarketDataStore:
                 cached = (self._write_rows(seg_dir, table), 0)
                 pending.put(key, *cached)
             segments[start:stop] = cached[0]
-
-    def _find_run(self, segments: list[Segment], *, tiered: bool) -> tuple[int, int] | None:
-        cap = self.max_segment_rows
-        if tiered:
-            f = self.merge_factor
-            for start in range(len(segments) - f + 1):
-                group = segments[start : start + f]
-                tier = self._tier(group[0].rows)
-                if (
-                    all(self._tier(s.rows) == tier for s in group)
-                    and sum(s.rows for s in group) <= cap
-                ):
-                    return start, start + f
-            return None
-        start = 0
-        while start < len(segments):
-            total, stop = 0, start
-            while stop < len(segments) and total + segments[stop].rows <= cap:
-                total += segments[stop].rows
-                stop += 1
-            if stop - start > 1:
-                return start, stop
-            start = max(stop, start + 1)
-        return None
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -503,7 +437,7 @@ class MarketDataStore:
     ) -> list[VersionInfo]:
         """Versions, newest first, back to the oldest one retention kept."""
         _, latest, _ = self._manifest(symbol, timeframe, None)
-        out = []
+        out: list[VersionInfo] = []
         for version in range(latest, 0, -1):
             if limit is not None and len(out) >= limit:
                 break

@@ -27,6 +27,7 @@ __all__ = ["ROW_GROUP_ROWS", "Segment", "read_range", "read_tail", "write_segmen
 ROW_GROUP_ROWS = 65_536
 _READ_THREADS = 4
 _PARALLEL_BYTES = 16 << 20
+_WHOLE_FILE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +182,8 @@ def _tail_of(
     directory: Path, seg: Segment, n: int, columns: Sequence[str] | None
 ) -> list[pa.Table]:
     path = directory / seg.file
+    if seg.bytes <= _WHOLE_FILE_BYTES:  # one open and one read beat many seeks
+        return _last_row_groups(path, pa.BufferReader(_load(directory, seg)), n, columns)
 
     def once() -> list[pa.Table]:
         with open(path, "rb") as f:
@@ -190,26 +193,7 @@ def _tail_of(
                     f"segment {path} has {size} bytes, its manifest says {seg.bytes}; "
                     "the file was damaged after commit: restore it from a backup"
                 )
-            try:
-                pf = pq.ParquetFile(f)
-                wanted = (
-                    None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-                )
-                parts: list[pa.Table] = []
-                got = 0
-                for rg in reversed(range(pf.num_row_groups)):
-                    part = pf.read_row_group(rg, columns=wanted)
-                    parts.insert(0, part)
-                    got += part.num_rows
-                    if got >= n:
-                        break
-                return parts
-            except (pa.ArrowInvalid, pa.ArrowIOError) as exc:
-                if isinstance(exc, OSError) and getattr(exc, "errno", None):
-                    raise
-                raise CorruptionError(
-                    f"segment {path} cannot be decoded as Parquet ({exc}); restore it from a backup"
-                ) from None
+            return _last_row_groups(path, f, n, columns)
 
     try:
         return retry_estale(once)
@@ -217,6 +201,27 @@ def _tail_of(
         raise
     except OSError as exc:
         raise storage_error_from(exc, "reading", path) from exc
+
+
+def _last_row_groups(
+    path: Path, source: Any, n: int, columns: Sequence[str] | None
+) -> list[pa.Table]:
+    try:
+        pf = pq.ParquetFile(source)
+        wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+        parts: list[pa.Table] = []
+        got = 0
+        for rg in reversed(range(pf.num_row_groups)):
+            part = pf.read_row_group(rg, columns=wanted, use_threads=False)
+            parts.insert(0, part)
+            got += part.num_rows
+            if got >= n:
+                break
+        return parts
+    except pa.ArrowInvalid as exc:
+        raise CorruptionError(
+            f"segment {path} cannot be decoded as Parquet ({exc}); restore it from a backup"
+        ) from None
 
 
 def _conform(parts: list[pa.Table], schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
