@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -161,7 +161,7 @@ def _sql_literal_list(names: Sequence[str]) -> str:
     return ", ".join("'" + validate_name("symbol", n) + "'" for n in names)
 
 
-def _arrow_batches(conninfo: str, dsn: str, query: str) -> Iterator[pa.RecordBatch]:
+def _arrow_batches(conninfo: str, dsn: str, query: str) -> Generator[pa.RecordBatch]:
     try:
         import adbc_driver_postgresql.dbapi as adbc
     except ImportError:  # pragma: no cover - the db extra installs it

@@ -191,7 +191,7 @@ def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(health))  # type: ignore[arg-type]
+    registry.register(_Collector(health))
 
     class HealthHandler(BaseHTTPRequestHandler):
         server_version = "efsray-sync"
