@@ -122,3 +122,46 @@ def test_parse_symbols(names: list[str]) -> None:
 def test_parse_symbols_refuses_path_like_names() -> None:
     with pytest.raises(InvalidNameError):
         parse_symbols("AAPL,../etc")
+
+
+@given(st.text(max_size=80))
+def test_application_name_setting(value: str) -> None:
+    from efsray.config import load_settings
+    from efsray.errors import ConfigError
+
+    ok = 1 <= len(value) <= 63 and all(" " <= c <= "~" for c in value)
+    try:
+        got = load_settings(neon_application_name=value).neon_application_name
+    except ConfigError as exc:
+        assert not ok
+        assert "NEON_APPLICATION_NAME" in str(exc)
+    else:
+        assert ok and got == value
+
+
+@given(st.lists(st.text(alphabet="ABC ,", max_size=5), max_size=5))
+def test_sync_symbols_setting_is_normalized(parts: list[str]) -> None:
+    from efsray.config import load_settings
+
+    raw = ",".join(parts)
+    got = load_settings(neon_sync_symbols=raw).neon_sync_symbols
+    if raw.strip() in ("", "*"):
+        assert got == raw.strip()
+    else:
+        assert got == ",".join(p.strip() for p in raw.strip().split(",") if p.strip())
+        assert " ," not in got and ", " not in got
+
+
+def test_timeouts_and_ports_are_validated() -> None:
+    from efsray.config import load_settings
+    from efsray.errors import ConfigError
+
+    for bad in (
+        {"neon_connect_timeout": 0},
+        {"neon_pool_timeout": -1},
+        {"neon_sync_port": 70000},
+        {"neon_sync_interval": 0},
+        {"neon_sync_host": "not a host"},
+    ):
+        with pytest.raises(ConfigError, match=next(iter(bad)).upper()):
+            load_settings(**bad)
