@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,4 +41,4 @@ def test_merging_keeps_rows_and_respects_the_cap(rows, factor, cap, tiered) -> N
     # a merge never builds a segment above the cap out of segments that were below it
     assert all(m <= cap or m in rows for m in merged)
     if not tiered:  # compaction leaves no two neighbours that would fit together
-        assert all(a + b > cap for a, b in zip(merged, merged[1:], strict=False))
+        assert all(a + b > cap for a, b in itertools.pairwise(merged))
