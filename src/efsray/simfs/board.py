@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ from efsray.simfs.profiles import LatencyProfile
 __all__ = ["OpBoard"]
 
 log = logging.getLogger("efsray.simfs")
+
+_TRACE_LIMIT = 100_000
 
 
 def _matches(ops: frozenset[str] | None, pattern: str, op: str, paths: tuple[str, ...]) -> bool:
@@ -66,7 +69,17 @@ class _Gate:
 class OpBoard:
     """Counters, fault rules, hang rules and the latency profile of one mount. Thread-safe."""
 
-    def __init__(self, profile: LatencyProfile, *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        profile: LatencyProfile,
+        *,
+        seed: int | None = None,
+        caller_pid: Callable[[], int] | None = None,
+    ) -> None:
+        """``caller_pid`` tells which process made the current request (FUSE's context);
+        it names the processes blocked by a hang."""
+        self._caller_pid = caller_pid
+        self._hung_pids: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._hung_changed = threading.Condition(self._lock)
         self._profile = profile
@@ -83,14 +96,19 @@ class OpBoard:
         self._hung_now = 0
         self._next_id = 1
         self._closed = False
+        self._trace: list[tuple[str, ...]] | None = None
 
     # --- called by the FUSE handlers -----------------------------------------------------
     def enter(self, op: str, *paths: str) -> None:
         """Count ``op`` on ``paths``; hang, fail (raise ``OSError``) or delay it as armed."""
         with self._lock:
             self._ops[op] += 1
+            if self._trace is not None and len(self._trace) < _TRACE_LIMIT:
+                self._trace.append((op, *paths))
             gate = self._hang_gate(op, paths)
             if gate is not None:
+                pid = self._caller_pid() if self._caller_pid is not None else 0
+                self._hung_pids[pid] += 1
                 self._hung_now += 1
                 self._hung_changed.notify_all()
         if gate is not None:
@@ -99,6 +117,9 @@ class OpBoard:
             finally:
                 with self._lock:
                     self._hung_now -= 1
+                    self._hung_pids[pid] -= 1
+                    if self._hung_pids[pid] <= 0:
+                        del self._hung_pids[pid]
                     self._hung_changed.notify_all()
         with self._lock:
             error = self._fault_for(op, paths)
@@ -173,6 +194,7 @@ class OpBoard:
                 "renames_rejected": self._renames_rejected,
                 "faults_injected": dict(sorted(self._faults_fired.items())),
                 "hung_now": self._hung_now,
+                "hung_pids": sorted(self._hung_pids),
             }
             if reset:
                 self._ops.clear()
@@ -223,6 +245,17 @@ class OpBoard:
                     break
                 self._hung_changed.wait(remaining)
             return self._hung_now
+
+    def start_trace(self) -> None:
+        """Record every operation (kind and paths) that ``enter`` sees, in order, from now."""
+        with self._lock:
+            self._trace = []
+
+    def stop_trace(self) -> list[tuple[str, ...]]:
+        """Stop recording; return the operations recorded (at most 100,000)."""
+        with self._lock:
+            trace, self._trace = self._trace or [], None
+            return trace
 
     def set_profile(self, profile: LatencyProfile) -> None:
         with self._lock:

@@ -53,7 +53,8 @@ class OpCounters:
     """A snapshot of the simulator's counters. ``counters["write"]`` is 0 for unseen kinds.
 
     ``ops`` counts FUSE requests by kind (``getattr`` includes lookups); ``faults_injected``
-    counts fired faults by ``"op:ERRNO"``; ``hung_now`` is how many operations are blocked.
+    counts fired faults by ``"op:ERRNO"``; ``hung_now`` is how many operations are blocked,
+    and ``hung_pids`` which processes made them.
     """
 
     ops: Mapping[str, int] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class OpCounters:
     renames_rejected: int = 0
     faults_injected: Mapping[str, int] = field(default_factory=dict)
     hung_now: int = 0
+    hung_pids: tuple[int, ...] = ()
 
     def __getitem__(self, kind: str) -> int:
         return self.ops.get(kind, 0)
@@ -87,6 +89,7 @@ class OpCounters:
             renames_rejected=int(data.get("renames_rejected", 0)),
             faults_injected=dict(data.get("faults_injected", {})),
             hung_now=int(data.get("hung_now", 0)),
+            hung_pids=tuple(int(pid) for pid in data.get("hung_pids", ())),
         )
 
 
@@ -189,6 +192,17 @@ class SimFSControl:
                 f"{count}; did the code under test reach the filesystem?"
             )
         return hung
+
+    def start_trace(self) -> None:
+        """Record every counted operation from now on (kind and paths, in order)."""
+        self.request("trace", on=True)
+
+    def stop_trace(self) -> list[tuple[str, ...]]:
+        """Stop recording and return the operations: ``[("create", "/a/.tmp"), ...]``.
+
+        ``release`` and ``releasedir`` are not recorded (they never hang or fail).
+        """
+        return [tuple(item) for item in self.request("trace", on=False)]
 
     # --- configuration -------------------------------------------------------------------
     def set_profile(self, name: str, **overrides: Any) -> dict[str, Any]:
@@ -329,10 +343,15 @@ class ControlServer:
             profile = get_profile(str(request.get("name")), **overrides)
             board.set_profile(profile)
             return profile.as_dict()
+        if cmd == "trace":
+            if request.get("on"):
+                board.start_trace()
+                return True
+            return board.stop_trace()
         if cmd == "shutdown":
             threading.Thread(target=self._on_shutdown, name="simfs-shutdown", daemon=True).start()
             return True
         raise ConfigError(
             f"unknown control command {cmd!r}; known: status, counters, fault, clear_faults, "
-            "hang, release, wait_hung, profile, shutdown"
+            "hang, release, wait_hung, trace, profile, shutdown"
         )

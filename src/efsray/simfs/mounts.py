@@ -22,22 +22,27 @@ __all__ = [
 log = logging.getLogger("efsray.simfs")
 
 
-def fuse_unavailable_reason() -> str | None:
-    """Why FUSE cannot be used here (a sentence saying what to install), or ``None`` if it can."""
+def fuse_unavailable_reason(
+    *, device: str = "/dev/fuse", fusermount: str = "fusermount3"
+) -> str | None:
+    """Why FUSE cannot be used here (a sentence saying what to install), or ``None`` if it can.
+
+    ``device`` and ``fusermount`` name what to look for (tests point them elsewhere).
+    """
     if not sys.platform.startswith("linux"):
         return f"the simulated filesystem needs Linux FUSE; this is {sys.platform}"
-    if not os.path.exists("/dev/fuse"):
+    if not os.path.exists(device):
         return (
-            "/dev/fuse does not exist: load the fuse module (modprobe fuse) or, in a container, "
-            "run with --device /dev/fuse --cap-add SYS_ADMIN"
+            f"{device} does not exist: load the fuse module (modprobe fuse) or, in a "
+            "container, run with --device /dev/fuse --cap-add SYS_ADMIN"
         )
-    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+    if not os.access(device, os.R_OK | os.W_OK):
         return (
-            f"/dev/fuse is not readable and writable by uid {os.getuid()}; "
+            f"{device} is not readable and writable by uid {os.getuid()}; "
             "add the user to the 'fuse' group or fix the device's mode"
         )
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 is not installed: apt-get install fuse3"
+    if shutil.which(fusermount) is None:
+        return f"{fusermount} is not installed: apt-get install fuse3"
     try:
         version = fuse_version()
     except ImportError as exc:

@@ -20,6 +20,7 @@ operation on the backing directory. What differs from a plain passthrough, and w
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import time
@@ -29,15 +30,26 @@ import mfusepy
 
 from efsray.simfs.board import OpBoard
 
-__all__ = ["PassthroughOps", "SimFUSE"]
+__all__ = ["PassthroughOps", "SimFUSE", "caller_pid"]
 
 _STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
 
 
+def caller_pid() -> int:
+    """The pid of the process whose request this FUSE worker thread is handling."""
+    return int(mfusepy.fuse_get_context()[2])
+
+
 class SimFUSE(mfusepy.FUSE):
-    """mfusepy's FUSE with the ``renameat2`` flags passed on (mfusepy drops them)."""
+    """mfusepy's FUSE with the ``renameat2`` flags and fchmod's file handle passed on
+    (mfusepy drops both)."""
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        fh = fip.contents.fh if fip else None
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        return self.operations.chmod(decoded, mode, fh)
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         return self.operations.rename(
@@ -65,6 +77,7 @@ class PassthroughOps(mfusepy.Operations):
         self.hard_remove = hard_remove
         self._on_init = on_init
         self._as_root = os.geteuid() == 0
+        self._fuse_handle: int | None = None
 
     # --- helpers -------------------------------------------------------------------------
     def _real(self, path: str) -> str:
@@ -105,8 +118,21 @@ class PassthroughOps(mfusepy.Operations):
             config_3.hard_remove = int(self.hard_remove)
         if conn_info is not None:
             conn_info.max_readahead = 1 << 20  # rsize=1048576
+        # The libfuse session, so that exit_session() can end it from outside a callback.
+        self._fuse_handle = mfusepy._libfuse.fuse_get_context().contents.fuse
         if self._on_init is not None:
             self._on_init()
+
+    def exit_session(self) -> bool:
+        """Ask libfuse's loop to end (``fuse_exit``); False when the session is not up yet.
+
+        The loop notices at its next wake-up: a request, or a signal to the thread that runs
+        it (see :func:`efsray.simfs.server.serve`).
+        """
+        if self._fuse_handle is None:
+            return False
+        mfusepy._libfuse.fuse_exit(ctypes.c_void_p(self._fuse_handle))
+        return True
 
     # --- metadata ------------------------------------------------------------------------
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
@@ -142,9 +168,12 @@ class PassthroughOps(mfusepy.Operations):
             )
         }
 
-    def chmod(self, path: str, mode: int) -> int:
+    def chmod(self, path: str, mode: int, fh: int | None = None) -> int:
         self.board.enter("chmod", path)
-        os.chmod(self._real(path), mode)
+        if fh is not None:
+            os.fchmod(fh, mode)
+        else:
+            os.chmod(self._real(path), mode)
         return 0
 
     def chown(self, path: str, uid: int, gid: int) -> int:

@@ -10,6 +10,7 @@ connection) and a lazy fusermount3 as the last resort.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from types import TracebackType
 from efsray.errors import MountError
 from efsray.simfs.control import SimFSControl, check_socket_path
 from efsray.simfs.mounts import ensure_unmounted, fuse_unavailable_reason, is_mounted
-from efsray.simfs.spec import SimFSConfig
+from efsray.simfs.spec import SimFSConfig, default_control_path
 
 __all__ = ["SimFSProcess"]
 
@@ -79,8 +80,12 @@ class SimFSProcess:
         reason = fuse_unavailable_reason()
         if reason is not None:
             raise MountError(f"cannot start the simulated filesystem: {reason}")
-        config.check_paths()
+        # The real paths, for the mount table; the control socket keeps the caller's spelling.
+        real_mnt, real_back = config.check_paths()
         control_path = check_socket_path(config.control_path)
+        config = dataclasses.replace(
+            config, mountpoint=real_mnt, backing=real_back, control=control_path
+        )
         if log_path is None:
             log_path = control_path.with_suffix(".log")
         log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -137,11 +142,14 @@ class SimFSProcess:
         return handle
 
     @classmethod
-    def attach(cls, config: SimFSConfig) -> SimFSProcess:
+    def attach(
+        cls, mountpoint: str | os.PathLike[str], *, control: str | os.PathLike[str] | None = None
+    ) -> SimFSProcess:
         """A handle on a simulator started elsewhere (``efsray simulate --background``)."""
-        control = SimFSControl(config.control_path)
-        status = control.status()
-        return cls(config, None, int(status["pid"]), config.control_path.with_suffix(".log"))
+        path = Path(control) if control is not None else default_control_path(mountpoint)
+        status = SimFSControl(path).status()
+        config = SimFSConfig.from_dict({**status["config"], "control": str(path)})
+        return cls(config, None, int(status["pid"]), path.with_suffix(".log"))
 
     def alive(self) -> bool:
         if self._popen is not None:
@@ -181,6 +189,13 @@ class SimFSProcess:
                 f"{self.path} is still mounted after stopping simfs pid {self.pid}; "
                 f"run: fusermount3 -uz {self.path}"
             )
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` s for the simulator to exit; its exit status if it is our
+        child and has exited, else ``None``."""
+        if not self._wait_exit(timeout):
+            return None
+        return None if self._popen is None else self._popen.returncode
 
     def kill(self) -> None:
         """SIGKILL the simulator, as a crashed server: the mount fails with ENOTCONN."""

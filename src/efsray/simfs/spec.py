@@ -20,11 +20,13 @@ __all__ = ["SimFSConfig", "default_control_path"]
 def default_control_path(mountpoint: str | os.PathLike[str]) -> Path:
     """Where the control socket of the simulator mounted at ``mountpoint`` lives by default.
 
-    ``$TMPDIR/efsray-simfs-UID/HASH.sock``, HASH naming the mount point's real path: short
-    enough for a Unix socket whatever the mount point, outside the mount, private to the user.
+    ``$TMPDIR/efsray-simfs-UID/HASH.sock``, HASH naming the mount point's absolute path:
+    short enough for a Unix socket whatever the mount point, outside the mount, private to the
+    user. Computed without touching the filesystem (no symlink resolution), so that it works
+    while the mount hangs: spell the mount point the same way, or pass the socket path.
     """
-    real = os.path.realpath(os.fspath(mountpoint))
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    absolute = os.path.abspath(os.fspath(mountpoint))
+    digest = hashlib.sha256(absolute.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return Path(tempfile.gettempdir()) / f"efsray-simfs-{os.getuid()}" / f"{digest}.sock"
 
 
@@ -36,7 +38,9 @@ class SimFSConfig:
     example ``{"write": 0.005, "jitter": 0.2}``, seconds). ``attr_timeout`` is how long the
     kernel may cache attributes and lookups (0: every lookup is a round trip, the
     deterministic worst case; EFS clients cache 3-60 s). ``seed`` makes jitter and
-    probabilistic faults reproducible.
+    probabilistic faults reproducible. ``nfs_url`` (``nfs://HOST/EXPORT?version=4&nfsport=N``)
+    switches to the real-NFS mode: operations go over NFS (libnfs) to that server instead of
+    to ``backing``, which then names the server's exported directory (for checks only).
     """
 
     mountpoint: Path
@@ -48,6 +52,7 @@ class SimFSConfig:
     attr_timeout: float = 0.0
     hard_remove: bool = False
     allow_other: bool = False
+    nfs_url: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mountpoint", Path(self.mountpoint))
@@ -64,6 +69,13 @@ class SimFSConfig:
         ):
             raise ConfigError(
                 f"attr_timeout must be between 0 and 3600 seconds, got {self.attr_timeout!r}"
+            )
+        if self.nfs_url is not None and not (
+            isinstance(self.nfs_url, str) and self.nfs_url.startswith("nfs://")
+        ):
+            raise ConfigError(
+                f"nfs_url must be a libnfs URL like nfs://127.0.0.1/export?version=4&nfsport="
+                f"2049, got {self.nfs_url!r}"
             )
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
@@ -87,6 +99,7 @@ class SimFSConfig:
             "attr_timeout": self.attr_timeout,
             "hard_remove": self.hard_remove,
             "allow_other": self.allow_other,
+            "nfs_url": self.nfs_url,
         }
 
     @classmethod
@@ -101,6 +114,7 @@ class SimFSConfig:
             "attr_timeout",
             "hard_remove",
             "allow_other",
+            "nfs_url",
         }
         unknown = sorted(set(data) - known)
         if unknown:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from efsray import __version__
 from efsray.errors import StoreFormatError
 from efsray.store.names import validate_name
-from efsray.store.nfs import create_exclusive, ensure_dir, read_bytes
+from efsray.store.nfs import create_exclusive, ensure_dir, kind_of, list_dir, read_bytes
 
 __all__ = ["FORMAT_VERSION", "MARKER_NAME", "StoreLayout"]
 
@@ -125,15 +124,12 @@ class StoreLayout:
         A non-empty directory without a marker is refused even with ``create``: it may be
         someone else's data, and ``efsray init`` adopts it explicitly.
         """
-        if self.marker.exists():
+        if kind_of(self.marker) is not None:
             self.check()
             return
         if not create:
             self.check()  # raises the "not an efsray store" error
-        try:
-            entries = set(os.listdir(self.root)) - _IGNORABLE
-        except FileNotFoundError:
-            entries = set()
+        entries = set(list_dir(self.root)) - _IGNORABLE
         # Our own top-level directories without a marker: another process is initializing.
         ours = {sub.split("/")[0] for sub in _TREE}
         if {name for name in entries if name not in ours and not name.startswith(".efsray-tmp.")}:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import validate_name
-from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, kind_of, list_dir
 from efsray.store.segments import Segment, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
@@ -480,17 +479,13 @@ class MarketDataStore:
 
 
 def _listdir(path: Path) -> list[str]:
-    try:
-        names = os.listdir(path)
-    except FileNotFoundError:
-        return []
     out = []
-    for name in names:
+    for name in list_dir(path):
         try:
             validate_name("name", name)
         except InvalidNameError:
             continue  # not ours: temp files, lost+found, editor debris
-        if (path / name).is_dir():
+        if kind_of(path / name) == "dir":
             out.append(name)
     return sorted(out)
 

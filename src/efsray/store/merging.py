@@ -17,7 +17,7 @@ import time
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
-from efsray.store.nfs import fsync_dir
+from efsray.store.nfs import fsync_dir, kind_of
 from efsray.store.segments import Segment
 
 __all__ = ["PendingSegments", "find_run", "tier"]
@@ -75,7 +75,7 @@ class PendingSegments:
             return None
         segments, replaced, when = hit
         if time.monotonic() - when > RECHECK_AFTER_S and not all(
-            (directory / s.file).exists() for s in segments
+            kind_of(directory / s.file) is not None for s in segments
         ):
             del self._written[key]
             return None

@@ -46,6 +46,7 @@ import os
 import random
 import secrets
 import socket
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -71,6 +72,8 @@ __all__ = [
     "ensure_dir",
     "fsync_dir",
     "is_temp_name",
+    "kind_of",
+    "list_dir",
     "read_bytes",
     "retry_estale",
     "write_temp",
@@ -155,15 +158,44 @@ def _unlink_quietly(path: Path) -> None:
         log.warning("could not remove temporary file %s: %s (cleanup will)", path, exc)
 
 
+def kind_of(path: Path) -> str | None:
+    """ "dir", "file" (anything else that exists) or None when absent.
+
+    Unlike ``Path.exists()``, an I/O error (EIO, ESTALE that does not clear, EACCES) is a
+    :class:`StorageError`, never mistaken for absence.
+    """
+    try:
+        st = retry_estale(lambda: os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
+
+
+def list_dir(path: Path) -> list[str]:
+    """Names in ``path`` ([] when it does not exist); I/O errors are StorageErrors.
+
+    A listing may lag other hosts' newest entries by the NFS attribute-cache time: use it
+    to find old things, never to find the newest one.
+    """
+    try:
+        return retry_estale(lambda: os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise storage_error_from(exc, "listing", path) from exc
+
+
 def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
     """Create ``path`` and missing parents with an explicit mode; existing ones are fine."""
-    if path.is_dir():
+    if kind_of(path) == "dir":
         return
     ensure_dir(path.parent, mode=mode)
     try:
         os.mkdir(path, mode)
     except FileExistsError:
-        if not path.is_dir():
+        if kind_of(path) != "dir":
             raise StorageError(
                 errno.ENOTDIR, f"{path} exists and is not a directory; move it away", str(path)
             ) from None
@@ -247,7 +279,13 @@ def create_exclusive(final: Path, payload: bytes | Writer, *, mode: int = FILE_M
             raise storage_error_from(exc, "committing", final) from exc
     finally:
         _unlink_quietly(tmp)
-    fsync_dir(final.parent)
+    # The file is now visible to every host: the commit has happened. A failed directory
+    # sync only weakens local power-loss durability, and reporting it as a failed commit
+    # would make callers retry and commit twice.
+    try:
+        fsync_dir(final.parent)
+    except StorageError as exc:
+        log.warning("committed %s, but syncing its directory failed: %s", final, exc)
 
 
 def _link_count(path: Path) -> int:
@@ -351,7 +389,7 @@ class VersionLog:
     # reading -------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self._head.exists() or self._versions.is_dir()
+        return kind_of(self._head) is not None or kind_of(self._versions) == "dir"
 
     def read(self, version: int) -> dict[str, Any]:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
@@ -435,16 +473,9 @@ class VersionLog:
 
     def listed_versions(self) -> Iterator[int]:
         """Versions found by listing, ascending. May lag other hosts' newest commits."""
-        try:
-            shards = sorted(p for p in os.listdir(self._versions) if p.isdigit())
-        except FileNotFoundError:
-            return
+        shards = sorted(p for p in list_dir(self._versions) if p.isdigit())
         for shard in shards:
-            try:
-                names = sorted(os.listdir(self._versions / shard))
-            except FileNotFoundError:
-                continue
-            for name in names:
+            for name in sorted(list_dir(self._versions / shard)):
                 if name.startswith("v") and name.endswith(".json") and name[1:-5].isdigit():
                     yield int(name[1:-5])
 

@@ -1,0 +1,99 @@
+"""The store's own concurrency and SIGKILL tests, run on the simulated EFS; a hung mount.
+
+The test bodies are the store suite's (tests/store/), called with a directory in a simfs
+mount instead of a local one: many writer processes, killed writers and a concurrent reader
+go through FUSE, NFS-like rename/link semantics and real per-operation round trips.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from efsray.deadline import ChildError, run_in_child
+from efsray.errors import DeadlineExceeded
+from efsray.simfs import SimFSProcess
+from efsray.store import Store
+from tests.store import test_concurrency, test_crash
+from tests.store._bars import batch
+
+KILLS_ON_SIMFS = int(os.environ.get("EFSRAY_SIMFS_KILLS", "40"))
+
+
+def test_eight_processes_append_concurrently_on_simfs(simfs: SimFSProcess) -> None:
+    simfs.control.reset()
+    test_concurrency.test_eight_processes_append_concurrently(simfs.path)
+    counts = simfs.control.counters()
+    assert counts["link"] >= test_concurrency.APPENDS  # one commit link per append at least
+    assert counts.open_append == 0  # the store never relies on O_APPEND
+    assert counts.renames_rejected == 0  # nor on renameat2 flags
+
+
+def test_sigkill_writers_on_simfs(simfs: SimFSProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(test_crash, "KILLS", KILLS_ON_SIMFS)
+    test_crash.test_sigkill_writers_never_tear_and_never_lose_commits(simfs.path)
+
+
+def test_appends_under_efs_latency_with_random_faults_lose_nothing(simfs_factory) -> None:
+    """EFS General Purpose latency and a 5 % chance of EIO on any write-path operation:
+    every append either commits completely or raises an efsray error, and every append that
+    returned is readable afterwards."""
+    from efsray.errors import EfsrayError
+
+    fs = simfs_factory(profile="efs-gp", seed=7)
+    root = fs.path / "store"
+    store = Store(root)
+    fs.control.inject(
+        "EIO",
+        ops="create,write,flush,fsync,rename,link,unlink,open,read",
+        probability=0.05,
+        times=None,
+    )
+    acknowledged, failed = set(), 0
+    for i in range(20):
+        try:
+            store.market.append("SPY", "1m", batch(i, 20))
+            acknowledged.add(i)
+        except EfsrayError:
+            failed += 1
+    fs.control.clear_faults()
+    assert fs.control.counters().faults_total > 0
+    stored = Store(root).market.read("SPY", "1m").column("volume").to_numpy()
+    assert acknowledged <= set(stored.astype(int).tolist())
+    assert failed + len(acknowledged) == 20
+
+
+def tail_bars(root: str) -> int:  # runs in a deadline child
+    return Store(root).market.tail("SPY", "1m", 10).num_rows
+
+
+def test_a_store_call_on_a_hung_mount_times_out(simfs: SimFSProcess) -> None:
+    root = simfs.path / "store"
+    Store(root).market.append("SPY", "1m", batch(0, 50))
+    assert run_in_child("tests.faults.test_store_on_simfs:tail_bars", {"root": str(root)},
+                        timeout=60) == 10  # fmt: skip
+    simfs.control.hang()
+    try:
+        with pytest.raises(DeadlineExceeded):
+            run_in_child(
+                "tests.faults.test_store_on_simfs:tail_bars", {"root": str(root)}, timeout=2.0
+            )
+        assert simfs.control.wait_hung(1, timeout=10) >= 1
+    finally:
+        simfs.control.release()
+    assert run_in_child("tests.faults.test_store_on_simfs:tail_bars", {"root": str(root)},
+                        timeout=60) == 10  # fmt: skip
+
+
+def test_a_killed_server_gives_a_storage_error_not_a_hang(simfs_factory) -> None:
+    fs = simfs_factory()
+    root = fs.path / "store"
+    Store(root).market.append("SPY", "1m", batch(0, 50))
+    fs.kill()  # the server is gone: every request fails with ENOTCONN at once
+    with pytest.raises(ChildError) as info:
+        run_in_child("tests.faults.test_store_on_simfs:tail_bars", {"root": str(root)},
+                     timeout=30)  # fmt: skip
+    assert info.value.errno == 107 or "Transport endpoint" in str(info.value)
+    assert Path(fs.backing / "store").is_dir()

@@ -1,0 +1,75 @@
+"""The real-NFS mode: a FUSE mount whose operations travel over NFSv4 to nfs-ganesha."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from efsray.simfs import SimFSProcess
+from efsray.store import Store
+from tests.store import test_concurrency
+from tests.store._bars import batch
+
+
+def test_files_travel_over_nfs(nfs_simfs: SimFSProcess) -> None:
+    p = nfs_simfs.path
+    data = os.urandom(300_000)  # far above libnfs 4.0's 3944-byte WRITE limit: chunked
+    (p / "d").mkdir()
+    (p / "d" / "f").write_bytes(data)
+    assert (nfs_simfs.backing / "d" / "f").read_bytes() == data  # on the server's disk
+    assert (p / "d" / "f").read_bytes() == data
+    os.link(p / "d" / "f", p / "d" / "g")
+    with pytest.raises(FileExistsError):  # the lookup finds it: refused before any LINK
+        os.link(p / "d" / "f", p / "d" / "g")
+    os.rename(p / "d" / "g", p / "d" / "h")
+    assert sorted(os.listdir(p / "d")) == ["f", "h"]
+    os.unlink(p / "d" / "h")
+    with pytest.raises(OSError) as info:
+        os.rmdir(p / "d")
+    assert info.value.errno == errno.ENOTEMPTY
+    counts = nfs_simfs.control.counters()
+    assert counts["link"] == 1 and counts["write"] >= 1
+
+
+def test_libnfs_client_gets_the_servers_answers(nfs) -> None:
+    from efsray.simfs.libnfs import NfsClient
+
+    client = NfsClient(nfs.url)
+    try:
+        fh = client.create("/a", os.O_WRONLY | os.O_EXCL, 0o664)
+        assert client.pwrite(fh, b"x" * 10_000, 0) == 10_000
+        client.close_file(fh)
+        client.link("/a", "/b")
+        with pytest.raises(FileExistsError):  # NFS4ERR_EXIST, straight from ganesha
+            client.link("/a", "/b")
+        with pytest.raises(FileNotFoundError):
+            client.stat("/missing")
+        assert client.stat("/b")["st_nlink"] == 2
+        assert sorted(client.listdir("/")) == ["a", "b"]
+    finally:
+        client.close()
+    assert (nfs.export_dir / "b").read_bytes() == b"x" * 10_000
+
+
+def test_store_round_trip_over_nfs(nfs_simfs: SimFSProcess) -> None:
+    store = Store(nfs_simfs.path / "store")
+    for i in range(5):
+        store.market.append("SPY", "1m", batch(i, 100))
+    assert Store(nfs_simfs.backing / "store").market.info("SPY", "1m").rows == 500
+    assert store.market.tail("SPY", "1m", 10).num_rows == 10
+
+
+@pytest.mark.xfail(
+    reason="libnfs 4.0's NFSv4.0 state handling: with several processes writing through one "
+    "libnfs-backed mount, OPEN/WRITE/rename fail with NFSv4 state errors (BAD_SEQID/"
+    "OLD_STATEID, which libnfs reports as ERANGE) and a spurious EXDEV on rename, even with "
+    "one libnfs client per open file; see docs/simfs.md",
+    strict=False,
+)
+def test_eight_processes_append_concurrently_over_nfs(
+    nfs_simfs: SimFSProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(test_concurrency, "APPENDS", 80)
+    test_concurrency.test_eight_processes_append_concurrently(nfs_simfs.path)
