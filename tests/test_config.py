@@ -88,8 +88,7 @@ def test_secret_is_masked_in_errors(monkeypatch) -> None:
 )
 def test_mask_dsn_never_leaks_the_password(user: str, password: str) -> None:
     masked = mask_dsn(f"postgresql://{user}:{password}@host.example/db")
-    assert password not in masked.removeprefix(f"postgresql://{user}")
-    assert masked.startswith(f"postgresql://{user}:***@")
+    assert masked == f"postgresql://{user}:***@host.example/db"
 
 
 def test_mask_keyword_dsn() -> None:

@@ -21,6 +21,10 @@ _EXPORTS: dict[str, str] = {
     # the store
     "Store": "efsray.store",
     "MarketDataStore": "efsray.store",
+    "CheckpointStore": "efsray.store",
+    "ResultStore": "efsray.store",
+    "RetentionPolicy": "efsray.store",
+    "CleanupReport": "efsray.store",
     "CommitInfo": "efsray.store",
     "EFSDataPath": "efsray.store",
     "EFSDataManager": "efsray.store",

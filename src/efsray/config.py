@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from efsray.errors import ConfigError
 
-__all__ = ["Settings", "is_hostname", "load_settings", "mask_dsn"]
+__all__ = ["Settings", "is_hostname", "load_settings", "mask_dsn", "parse_size"]
 
 RAY_CLIENT_PORT = 10001
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -171,6 +171,95 @@ class Settings(BaseSettings):
     aws_region: str | None = Field(default=None, description="AWS region of the cluster")
     aws_availability_zone: str | None = Field(default=None, description="AWS availability zone")
 
+    # --- Monitor (efsray.monitor, `efsray monitor` / `efsray bench`) -------------------
+    # Owned by the monitor subsystem. Sizes accept a number of bytes or a binary suffix
+    # (K, M, G: 32M = 32 MiB). Latency thresholds apply to the p99 of the probe's read,
+    # write and fsync samples; free-space thresholds to free bytes and free inodes.
+    efsray_monitor_mount_paths: str | None = Field(
+        default=None,
+        description="Comma-separated paths to monitor. Unset: EFS_MOUNT_PATH only.",
+    )
+    efsray_monitor_host: str = Field(
+        default="127.0.0.1",
+        description="Address the /metrics and /healthz server binds. Inside a container that "
+        "Prometheus scrapes over the compose network, set 0.0.0.0 (and do not publish it).",
+    )
+    efsray_monitor_port: int = Field(
+        default=9641, ge=0, le=65535, description="Port of /metrics and /healthz (0: any free)"
+    )
+    efsray_monitor_interval: float = Field(
+        default=60.0, ge=0.1, le=86400.0, description="Seconds between two probe runs"
+    )
+    efsray_monitor_probe_timeout: float = Field(
+        default=20.0,
+        gt=0.0,
+        le=3600.0,
+        description="Deadline of one probe run, in seconds; past it the mount is 'hung'",
+    )
+    efsray_monitor_latency_samples: int = Field(
+        default=100, ge=0, le=100_000, description="Timed reads, writes and fsyncs per probe"
+    )
+    efsray_monitor_metadata_files: int = Field(
+        default=50, ge=0, le=100_000, description="Files created, stat'ed, renamed, unlinked"
+    )
+    efsray_monitor_throughput_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        le=64 * 1024**3,
+        description="Size of the sequential write/read file (0: skip the throughput probe)",
+    )
+    efsray_monitor_block_bytes: int = Field(
+        default=1024 * 1024,
+        ge=4096,
+        le=256 * 1024 * 1024,
+        description="Block size of the sequential write/read (a multiple of 4096)",
+    )
+    efsray_monitor_latency_degraded_ms: float = Field(
+        default=50.0, gt=0.0, description="p99 latency above this: degraded"
+    )
+    efsray_monitor_latency_failing_ms: float = Field(
+        default=1000.0, gt=0.0, description="p99 latency above this: failing"
+    )
+    efsray_monitor_free_degraded_percent: float = Field(
+        default=10.0, ge=0.0, le=100.0, description="Free space or inodes below this: degraded"
+    )
+    efsray_monitor_free_failing_percent: float = Field(
+        default=2.0, ge=0.0, le=100.0, description="Free space or inodes below this: failing"
+    )
+    efsray_monitor_retrans_degraded_ratio: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="NFS retransmissions per RPC in an interval above this: degraded",
+    )
+    efsray_monitor_stale_probe_seconds: float = Field(
+        default=3600.0,
+        gt=0.0,
+        description="Probe directories left by another host are removed after this age",
+    )
+
+    @field_validator("efsray_monitor_throughput_bytes", "efsray_monitor_block_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
+
+    @field_validator("efsray_monitor_throughput_bytes", "efsray_monitor_block_bytes")
+    @classmethod
+    def _aligned(cls, value: int) -> int:
+        if value % 4096:
+            raise ValueError(
+                f"is {value} bytes, not a multiple of 4096 (direct I/O needs aligned sizes); "
+                f"use e.g. {max(4096, value // 4096 * 4096)}"
+            )
+        return value
+
+    @field_validator("efsray_monitor_host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        if not is_hostname(value):
+            raise ValueError("is not an address to bind, e.g. 127.0.0.1 or 0.0.0.0")
+        return value
+
     @field_validator("efs_dns_name", "ray_head_host")
     @classmethod
     def _hostname(cls, value: str | None) -> str | None:
@@ -251,6 +340,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _monitor_thresholds(self) -> Settings:
+        if self.efsray_monitor_latency_degraded_ms > self.efsray_monitor_latency_failing_ms:
+            raise ValueError(
+                f"EFSRAY_MONITOR_LATENCY_DEGRADED_MS={self.efsray_monitor_latency_degraded_ms:g} "
+                f"is above EFSRAY_MONITOR_LATENCY_FAILING_MS="
+                f"{self.efsray_monitor_latency_failing_ms:g}; degraded must be <= failing"
+            )
+        if self.efsray_monitor_free_failing_percent > self.efsray_monitor_free_degraded_percent:
+            raise ValueError(
+                "EFSRAY_MONITOR_FREE_FAILING_PERCENT="
+                f"{self.efsray_monitor_free_failing_percent:g} is above "
+                "EFSRAY_MONITOR_FREE_DEGRADED_PERCENT="
+                f"{self.efsray_monitor_free_degraded_percent:g}; failing must be <= degraded"
+            )
+        return self
+
+    @property
+    def monitor_mount_paths(self) -> tuple[Path, ...]:
+        """The paths `efsray monitor` watches: EFSRAY_MONITOR_MOUNT_PATHS, else EFS_MOUNT_PATH."""
+        if not self.efsray_monitor_mount_paths:
+            return (self.efs_mount_path,)
+        return tuple(
+            Path(p.strip()) for p in self.efsray_monitor_mount_paths.split(",") if p.strip()
+        )
+
     @property
     def store_root(self) -> Path:
         """The store's root directory (EFS_MOUNT_PATH)."""
@@ -268,6 +383,29 @@ class Settings(BaseSettings):
                 value = str(value)
             out[name.upper()] = value
         return out
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes from ``4096``, ``"64K"``, ``"32M"``, ``"1GiB"`` (binary multiples).
+
+    >>> parse_size("32M")
+    33554432
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"size {value} is negative; give a number of bytes >= 0")
+        return value
+    match = _SIZE.match(str(value))
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a size; give bytes (4096) or a number with K, M, G or T "
+            "(binary multiples: 32M = 33554432)"
+        )
+    return int(match.group(1)) * _SIZE_FACTORS[match.group(2).lower()]
 
 
 _SECRET_FIELDS = {"neon_connection_string", "ray_auth_token"}

@@ -24,7 +24,7 @@ from typing import Any
 
 from efsray.errors import DeadlineExceeded, EfsrayError, StorageError
 
-__all__ = ["ChildError", "run_in_child"]
+__all__ = ["ChildError", "kill_and_reap", "run_in_child"]
 
 
 class ChildError(EfsrayError):
@@ -73,7 +73,7 @@ def run_in_child(
     try:
         out, err = proc.communicate(request, timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_and_reap(proc, kill_grace)
+        kill_and_reap(proc, kill_grace)
         raise DeadlineExceeded(
             f"{target} did not answer within {timeout:g} s (waited "
             f"{time.monotonic() - started:.1f} s); the filesystem or service it probes is "
@@ -86,8 +86,11 @@ def _package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _kill_and_reap(proc: subprocess.Popen[bytes], grace: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
+def kill_and_reap(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGKILL the process group of ``proc`` (started with ``start_new_session=True``) and
+    reap it; if the kernel still holds it after ``grace`` seconds (uninterruptible sleep on
+    a hung mount), a daemon thread reaps it later, so neither a zombie nor the caller waits."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     try:
         proc.wait(timeout=grace)
@@ -99,12 +102,12 @@ def _kill_and_reap(proc: subprocess.Popen[bytes], grace: float) -> None:
     _close_pipes(proc)
 
 
-def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+def _reap_later(proc: subprocess.Popen[Any]) -> None:
     proc.wait()
     _close_pipes(proc)
 
 
-def _close_pipes(proc: subprocess.Popen[bytes]) -> None:
+def _close_pipes(proc: subprocess.Popen[Any]) -> None:
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             with contextlib.suppress(OSError):

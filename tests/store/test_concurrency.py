@@ -19,9 +19,9 @@ ROWS = 50
 
 
 def _context() -> mp.context.BaseContext:
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["pandas", "efsray.store", "tests.store._workers"])
-    return ctx
+    from tests.store._procs import context
+
+    return context()
 
 
 def check_series(root: Path, expected_batches: set[int], rows: int) -> None:

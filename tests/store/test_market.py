@@ -263,3 +263,24 @@ def test_seed_async_methods_do_not_block_the_event_loop(tmp_path: Path) -> None:
 
     # a blocking implementation would let the heartbeat beat at most once while it worked
     assert asyncio.run(scenario()) > 3
+
+
+def test_latest_survives_a_removed_head_version_and_never_restarts_at_one(store: Store) -> None:
+    from efsray.errors import StorageError
+    from efsray.store.nfs import VersionLog
+
+    for i in range(6):
+        store.market.append("AAPL", "1m", batch(i))
+    series = store.layout.series_dir("AAPL", "1m")
+    (series / "HEAD").write_text("2\n")  # a stale hint
+    for v in (1, 2, 3):  # retention removed the oldest versions, the hint's among them
+        (series / f"versions/000000/v{v:012d}.json").unlink()
+    fresh = Store(store.root)
+    assert fresh.market.info("AAPL", "1m").version == 6
+    vlog = VersionLog(series, "series AAPL/1m")
+    assert vlog._gallop(2)[0] in (4, 6)
+    # every manifest gone but HEAD still says 2: a writer must not start a second history
+    for v in (4, 5, 6):
+        (series / f"versions/000000/v{v:012d}.json").unlink()
+    with pytest.raises(StorageError, match="HEAD names version 2"):
+        Store(store.root).market.append("AAPL", "1m", batch(9))

@@ -9,14 +9,11 @@ once it lets go, so no zombie is left and the caller is free.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from efsray.deadline import kill_and_reap
 from efsray.errors import DeadlineExceeded
 
 __all__ = ["run_bounded"]
@@ -48,27 +45,9 @@ def run_bounded(
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(proc, kill_grace)
+        kill_and_reap(proc, kill_grace)
         raise DeadlineExceeded(
             f"{argv[0]} did not finish within {timeout:g} s "
             f"(waited {time.monotonic() - started:.1f} s) and was killed"
         ) from None
     return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-
-
-def _kill_group(proc: subprocess.Popen[str], grace: float) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=grace)  # drain the pipes and reap
-    except subprocess.TimeoutExpired:
-        # Still held by the kernel; SIGKILL is pending. Reap it when it lets go.
-        threading.Thread(target=_reap_later, args=(proc,), daemon=True).start()
-
-
-def _reap_later(proc: subprocess.Popen[str]) -> None:
-    proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from efsray.errors import NotFoundError
+from efsray.errors import InvalidDataError, NotFoundError
+from efsray.store.retention import CleanupReport
 from efsray.store.store import Store
 
 __all__ = ["EFSDataManager", "EFSDataPath"]
@@ -99,3 +102,111 @@ class EFSDataManager:
             return rows
 
         return await asyncio.to_thread(load)
+
+    # --- checkpoints, results, retention (the plan's second half) ---------------------------
+
+    async def save_model_checkpoint(
+        self, model_id: str, checkpoint_data: bytes, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Save opaque checkpoint bytes as the next version of ``model_id``.
+
+        As in the plan, ``saved_at`` (seconds since the epoch) and ``checkpoint_path`` are
+        stamped into ``metadata`` (the caller's dict too) and stored with it. Returns the
+        stored file's path. The bytes are never unpickled.
+        """
+        meta = dict(metadata or {})
+        saved_at = time.time()
+
+        def save() -> str:
+            # checkpoint_path is not stored: it is where the version's file is, which
+            # load_model_checkpoint reports from the manifest (always current).
+            meta.pop("checkpoint_path", None)
+            info = self.store.checkpoints.save(
+                model_id, checkpoint_data, {**meta, "saved_at": saved_at}
+            )
+            return info.path
+
+        path = await asyncio.to_thread(save)
+        if isinstance(metadata, dict):
+            metadata["saved_at"] = saved_at
+            metadata["checkpoint_path"] = path
+        self.logger.info("saved checkpoint of %s to %s", model_id, path)
+        return path
+
+    async def load_model_checkpoint(self, model_id: str) -> tuple[bytes, dict[str, Any]] | None:
+        """(bytes, metadata) of the latest checkpoint of ``model_id``, verified; None if the
+        model has none. A damaged file raises CorruptionError: never wrong bytes."""
+
+        def load() -> tuple[bytes, dict[str, Any]] | None:
+            try:
+                data, info = self.store.checkpoints.load_bytes(model_id)
+            except NotFoundError:
+                return None
+            metadata = dict(info.metadata)
+            metadata["checkpoint_path"] = info.path
+            return data, metadata
+
+        found = await asyncio.to_thread(load)
+        if found is None:
+            self.logger.warning("model checkpoint not found: %s", model_id)
+        return found
+
+    async def save_backtest_results(self, strategy_id: str, results: Mapping[str, Any]) -> str:
+        """Store one backtest run; returns the path of the run's file.
+
+        ``results`` is split as follows: numeric top-level values are the run's metrics;
+        ``params``/``parameters`` (a dict) its parameters; ``equity_curve`` and ``trades``
+        given as DataFrames/Series/Arrow tables are stored as Parquet; ``data_versions`` the
+        market data read; ``tags`` (a dict) its tags; everything else is kept as JSON.
+        """
+        if not isinstance(results, Mapping):
+            raise InvalidDataError(f"results must be a dict, got {type(results).__name__}")
+        kwargs = split_results(results)
+        info = await asyncio.to_thread(lambda: self.store.results.save(strategy_id, **kwargs))
+        self.logger.info("saved backtest run %s of %s", info.run_id, strategy_id)
+        return info.path
+
+    async def cleanup_old_data(self, days_to_keep: int = 7) -> CleanupReport:
+        """Remove what is older than ``days_to_keep`` days and unprotected (see
+        :mod:`efsray.store.retention`); returns the report (files and bytes per area)."""
+        report = await asyncio.to_thread(self.store.cleanup, days_to_keep)
+        self.logger.info(
+            "EFS cleanup complete: %d files removed, %.2f MB freed",
+            report.files, report.bytes / 1024 / 1024,
+        )  # fmt: skip
+        return report
+
+
+def split_results(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Map the plan's free-form results dict onto :meth:`ResultStore.save` arguments."""
+    metrics: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        if key in ("params", "parameters") and isinstance(value, Mapping):
+            out["params"] = value
+        elif key == "tags" and isinstance(value, Mapping):
+            out["tags"] = value
+        elif key == "data_versions":
+            out["data_versions"] = value
+        elif key in ("equity_curve", "trades") and _is_table(value):
+            out[key] = value
+        elif _is_number(value):
+            metrics[str(key)] = value
+        else:
+            extra[str(key)] = value
+    return {**out, "metrics": metrics, "extra": extra}
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    kind = getattr(getattr(value, "dtype", None), "kind", "")
+    return type(value).__module__ == "numpy" and kind in "iuf" and getattr(value, "ndim", 1) == 0
+
+
+def _is_table(value: Any) -> bool:
+    module = type(value).__module__
+    return module.startswith(("pandas", "polars", "pyarrow"))

@@ -39,7 +39,7 @@ from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import validate_name
 from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, kind_of, list_dir
-from efsray.store.segments import Segment, read_range, read_tail, write_segment
+from efsray.store.segments import Segment, conform, read_range, read_tail, write_segment
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
 
@@ -302,10 +302,10 @@ class MarketDataStore:
                 dup = pc.is_in(old.column("timestamp"), value_set=ts.combine_chunks())
                 replaced = int(pc.sum(dup).as_py() or 0)
                 kept = old.filter(pc.invert(dup))
-                both = _conform_all([kept, bars], schema)
+                both = conform([kept, bars], schema).combine_chunks()
                 merged = both.take(pc.sort_indices(both.column("timestamp")))
             else:
-                merged = _conform_all([bars], schema)
+                merged = conform([bars], schema).combine_chunks()
             cached = (self._write_rows(seg_dir, merged), replaced)
             pending.put(key, *cached)
         new_segments, replaced = cached
@@ -318,7 +318,7 @@ class MarketDataStore:
     ) -> tuple[list[Segment], int, int]:
         cached = pending.get(("write",), seg_dir)
         if cached is None:
-            cached = (self._write_rows(seg_dir, _conform_all([bars], schema)), 0)
+            cached = (self._write_rows(seg_dir, conform([bars], schema).combine_chunks()), 0)
             pending.put(("write",), *cached)
         return list(cached[0]), bars.num_rows, 0
 
@@ -488,19 +488,6 @@ def _listdir(path: Path) -> list[str]:
         if kind_of(path / name) == "dir":
             out.append(name)
     return sorted(out)
-
-
-def _conform_all(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    aligned = []
-    for t in tables:
-        cols = [
-            t.column(f.name).cast(f.type)
-            if f.name in t.column_names
-            else pa.nulls(t.num_rows, f.type)
-            for f in schema
-        ]
-        aligned.append(pa.Table.from_arrays(cols, schema=schema))
-    return pa.concat_tables(aligned).combine_chunks()
 
 
 def _columns(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | None:

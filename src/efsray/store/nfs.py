@@ -75,6 +75,7 @@ __all__ = [
     "kind_of",
     "list_dir",
     "read_bytes",
+    "reading",
     "retry_estale",
     "write_temp",
 ]
@@ -335,8 +336,14 @@ def read_bytes(path: Path) -> bytes:
         finally:
             os.close(fd)
 
+    return reading(path, once)
+
+
+def reading(path: Path, func: Callable[[], T]) -> T:
+    """Run ``func``, a read of ``path``: retried on ESTALE; FileNotFoundError passes
+    through (absence means something to callers); any other OSError is a StorageError."""
     try:
-        return retry_estale(once)
+        return retry_estale(func)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -449,13 +456,16 @@ class VersionLog:
         Cost: read HEAD, then one open per version committed since HEAD was written (usually
         zero), then one failed open and one read. Independent of the history's length.
         """
-        version = self.head_hint()
-        manifest = self._try_read(version) if version else None
-        if version and manifest is None:
+        hint = self.head_hint()
+        version, manifest = hint, self._try_read(hint) if hint else None
+        if hint and manifest is None:
             # HEAD names a version we cannot see: removed by retention (never the latest),
-            # or a cache on this host lags. Fall back to the listing, which is always right
-            # about old versions.
+            # or a cache on this host lags. The listing is right about old versions; if it
+            # lags too, gallop forward from the hint: retention keeps the newest versions,
+            # so what survives lies after it.
             version, manifest = self._scan_latest()
+            if manifest is None:
+                version, manifest = self._gallop(hint)
         while True:
             newer = self._try_read(version + 1)
             if newer is None:
@@ -464,6 +474,15 @@ class VersionLog:
         if manifest is None:
             return None
         return version, manifest
+
+    def _gallop(self, hint: int) -> tuple[int, dict[str, Any] | None]:
+        step = 1
+        while step < 1 << 40:
+            found = self._try_read(hint + step)
+            if found is not None:
+                return hint + step, found
+            step *= 2
+        return hint, None
 
     def _scan_latest(self) -> tuple[int, dict[str, Any] | None]:
         versions = list(self.listed_versions())
@@ -495,6 +514,16 @@ class VersionLog:
         committed (version, manifest), or None if ``build`` declined.
         """
         found = self.latest()
+        if found is None and self.head_hint() > 0:
+            # HEAD proves versions were committed, yet none is visible: starting again at
+            # version 1 would fork the history. Refuse; the caches will catch up.
+            raise StorageError(
+                errno.ENOENT,
+                f"{self.kind}: HEAD names version {self.head_hint()} but no manifest is "
+                f"visible under {self._versions}; the directory cache may lag another host. "
+                "Retry in a minute; if it persists, the versions were deleted by hand.",
+                str(self._versions),
+            )
         base_version, base = found if found else (0, None)
         losses = 0
         for _ in range(max_attempts):

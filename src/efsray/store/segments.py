@@ -19,10 +19,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from efsray.errors import CorruptionError, storage_error_from
-from efsray.store.nfs import atomic_write, read_bytes, retry_estale
+from efsray.errors import CorruptionError
+from efsray.store.nfs import atomic_write, read_bytes, reading
 
-__all__ = ["ROW_GROUP_ROWS", "Segment", "read_range", "read_tail", "write_segment"]
+__all__ = ["ROW_GROUP_ROWS", "Segment", "conform", "read_range", "read_tail", "write_segment"]
 
 ROW_GROUP_ROWS = 65_536
 _READ_THREADS = 4
@@ -155,7 +155,7 @@ def read_range(
             )
     else:  # small reads: thread hand-offs would cost more than they save
         parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
-    return _conform(parts, schema, columns)
+    return conform(parts, schema, columns)
 
 
 def read_tail(
@@ -174,7 +174,7 @@ def read_tail(
         parts.extend(_tail_of(directory, seg, remaining, columns))
         remaining = n - sum(p.num_rows for p in parts)
     parts.reverse()
-    table = _conform(parts, schema, columns)
+    table = conform(parts, schema, columns)
     return table.slice(max(0, table.num_rows - n))
 
 
@@ -195,12 +195,7 @@ def _tail_of(
                 )
             return _last_row_groups(path, f, n, columns)
 
-    try:
-        return retry_estale(once)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise storage_error_from(exc, "reading", path) from exc
+    return reading(path, once)
 
 
 def _last_row_groups(
@@ -224,8 +219,11 @@ def _last_row_groups(
         ) from None
 
 
-def _conform(parts: list[pa.Table], schema: pa.Schema, columns: Sequence[str] | None) -> pa.Table:
-    """Concatenate parts and give them exactly the requested columns of ``schema``."""
+def conform(
+    parts: Sequence[pa.Table], schema: pa.Schema, columns: Sequence[str] | None = None
+) -> pa.Table:
+    """Concatenate parts with exactly the requested columns of ``schema`` (all by default);
+    a column a part lacks (an older segment, a batch without an extra column) is null."""
     fields = [f for f in schema if columns is None or f.name in columns]
     target = pa.schema(fields)
     if not parts:

@@ -1,0 +1,322 @@
+"""Retention: remove what is old and unprotected, never what a reader may still need.
+
+``cleanup(days=N)`` (``efsray cleanup --days N``, the seed's ``cleanup_old_data``) works
+area by area and reports files and bytes per area:
+
+- **market_data**: old versions of a series go: a version is removed only if it was
+  committed before the cutoff (now - N days), is not the latest, and was superseded more
+  than the grace period ago (a reader who resolved "latest" just before the next commit is
+  still reading it). Only a prefix of the history goes, so ``history`` stays contiguous.
+  A segment file is removed only when no kept version references it and it is older than
+  the grace period (a writer's not-yet-committed segment is newer than that).
+- **checkpoints**: :meth:`CheckpointStore.prune` with each model's stored policy (keep the
+  latest, aliased, keep-last-N, keep-best-M, grace) and the cutoff; plus the data
+  directories of crashed saves once older than the grace period.
+- **results**: runs created before the cutoff, except the newest run of each strategy;
+  Parquet files of runs that never committed, once older than the grace period.
+- **logs**: files under ``logs/`` last modified before the cutoff.
+- **temp**: temporary files of crashed writers (``.efsray-tmp.*``) older than the grace
+  period, anywhere in the store.
+
+Nothing younger than the grace period is ever removed, whatever ``days`` says.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from efsray.errors import EfsrayError, InvalidDataError, VersionNotFoundError, storage_error_from
+from efsray.store.checkpoints import DEFAULT_GRACE_S, CheckpointStore
+from efsray.store.layout import StoreLayout
+from efsray.store.names import validate_name
+from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir
+from efsray.store.results import ResultStore
+
+__all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
+
+log = logging.getLogger("efsray.store")
+
+AREAS = ("market_data", "checkpoints", "results", "logs", "temp")
+_READ_WORKERS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class AreaReport:
+    """Files removed and bytes freed in one area (with dry_run: what would be)."""
+
+    files: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    """The outcome of one cleanup run."""
+
+    dry_run: bool
+    days: float
+    cutoff: dt.datetime
+    grace_seconds: float
+    areas: dict[str, AreaReport]
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def files(self) -> int:
+        return sum(a.files for a in self.areas.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(a.bytes for a in self.areas.values())
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.counts = {area: [0, 0] for area in AREAS}
+        self.errors: list[str] = []
+
+    def add(self, area: str, files: int, nbytes: int) -> None:
+        self.counts[area][0] += files
+        self.counts[area][1] += nbytes
+
+    def guard(self, what: str, func: Callable[[], None]) -> None:
+        """Run one unit of work; a failure is reported, and the other units still run."""
+        try:
+            func()
+        except (EfsrayError, OSError) as exc:
+            log.error("cleanup of %s failed: %s", what, exc)
+            self.errors.append(f"{what}: {exc}")
+
+
+def cleanup(
+    layout: StoreLayout,
+    *,
+    days: float = 7,
+    grace: float = DEFAULT_GRACE_S,
+    dry_run: bool = False,
+    now: float | None = None,
+    checkpoints: CheckpointStore | None = None,
+    results: ResultStore | None = None,
+) -> CleanupReport:
+    """Apply retention to the whole store (see the module docstring)."""
+    if not isinstance(days, int | float) or isinstance(days, bool) or days < 0:
+        raise InvalidDataError(f"days must be a number >= 0, got {days!r}")
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace < 0:
+        raise InvalidDataError(f"grace must be a number of seconds >= 0, got {grace!r}")
+    now = time.time() if now is None else now
+    cutoff = now - days * 86400
+    grace_cutoff = now - grace
+    checkpoints = checkpoints or CheckpointStore(layout)
+    results = results or ResultStore(layout)
+    tally = _Tally()
+
+    for symbol, timeframe in _series(layout):
+        tally.guard(
+            f"series {symbol}/{timeframe}",
+            lambda s=symbol, t=timeframe: _market_series(  # type: ignore[misc]
+                layout.series_dir(s, t), f"series {s}/{t}", cutoff, grace_cutoff, dry_run, tally
+            ),
+        )
+    cutoff_dt = dt.datetime.fromtimestamp(cutoff, dt.UTC)
+    for model in checkpoints.models():
+
+        def prune_model(model: str = model) -> None:
+            result = checkpoints.prune(
+                model, older_than=cutoff_dt, grace=grace, dry_run=dry_run, now=now
+            )
+            tally.add("checkpoints", result.files, result.bytes)
+
+        tally.guard(f"model {model}", prune_model)
+
+    def prune_results() -> None:
+        tally.add("results", *results.prune(cutoff, grace_cutoff=grace_cutoff, dry_run=dry_run))
+
+    tally.guard("results", prune_results)
+    tally.guard("logs", lambda: _logs(layout.logs, min(cutoff, grace_cutoff), dry_run, tally))
+    tally.guard("temporary files", lambda: _temp(layout.root, grace_cutoff, dry_run, tally))
+    report = CleanupReport(
+        dry_run=dry_run,
+        days=days,
+        cutoff=cutoff_dt,
+        grace_seconds=float(grace),
+        areas={area: AreaReport(*tally.counts[area]) for area in AREAS},
+        errors=tuple(tally.errors),
+    )
+    log.info(
+        "cleanup%s: %d files, %d bytes (%s)", " (dry run)" if dry_run else "", report.files,
+        report.bytes, ", ".join(f"{a} {r.files}/{r.bytes}" for a, r in report.areas.items()),
+    )  # fmt: skip
+    return report
+
+
+# --- market data -------------------------------------------------------------------------
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+def _series(layout: StoreLayout) -> list[tuple[str, str]]:
+    out = []
+    for symbol in _names(layout.ohlcv):
+        for timeframe in _names(layout.ohlcv / symbol):
+            if VersionLog(layout.ohlcv / symbol / timeframe, "").exists():
+                out.append((symbol, timeframe))
+    return out
+
+
+def _names(path: Path) -> list[str]:
+    out: list[str] = []
+    for name in list_dir(path):
+        try:
+            validate_name("name", name)
+        except EfsrayError:
+            continue
+        if kind_of(path / name) == "dir":
+            out.append(name)
+    return sorted(out)
+
+
+def _read_all(vlog: VersionLog, versions: list[int]) -> dict[int, dict[str, Any]]:
+    def one(v: int) -> tuple[int, dict[str, Any] | None]:
+        try:
+            return v, vlog.read(v)
+        except VersionNotFoundError:
+            return v, None
+
+    with ThreadPoolExecutor(max(1, min(_READ_WORKERS, len(versions)))) as pool:
+        return {v: m for v, m in pool.map(one, versions) if m is not None}
+
+
+def _market_series(
+    directory: Path, kind: str, cutoff: float, grace_cutoff: float, dry_run: bool, tally: _Tally
+) -> None:
+    vlog = VersionLog(directory, kind)
+    head = vlog.head_hint()
+    found = vlog.latest()
+    if found is None:
+        return
+    latest = found[0]
+    listed = sorted(set(vlog.listed_versions()))
+    top = listed[-1] if listed else 0
+    versions = sorted({v for v in listed if v <= latest} | set(range(top + 1, latest + 1)))
+    manifests = _read_all(vlog, versions)
+    present = sorted(manifests)
+    doomed: list[int] = []
+    if head > 0:  # without HEAD, a reader probing from version 1 needs version 1
+        for i, v in enumerate(present[:-1]):
+            committed = _timestamp(manifests[v].get("committed_at"))
+            superseded = _timestamp(manifests[present[i + 1]].get("committed_at"))
+            if (
+                v >= min(latest, head)
+                or committed is None
+                or committed >= cutoff
+                or superseded is None
+                or superseded >= grace_cutoff
+            ):
+                break  # only a prefix goes: history stays contiguous
+            doomed.append(v)
+    else:
+        log.warning("%s has no HEAD file; keeping all its versions", kind)
+    kept = [v for v in present if v not in doomed]
+    referenced = {
+        str(seg["file"]) for v in kept for seg in manifests[v].get("segments", []) if "file" in seg
+    }
+    for v in doomed:
+        _remove_file(vlog.path(v), "market_data", dry_run, tally)
+    segments = directory / "segments"
+    for name in list_dir(segments):
+        if is_temp_name(name) or name in referenced or not name.endswith(".parquet"):
+            continue
+        path = segments / name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_mtime < grace_cutoff:
+            _remove_file(path, "market_data", dry_run, tally, size=st.st_size)
+
+
+def _remove_file(
+    path: Path, area: str, dry_run: bool, tally: _Tally, *, size: int | None = None
+) -> None:
+    try:
+        if size is None:
+            size = os.stat(path).st_size
+        if not dry_run:
+            os.unlink(path)
+    except FileNotFoundError:
+        return  # another cleanup removed it first
+    except OSError as exc:
+        raise storage_error_from(exc, "removing", path) from exc
+    tally.add(area, 1, size)
+
+
+# --- logs and temporary files ------------------------------------------------------------
+
+
+def _logs(root: Path, cutoff: float, dry_run: bool, tally: _Tally) -> None:
+    for directory, _, names in os.walk(root):
+        for name in names:
+            if is_temp_name(name):
+                continue  # the temp sweep's business
+            path = Path(directory) / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_mtime < cutoff:
+                _remove_file(path, "logs", dry_run, tally, size=st.st_size)
+
+
+def _temp(root: Path, grace_cutoff: float, dry_run: bool, tally: _Tally) -> None:
+    for directory, dirs, names in os.walk(root):
+        for name in [d for d in dirs if is_temp_name(d)]:
+            dirs.remove(name)  # a crashed copy's staging directory: goes whole
+            path = Path(directory) / name
+            newest, files, size = _tree_age(path)
+            if newest is not None and newest < grace_cutoff:
+                tally.add("temp", files, size)
+                if not dry_run:
+                    shutil.rmtree(path, ignore_errors=True)
+        for name in names:
+            if not is_temp_name(name):
+                continue
+            path = Path(directory) / name
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if st.st_mtime < grace_cutoff:
+                _remove_file(path, "temp", dry_run, tally, size=st.st_size)
+
+
+def _tree_age(path: Path) -> tuple[float | None, int, int]:
+    try:
+        newest = os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return None, 0, 0
+    files = size = 0
+    for directory, dirs, names in os.walk(path):
+        for name in dirs + names:
+            try:
+                st = os.lstat(os.path.join(directory, name))
+            except FileNotFoundError:
+                continue
+            newest = max(newest, st.st_mtime)
+            if name in names:
+                files += 1
+                size += st.st_size
+    return newest, files, size
