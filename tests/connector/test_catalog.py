@@ -47,6 +47,9 @@ class ListCheckpoints:
     def iter_aliases(self) -> Iterable[tuple[str, str, int]]:
         return [(m, a, v) for (m, a), v in self.aliases.items()]
 
+    def iter_versions(self) -> Iterable[tuple[str, int]]:
+        return [(c.model_id, c.version) for c in self.versions]
+
 
 @pytest.fixture
 def db(pg_url: str) -> Iterator[Database]:
@@ -146,3 +149,13 @@ def test_checkpoints_and_moving_aliases(db: Database, pg_url: str) -> None:
             "select metadata->>'loss' from efsray.checkpoints where model_id='m1' and version=2"
         ).fetchone()
     assert meta == ("0.5",)
+
+    removed = source.versions.pop(0)  # retention removed v1 from the store
+    report = sync_checkpoints(db, source, "s")
+    assert report.removed == 1 and report.rows_changed == 0
+    assert sync_checkpoints(db, source, "s").removed == 0
+    source.versions.insert(0, removed)  # and should it come back, it is present again
+    assert sync_checkpoints(db, source, "s").removed == 1  # the mark is cleared
+    with psycopg.connect(pg_url) as conn:
+        gone = conn.execute("select count(*) from efsray.checkpoints where removed_at is not null")
+        assert gone.fetchone() == (0,)

@@ -75,3 +75,18 @@ def test_sync_once_copies_runs_and_checkpoints_idempotently(pg_url: str, tmp_pat
             "order by (metrics->>'sharpe')::float desc limit 1"
         ).fetchone()
     assert top == ("strat-0", 9.0)
+
+    # Retention removes v1 (no alias, not the latest, keep-last 1, no grace): the catalog
+    # keeps its row and marks it removed.
+    from efsray.store.checkpoints import RetentionPolicy
+
+    store.checkpoints.set_alias("lstm", "best", 2)
+    pruned = store.checkpoints.prune("lstm", policy=RetentionPolicy(keep_last=1), grace=0)
+    assert pruned.removed == (1,)
+    fourth = json.loads(efsray("sync", "--once", "--json", env=env).stdout)
+    assert fourth["checkpoints_marked_removed"] == 1
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute(
+            "select version, removed_at is not null from efsray.checkpoints order by version"
+        ).fetchall()
+    assert rows == [(1, True), (2, False)]

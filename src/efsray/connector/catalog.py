@@ -19,7 +19,8 @@ up to a minute) and clock skew between hosts. A crash midway leaves the old wate
 the re-run upserts the same rows again, which changes nothing.
 
 Aliases are few and move: they are synced in full each time (the database's aliases of a
-model become exactly the store's).
+model become exactly the store's). Checkpoint versions that retention removed from the store
+keep their row, with ``removed_at`` set (and cleared should the version reappear).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ class CheckpointSource(Protocol):
         """Every (model_id, alias, version) in force now."""
         ...
 
+    def iter_versions(self) -> Iterable[tuple[str, int]]:
+        """Every (model_id, version) the store holds now; the others are marked removed."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class CatalogReport:
@@ -112,6 +117,7 @@ class CatalogReport:
     seconds: float
     aliases_changed: int = 0
     rejected: tuple[str, ...] = ()
+    removed: int = 0
 
 
 def _json(value: Mapping[str, Any], what: str, key: str) -> str:
@@ -193,10 +199,19 @@ VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s)
 ON CONFLICT (model_id, version) DO UPDATE SET
     created_at = EXCLUDED.created_at, metadata = EXCLUDED.metadata,
     size_bytes = EXCLUDED.size_bytes, checksum = EXCLUDED.checksum,
-    store_path = EXCLUDED.store_path, synced_at = now()
+    store_path = EXCLUDED.store_path, removed_at = NULL, synced_at = now()
 WHERE (c.created_at, c.metadata, c.size_bytes, c.checksum, c.store_path)
    IS DISTINCT FROM (EXCLUDED.created_at, EXCLUDED.metadata, EXCLUDED.size_bytes,
        EXCLUDED.checksum, EXCLUDED.store_path)
+   OR c.removed_at IS NOT NULL
+"""
+
+_MARK_REMOVED = """
+WITH present AS (SELECT * FROM unnest(%s::text[], %s::int[]) AS s(model_id, version))
+UPDATE efsray.checkpoints c
+SET removed_at = CASE WHEN c.removed_at IS NULL THEN now() END, synced_at = now()
+WHERE (c.removed_at IS NULL) = NOT EXISTS (
+    SELECT 1 FROM present s WHERE s.model_id = c.model_id AND s.version = c.version)
 """
 
 
@@ -304,6 +319,10 @@ def sync_checkpoints(
     )
     aliases = sorted(set(source.iter_aliases()))
     alias_changes = _sync_aliases(db, aliases)
+    present = sorted(set(source.iter_versions()))
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute(_MARK_REMOVED, ([m for m, _ in present], [int(v) for _, v in present]))
+        removed = max(cur.rowcount, 0)
     return CatalogReport(
         "checkpoints",
         seen,
@@ -313,6 +332,7 @@ def sync_checkpoints(
         round(time.perf_counter() - start, 6),
         alias_changes,
         rejected,
+        removed,
     )
 
 

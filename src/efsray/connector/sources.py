@@ -96,6 +96,11 @@ class StoreCheckpoints:
                     store_path=_relative(self.root, info.directory),
                 )
 
+    def iter_versions(self) -> Iterator[tuple[str, int]]:
+        for model in self.checkpoints.models():
+            for info in self.checkpoints.list(model):
+                yield model, int(info.version)
+
     def iter_aliases(self) -> Iterator[tuple[str, str, int]]:
         for model in self.checkpoints.models():
             for alias, version in sorted(self.checkpoints.aliases(model).items()):

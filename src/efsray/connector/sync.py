@@ -53,14 +53,16 @@ class SyncReport:
 
     @property
     def rows_moved(self) -> int:
-        """Rows written on the other side: bars imported and exported, runs and
-        checkpoints upserted."""
+        """Rows written on the other side: bars imported and exported, runs, checkpoints
+        and aliases upserted, checkpoints marked removed."""
         return sum(
             (
                 self.imported.rows_written if self.imported else 0,
                 self.exported.rows_changed if self.exported else 0,
                 self.runs.rows_changed if self.runs else 0,
                 self.checkpoints.rows_changed if self.checkpoints else 0,
+                self.checkpoints.aliases_changed if self.checkpoints else 0,
+                self.checkpoints.removed if self.checkpoints else 0,
             )
         )
 
@@ -78,6 +80,10 @@ class SyncReport:
             "bars_exported": self.exported.rows_changed if self.exported else 0,
             "runs_upserted": self.runs.rows_changed if self.runs else 0,
             "checkpoints_upserted": self.checkpoints.rows_changed if self.checkpoints else 0,
+            "aliases_changed": self.checkpoints.aliases_changed if self.checkpoints else 0,
+            "checkpoints_marked_removed": self.checkpoints.removed if self.checkpoints else 0,
+            "records_rejected": len(self.runs.rejected if self.runs else ())
+            + len(self.checkpoints.rejected if self.checkpoints else ()),
             "import_watermark": self.imported.watermark_after if self.imported else None,
         }
 

@@ -60,6 +60,7 @@ CREATE TABLE efsray.checkpoints (
     size_bytes bigint,
     checksum   text,
     store_path text,
+    removed_at timestamptz,  -- set when retention removed the version from the store
     synced_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model_id, version)
 );
