@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from efsray.connector import Database, PoolConfig, migrate
-from efsray.connector.market import export_market_data, import_market_data
+from efsray.connector.market import _plan_queries, export_market_data, import_market_data
 from efsray.errors import InvalidDataError
 from efsray.store import Store
 from tests.connector.conftest import bars, cli_env, efsray, wait_for
@@ -306,3 +306,31 @@ def test_a_stopped_import_keeps_its_watermark(db: Database, pg_url: str, tmp_pat
     rest = import_market_data(db, store)
     assert rest.rows_written == (6 - 2) * 500 and rest.watermark_after > 0
     assert len(store.market.list_series()) == 6
+
+
+def test_full_import_of_long_series_reads_them_one_by_one(
+    db: Database, pg_url: str, tmp_path: Path
+) -> None:
+    # Long series (and a fresh store) take the per-series path; a name with a quote in it
+    # must travel safely as an SQL literal and be rejected as a store name.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into efsray.market_bars (symbol, timeframe, ts, open, high, low, close, volume)"
+            " select s, '1m', timestamptz '2024-01-01' + i * interval '1 minute',"
+            " 100 + i % 7, 108, 99, 100 + i % 5, i"
+            " from unnest(array['AAA', 'BBB', 'O''X']) s, generate_series(0, 24999) i"
+        )
+        conn.execute("analyze efsray.market_bars")
+    with db.connection() as conn:
+        plan = _plan_queries(conn, 0, "txid >= '0'::xid8", None)
+        assert [tag for tag, _ in plan] == [("AAA", "1m"), ("BBB", "1m"), ("O'X", "1m")]
+        assert len(_plan_queries(conn, 5, "txid >= '5'::xid8", None)) == 1  # incremental
+    store = Store(tmp_path / "s")
+    report = import_market_data(db, store)
+    assert report.rows_read == 75_000 and report.rows_written == 50_000
+    assert [(r.symbol, r.rows_read) for r in report.rejected] == [("O'X", 25_000)]
+    expected = _db_rows(pg_url, "BBB")
+    got = store.market.read("BBB", "1m").to_pandas()
+    assert (got["timestamp"].to_numpy() == expected["ts"].to_numpy()).all()
+    assert (got["close"].to_numpy() == expected["close"].to_numpy()).all()
+    assert import_market_data(db, store).rows_written == 0

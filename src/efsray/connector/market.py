@@ -161,7 +161,10 @@ def _sql_literal_list(names: Sequence[str]) -> str:
     return ", ".join("'" + validate_name("symbol", n) + "'" for n in names)
 
 
-def _arrow_batches(conninfo: str, dsn: str, query: str) -> Generator[pa.RecordBatch]:
+def _arrow_batches(
+    conninfo: str, dsn: str, queries: Iterable[tuple[Any, str]]
+) -> Generator[tuple[Any, pa.RecordBatch]]:
+    """(tag, batch) for each query's result batches, over one ADBC connection."""
     try:
         import adbc_driver_postgresql.dbapi as adbc
     except ImportError:  # pragma: no cover - the db extra installs it
@@ -173,14 +176,77 @@ def _arrow_batches(conninfo: str, dsn: str, query: str) -> Generator[pa.RecordBa
     except adbc.Error as exc:
         raise explain_error(exc, dsn) from None
     try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            reader = cur.fetch_record_batch()
-            yield from reader
+        for tag, query in queries:
+            with conn.cursor() as cur:
+                cur.execute(query)
+                for batch in cur.fetch_record_batch():
+                    yield tag, batch
     except adbc.Error as exc:
         raise explain_error(exc, dsn, "read market data from") from None
     finally:
         conn.close()
+
+
+# Enumerates the (symbol, timeframe) pairs through the primary key, one index probe per
+# series ("loose index scan"): milliseconds, however many rows each series has.
+_SERIES = """
+WITH RECURSIVE s AS (
+    (SELECT symbol, timeframe FROM efsray.market_bars ORDER BY symbol, timeframe LIMIT 1)
+    UNION ALL
+    SELECT n.symbol, n.timeframe FROM s, LATERAL (
+        SELECT m.symbol, m.timeframe FROM efsray.market_bars m
+        WHERE (m.symbol, m.timeframe) > (s.symbol, s.timeframe)
+        ORDER BY m.symbol, m.timeframe LIMIT 1) n
+)
+SELECT symbol, timeframe FROM s
+"""
+# A full import of series this long on average reads each series on its own, without the
+# symbol and timeframe text in every row (about a quarter less to transfer and decode).
+_PER_SERIES_MIN_ROWS = 20_000
+
+
+def _plan_queries(
+    conn: Any, since: int, where: str, symbols: Sequence[str] | None
+) -> list[tuple[Any, str]]:
+    """The queries of one import: one ordered query of every changed row, or (for a full
+    import of long series) one query per series."""
+    from psycopg import sql
+
+    single = [
+        (None, f"{_SELECT} FROM efsray.market_bars WHERE {where} ORDER BY symbol, timeframe, ts")
+    ]
+    if since != 0:
+        return single
+    row = conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'efsray.market_bars'::regclass"
+    ).fetchone()
+    estimate = float(row[0]) if row else -1.0
+    series = [(str(a), str(b)) for a, b in conn.execute(_SERIES).fetchall()]
+    if symbols is not None:
+        wanted = set(symbols)
+        series = [k for k in series if k[0] in wanted]
+    if not series or estimate < _PER_SERIES_MIN_ROWS * len(series):
+        return single
+    queries = []
+    for symbol, timeframe in series:
+        query = sql.SQL(
+            "SELECT ts AS timestamp, open, high, low, close, volume FROM efsray.market_bars "
+            "WHERE symbol = {} AND timeframe = {} ORDER BY ts"
+        ).format(sql.Literal(symbol), sql.Literal(timeframe))
+        queries.append(((symbol, timeframe), query.as_string(conn)))
+    return queries
+
+
+def _keyed(
+    stream: Iterable[tuple[Any, pa.RecordBatch]],
+) -> Iterator[tuple[str, str, pa.RecordBatch]]:
+    """(symbol, timeframe, bars) from either kind of query."""
+    for tag, batch in stream:
+        if tag is not None:
+            yield tag[0], tag[1], batch
+            continue
+        for symbol, timeframe, a, b in _runs(batch):
+            yield symbol, timeframe, batch.slice(a, b - a)
 
 
 def _runs(batch: pa.RecordBatch) -> Iterator[tuple[str, str, int, int]]:
@@ -272,7 +338,8 @@ def import_market_data(
         if horizon != since:
             mark.write(horizon, 0)
         return ImportReport(0, 0, since, horizon, round(time.perf_counter() - start, 6))
-    query = f"{_SELECT} FROM efsray.market_bars WHERE {where} ORDER BY symbol, timeframe, ts"
+    with db.connection() as conn:
+        queries = _plan_queries(conn, since, where, symbols)
     results: list[SeriesResult] = []
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
@@ -282,7 +349,7 @@ def import_market_data(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efsray-import")
     in_flight: Future[SeriesResult] | None = None
     stopped = False
-    stream = _arrow_batches(db.conninfo, db.config.dsn, query)
+    stream = _arrow_batches(db.conninfo, db.config.dsn, queries)
 
     def flush() -> None:
         nonlocal pending, pending_rows, in_flight
@@ -293,20 +360,17 @@ def import_market_data(
         pending, pending_rows = [], 0
 
     try:
-        for batch in stream:
-            for symbol, timeframe, a, b in _runs(batch):
-                if (symbol, timeframe) != key:
-                    flush()
-                    if should_stop():
-                        stopped = True
-                        break
-                    key = (symbol, timeframe)
-                pending.append(batch.slice(a, b - a))
-                pending_rows += b - a
-                if pending_rows >= flush_rows:
-                    flush()
-            if stopped:
-                break
+        for symbol, timeframe, batch in _keyed(stream):
+            if (symbol, timeframe) != key:
+                flush()
+                if should_stop():
+                    stopped = True
+                    break
+                key = (symbol, timeframe)
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= flush_rows:
+                flush()
         if not stopped:
             flush()
         if in_flight is not None:
@@ -340,7 +404,8 @@ def _import_series(
     try:
         validate_name("symbol", symbol)
         validate_name("timeframe", timeframe)
-        table = pa.Table.from_batches(batches).drop_columns(["symbol", "timeframe"])
+        table = pa.Table.from_batches(batches)
+        table = table.drop_columns([c for c in ("symbol", "timeframe") if c in table.schema.names])
         bars = normalize_bars(table)
     except (InvalidNameError, InvalidDataError) as exc:
         log.error("rejected %d bars of %s/%s from the database: %s", rows, symbol, timeframe, exc)
