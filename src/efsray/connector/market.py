@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from efsray.connector.pgcopy import encode_bars
-from efsray.connector.pool import Database, explain_error
+from efsray.connector.pool import Database
 from efsray.errors import DatabaseError, InvalidDataError, InvalidNameError, NotFoundError
 from efsray.store.bars import CORE_COLUMNS, normalize_bars
 from efsray.store.names import validate_name
@@ -162,29 +162,15 @@ def _sql_literal_list(names: Sequence[str]) -> str:
 
 
 def _arrow_batches(
-    conninfo: str, dsn: str, queries: Iterable[tuple[Any, str]]
+    db: Database, queries: Iterable[tuple[Any, str]]
 ) -> Generator[tuple[Any, pa.RecordBatch]]:
-    """(tag, batch) for each query's result batches, over one ADBC connection."""
-    try:
-        import adbc_driver_postgresql.dbapi as adbc
-    except ImportError:  # pragma: no cover - the db extra installs it
-        raise DatabaseError(
-            "the Arrow transfer needs adbc-driver-postgresql: pip install 'efsray[db]'"
-        ) from None
-    try:
-        conn = adbc.connect(conninfo)
-    except adbc.Error as exc:
-        raise explain_error(exc, dsn) from None
-    try:
+    """(tag, batch) for each query's result batches, over the database's Arrow connection."""
+    with db.arrow_connection() as conn:
         for tag, query in queries:
             with conn.cursor() as cur:
                 cur.execute(query)
                 for batch in cur.fetch_record_batch():
                     yield tag, batch
-    except adbc.Error as exc:
-        raise explain_error(exc, dsn, "read market data from") from None
-    finally:
-        conn.close()
 
 
 # Enumerates the (symbol, timeframe) pairs through the primary key, one index probe per
@@ -349,7 +335,7 @@ def import_market_data(
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="efsray-import")
     in_flight: Future[SeriesResult] | None = None
     stopped = False
-    stream = _arrow_batches(db.conninfo, db.config.dsn, queries)
+    stream = _arrow_batches(db, queries)
 
     def flush() -> None:
         nonlocal pending, pending_rows, in_flight

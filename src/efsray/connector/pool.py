@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -281,6 +282,8 @@ class Database:
         self.config = config
         self._conninfo = config.conninfo()  # raises DatabaseError for a malformed URL
         self._pool: ConnectionPool | None = None
+        self._arrow: Any = None  # one reused ADBC connection for Arrow transfers
+        self._arrow_lock = threading.Lock()
         if open:
             self.open()
 
@@ -308,6 +311,7 @@ class Database:
         self._pool = pool
 
     def close(self) -> None:
+        self._drop_arrow()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -364,6 +368,40 @@ class Database:
                 f"PostgreSQL at {self.masked} refused a statement: "
                 f"{_one_line(scrub(str(exc), self.config.dsn))}"
             ) from exc
+
+    @contextlib.contextmanager
+    def arrow_connection(self) -> Iterator[Any]:
+        """An ADBC (Arrow) connection in autocommit mode, reused from call to call (opening
+        one costs tens of milliseconds); dropped after any error, so the next call
+        reconnects. One user at a time."""
+        try:
+            import adbc_driver_postgresql.dbapi as adbc
+        except ImportError:  # pragma: no cover - the db extra installs it
+            raise DatabaseError(
+                "the Arrow transfer needs adbc-driver-postgresql: pip install 'efsray[db]'"
+            ) from None
+        with self._arrow_lock:
+            if self._arrow is None:
+                try:
+                    self._arrow = adbc.connect(self._conninfo, autocommit=True)
+                except adbc.Error as exc:
+                    raise explain_error(exc, self.config.dsn) from None
+            try:
+                yield self._arrow
+            except adbc.Error as exc:
+                self._drop_arrow()
+                raise explain_error(exc, self.config.dsn, "read from") from None
+            except BaseException:
+                self._drop_arrow()  # a half-read result would confuse the next user
+                raise
+
+    def _drop_arrow(self) -> None:
+        conn, self._arrow = self._arrow, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail any way
+                log.debug("closing the Arrow connection failed: %s", exc)
 
     def _timeout_error(self) -> DatabaseError:
         stats = self.stats()
