@@ -11,7 +11,8 @@ holds, and only new or changed bars are appended. The watermark X is written to 
 committed. So a second run finds nothing to do and commits nothing, and a run killed midway
 re-reads from the old watermark: bars already appended compare equal and are skipped,
 leaving exactly one copy. A row committed late by a long transaction has txid >= X and is
-read next time: nothing is skipped.
+read next time: nothing is skipped. A full import of long series reads each series on its
+own (listed by a loose index scan), which spares the key text in every row.
 
 **Export (store -> database).** Per series, in one transaction under an advisory lock: the
 bars are sent with COPY FROM STDIN (binary, built by numpy) into a temporary staging table,
