@@ -227,7 +227,6 @@ class MarketDataStore:
             if operation != "compact" and self.auto_compact:
                 segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
             stats.update(written=written, replaced=replaced)
-            pending.sync(seg_dir)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
         committed = vlog.commit(build)
@@ -529,7 +528,9 @@ def _convert(table: pa.Table, output: Output) -> Any:
     if output == "arrow":
         return table
     if output == "pandas":
-        return table.to_pandas()
+        # One block per column and Arrow memory released as it goes: no consolidation copy
+        # (the table is ours to consume).
+        return table.to_pandas(split_blocks=True, self_destruct=True)
     if output == "polars":
         import polars as pl
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
-from efsray.store.nfs import fsync_dir, kind_of
+from efsray.store.nfs import kind_of
 from efsray.store.segments import Segment
 
 __all__ = ["PendingSegments", "find_run", "tier"]
@@ -67,7 +67,6 @@ class PendingSegments:
 
     def __init__(self) -> None:
         self._written: dict[Hashable, tuple[list[Segment], int, float]] = {}
-        self._unsynced = False
 
     def get(self, key: Hashable, directory: Path) -> tuple[list[Segment], int] | None:
         hit = self._written.get(key)
@@ -83,13 +82,6 @@ class PendingSegments:
 
     def put(self, key: Hashable, segments: list[Segment], replaced: int) -> None:
         self._written[key] = (segments, replaced, time.monotonic())
-        self._unsynced = True
-
-    def sync(self, directory: Path) -> None:
-        """Make the new files' directory entries durable before a manifest names them."""
-        if self._unsynced:
-            fsync_dir(directory)
-            self._unsynced = False
 
     def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
         keep = set(used)

@@ -77,6 +77,7 @@ __all__ = [
     "read_bytes",
     "reading",
     "retry_estale",
+    "write_new",
     "write_temp",
 ]
 
@@ -116,6 +117,34 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
+def _create_and_write(path: Path, payload: bytes | Writer, mode: int, fsync: bool) -> None:
+    """Create ``path`` (O_EXCL), write ``payload``, fsync, close with its result checked.
+
+    On any error the file is removed and a StorageError (or StorageFullError) is raised.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise storage_error_from(exc, "creating", path) from exc
+    try:
+        try:
+            os.fchmod(fd, mode)  # explicit mode, whatever the umask
+            if callable(payload):
+                payload(fd)
+            else:
+                _write_all(fd, payload)
+            if fsync:
+                os.fdatasync(fd)  # data and size; the timestamps need not be durable
+        finally:
+            os.close(fd)  # raises if NFS reports a deferred write error
+    except OSError as exc:
+        _unlink_quietly(path)
+        raise storage_error_from(exc, "writing", path) from exc
+    except BaseException:
+        _unlink_quietly(path)
+        raise
+
+
 def write_temp(
     final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
 ) -> Path:
@@ -126,28 +155,21 @@ def write_temp(
     StorageFullError) is raised.
     """
     tmp = _temp_path(final)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    except OSError as exc:
-        raise storage_error_from(exc, "creating a temporary file", tmp) from exc
-    try:
-        try:
-            os.fchmod(fd, mode)  # explicit mode, whatever the umask
-            if callable(payload):
-                payload(fd)
-            else:
-                _write_all(fd, payload)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)  # raises if NFS reports a deferred write error
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise storage_error_from(exc, "writing", final) from exc
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    _create_and_write(tmp, payload, mode, fsync)
     return tmp
+
+
+def write_new(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+    """Create ``final`` (which must not exist) with ``payload``, durably.
+
+    Only for files no reader can find until a manifest names them (immutable data files
+    with unique names): the manifest's commit is their publication, so a temporary name
+    and a rename would buy nothing but two round trips. A writer killed midway leaves an
+    unreferenced file, which cleanup removes after its grace period. The fsync of a newly
+    created file also makes its name durable (ext4, XFS, btrfs; NFS creates are synchronous
+    on the server), so no directory sync is needed before the manifest that names it.
+    """
+    _create_and_write(final, payload, mode, fsync=True)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -362,6 +384,11 @@ class ManifestCache:
     def __init__(self, size: int = 512) -> None:
         self._size = size
         self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
+        self._newest: dict[Path, int] = {}
+
+    def newest(self, directory: Path) -> int:
+        """The newest version of ``directory``'s log this cache has seen (0 if none)."""
+        return self._newest.get(directory, 0)
 
     def get(self, directory: Path, version: int) -> dict[str, Any] | None:
         manifest = self._entries.get((directory, version))
@@ -371,6 +398,8 @@ class ManifestCache:
 
     def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
         self._entries[(directory, version)] = manifest
+        if version > self._newest.get(directory, 0):
+            self._newest[directory] = version
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
 
@@ -453,10 +482,20 @@ class VersionLog:
     def latest(self) -> tuple[int, dict[str, Any]] | None:
         """The newest committed version and its manifest, or None for an empty log.
 
-        Cost: read HEAD, then one open per version committed since HEAD was written (usually
-        zero), then one failed open and one read. Independent of the history's length.
+        Cost: when this process already knows a recent version, one failed open (the probe
+        for the next one). Otherwise: read HEAD, then one open per version committed since
+        HEAD was written (usually zero), then one failed open and one read. Independent of
+        the history's length.
         """
-        hint = self.head_hint()
+        known = self._cache.newest(self.directory) if self._cache else 0
+        if known:
+            following = self._try_read(known + 1)
+            if following is None:
+                cached = self._try_read(known)
+                if cached is not None:
+                    return known, cached
+            # Others have committed since: HEAD is the quicker way to catch up.
+        hint = max(self.head_hint(), known)
         version, manifest = hint, self._try_read(hint) if hint else None
         if hint and manifest is None:
             # HEAD names a version we cannot see: removed by retention (never the latest),

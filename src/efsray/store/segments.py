@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError
-from efsray.store.nfs import atomic_write, read_bytes, reading
+from efsray.store.nfs import read_bytes, reading, write_new
 
 __all__ = ["ROW_GROUP_ROWS", "Segment", "conform", "read_range", "read_tail", "write_segment"]
 
@@ -85,8 +85,8 @@ def write_segment(directory: Path, table: pa.Table) -> Segment:
     )
     buffer = sink.getvalue()
     name = f"seg-{uuid.uuid4().hex}.parquet"
-    # The directory fsync is the committer's, once for all segments of a commit.
-    atomic_write(directory / name, memoryview(buffer), sync_dir=False)  # type: ignore[arg-type]
+    # Unreferenced until a manifest names it: created under its final, unique name.
+    write_new(directory / name, memoryview(buffer))  # type: ignore[arg-type]
     ts = table.column("timestamp")
     return Segment(
         file=name,
@@ -123,8 +123,8 @@ def _decode(
     try:
         pf = pq.ParquetFile(pa.BufferReader(buffer))
         wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
-        if not filters:  # arrow's threads only pay off on big files
-            return pf.read(columns=wanted, use_threads=seg.bytes > _PARALLEL_BYTES)
+        if not filters:  # arrow's threads pay off from a few row groups on
+            return pf.read(columns=wanted, use_threads=seg.rows > 2 * ROW_GROUP_ROWS)
         return pq.read_table(pa.BufferReader(buffer), columns=wanted, filters=filters)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptionError(
