@@ -25,6 +25,7 @@ import os
 import secrets
 import socket
 import stat
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,7 +273,7 @@ def _init(ray: Any, target: RayAddress, kwargs: dict[str, Any]) -> None:
 
     where = "a local Ray" if target.is_local else f"the Ray cluster at {target}"
     try:
-        ray.init(address=str(target), **kwargs)
+        _init_with_retry(ray, target, kwargs)
     except AuthenticationError as exc:
         raise ClusterError(
             f"{where} refused us: {_first_line(exc)}. The cluster uses token authentication: "
@@ -298,6 +299,29 @@ def _init(ray: Any, target: RayAddress, kwargs: dict[str, Any]) -> None:
         raise ClusterError(f"cannot connect to {where}: {_first_line(exc)}; {hint}") from None
     except (RuntimeError, ValueError, OSError, TimeoutError) as exc:
         raise ClusterError(f"cannot start or join {where}: {_first_line(exc)}") from None
+
+
+# A loaded head can be slow to start the per-client server behind its Ray Client port; the
+# proxier then reports an initialization failure that a second attempt does not meet.
+_CLIENT_ATTEMPTS = 3
+_TRANSIENT_CLIENT = ("Initialization failure from server", "timed out", "Timeout")
+
+
+def _init_with_retry(ray: Any, target: RayAddress, kwargs: dict[str, Any]) -> None:
+    attempts = _CLIENT_ATTEMPTS if target.kind == "client" else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=str(target), **kwargs)
+            return
+        except ConnectionError as exc:
+            if attempt == attempts or not any(t in str(exc) for t in _TRANSIENT_CLIENT):
+                raise
+            log.warning(
+                "Ray Client connection to %s failed (%s); retrying (%d/%d)",
+                target, _first_line(exc), attempt + 1, attempts,
+            )  # fmt: skip
+            ray.shutdown()
+            time.sleep(2.0 * attempt)
 
 
 def _first_line(exc: BaseException) -> str:
