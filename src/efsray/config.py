@@ -133,6 +133,40 @@ class Settings(BaseSettings):
     neon_pool_min_size: int = Field(default=1, ge=0, le=1000, description="Pool minimum size")
     neon_pool_max_size: int = Field(default=10, ge=1, le=1000, description="Pool maximum size")
 
+    # --- Neon connector: pool timeouts, session, sync service (efsray.connector) ------------
+    # Durations are float seconds. The URL's own parameters (sslmode, application_name,
+    # connect_timeout) win over these defaults.
+    neon_connect_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds to wait for a new connection"
+    )
+    neon_pool_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a caller waits for a free pooled connection before 'pool exhausted'",
+    )
+    neon_statement_timeout: float = Field(
+        default=0.0, ge=0, le=86400, description="Per-statement limit in seconds; 0 means none"
+    )
+    neon_application_name: str = Field(
+        default="efsray",
+        description="application_name the server shows in pg_stat_activity",
+    )
+    neon_sync_interval: float = Field(
+        default=60.0, gt=0, le=86400, description="Seconds between two sync cycles"
+    )
+    neon_sync_host: str = Field(
+        default="127.0.0.1", description="Address the sync service's health endpoint binds"
+    )
+    neon_sync_port: int = Field(
+        default=8765, ge=0, le=65535, description="Port of the health endpoint (0: any free)"
+    )
+    neon_sync_symbols: str = Field(
+        default="",
+        description="Comma-separated symbols whose market data the service exports to the "
+        "database ('' exports none, '*' every stored symbol)",
+    )
+
     # --- AWS ---------------------------------------------------------------------------
     aws_region: str | None = Field(default=None, description="AWS region of the cluster")
     aws_availability_zone: str | None = Field(default=None, description="AWS availability zone")
@@ -273,6 +307,29 @@ class Settings(BaseSettings):
         elif "=" not in raw:
             raise ValueError("is neither a postgresql:// URL nor a key=value connection string")
         return SecretStr(raw)
+
+    @field_validator("neon_application_name")
+    @classmethod
+    def _application_name(cls, value: str) -> str:
+        if not value or len(value) > 63 or not all(" " <= c <= "~" for c in value):
+            raise ValueError("must be 1-63 printable ASCII characters (PostgreSQL's limit)")
+        return value
+
+    @field_validator("neon_sync_host")
+    @classmethod
+    def _sync_host(cls, value: str) -> str:
+        if not is_hostname(value):
+            raise ValueError("is not a host name or IP address to bind, e.g. 127.0.0.1")
+        return value
+
+    @field_validator("neon_sync_symbols")
+    @classmethod
+    def _sync_symbols(cls, value: str) -> str:
+        # Each name is checked as a store symbol by the connector (config imports no store).
+        value = value.strip()
+        if value in ("", "*"):
+            return value
+        return ",".join(n.strip() for n in value.split(",") if n.strip())
 
     @model_validator(mode="after")
     def _pool_sizes(self) -> Settings:

@@ -128,8 +128,8 @@ def test_errors_are_messages_with_exit_codes(cli, tmp_path: Path) -> None:
 
 def test_demo_runs_and_is_safe_to_rerun(cli, tmp_path: Path) -> None:
     root = tmp_path / "demo"
-    first = cli("demo", "--root", root, "--symbols", "2", "--years", "0.2", "--json")
+    first = cli("demo", "--root", root, "--symbols", "2", "--years", "0.2", "--json", "--local")
     assert first.code == 0, first.err
-    second = cli("demo", "--root", root, "--symbols", "2", "--years", "0.2", "--json")
+    second = cli("demo", "--root", root, "--symbols", "2", "--years", "0.2", "--json", "--local")
     series = second.json()["series"]
     assert [s["rows"] for s in series] == [s["rows"] for s in first.json()["series"]]

@@ -1,14 +1,47 @@
-"""``efsray demo``: the main job on the embedded default (a local directory, no AWS)."""
+"""``efsray demo``: the main job on the embedded default (a local directory and a local Ray).
+
+It generates a synthetic multi-symbol market (regime-switching GBM with trends), ingests it
+into the store, sweeps three strategies over every symbol as Ray tasks that read and write the
+store themselves, keeps the best parameters of each strategy as a model checkpoint, and ends
+with the ranked results, a storage health line and where everything is. Re-running it is
+safe and fast: unchanged market data is not rewritten, and finished backtests are reused.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
-from efsray.cli._common import EnvFileOpt, JsonOpt, RootOpt, console, print_json, store_root
+from efsray.cli._common import (
+    EnvFileOpt,
+    JsonOpt,
+    RootOpt,
+    console,
+    err_console,
+    print_json,
+    settings_from,
+    store_root,
+)
+from efsray.cli._ray import AddressOpt, NumCpusOpt
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from efsray.cluster.sweep import SweepReport
+    from efsray.store import Store
+
+# strategy -> the grid the demo sweeps (about 70 parameter sets per symbol in all)
+DEMO_GRIDS = {
+    "ma_crossover": "fast=6:36:6,slow=48:240:48",
+    "momentum": "lookback=12:120:12,threshold=0|0.01",
+    "mean_reversion": "window=24:168:24,entry_z=1.5|2|2.5",
+}
 
 
 def register(app: typer.Typer) -> None:
@@ -16,53 +49,221 @@ def register(app: typer.Typer) -> None:
 
 
 def demo_cmd(
-    symbols: Annotated[int, typer.Option(help="How many symbols to generate.", min=1)] = 4,
-    years: Annotated[float, typer.Option(help="Years of hourly bars per symbol.", min=0.1)] = 2.0,
-    seed: Annotated[int, typer.Option(help="Random seed of the generated market.")] = 7,
+    symbols: Annotated[int, typer.Option(help="How many symbols to generate.", min=1)] = 8,
+    years: Annotated[float, typer.Option(help="Years of bars per symbol.", min=0.05)] = 4.0,
+    timeframe: Annotated[
+        str, typer.Option(help="Bar timeframe: 1h, or 1m for a heavy run.")
+    ] = "1h",
+    seed: Annotated[int, typer.Option(help="Random seed of the generated market.", min=0)] = 7,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the sweeps in this process, without Ray.")
+    ] = False,
+    address: AddressOpt = None,
+    num_cpus: NumCpusOpt = None,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generate a market, ingest it into the store, and show what is stored.
+    """Generate a market, ingest it, sweep three strategies over it on Ray, keep the best.
 
-    Safe to re-run: the same seed gives the same bars, and re-ingesting replaces them.
+    Everything lands in the store (default ./efs-data). Safe and fast to re-run: the same
+    seed gives the same bars, which are not rewritten, and finished backtests are reused.
     """
-    import numpy as np
-    import pandas as pd
-
+    from efsray.backtest import DEFAULT_SYMBOLS, MarketModel, generate_market
+    from efsray.cli.backtest import report_json, sweep_with_progress
     from efsray.store import Store
 
-    path: Path = store_root(root, env_file)
-    store = Store(path)
     started = time.monotonic()
-    rng = np.random.default_rng(seed)
-    n = int(years * 252 * 7)
-    index = pd.bdate_range("2022-01-03", periods=n // 7 + 1, tz="UTC").repeat(7)[:n]
-    index = index + pd.to_timedelta(np.tile(np.arange(14, 21), n // 7 + 1)[:n], unit="h")
-    commits = []
-    for k in range(symbols):
-        returns = rng.normal(0.0001, 0.004, n)
-        close = 100.0 * np.exp(np.cumsum(returns))
-        open_ = np.r_[close[0], close[:-1]]
-        spread = np.abs(rng.normal(0, 0.002, n)) * close
-        frame = pd.DataFrame(
+    settings = settings_from(env_file)
+    path = store_root(root, env_file).resolve()
+    store = Store(path)
+    names = list(DEFAULT_SYMBOLS[:symbols]) + [
+        f"SYM{i:02d}" for i in range(len(DEFAULT_SYMBOLS), symbols)
+    ]
+    say = (lambda _msg: None) if json_out else err_console.print
+    say(f"generating {symbols} symbols x {years:g} years of {timeframe} bars (seed {seed})")
+    market = generate_market(
+        names, timeframe=timeframe, years=years, seed=seed, model=MarketModel(trend_vol=0.5)
+    )
+    ingest = _ingest(store, market, timeframe)
+    say(
+        f"ingested {ingest['rows']:,} bars: {len(ingest['written'])} series written, "
+        f"{len(ingest['unchanged'])} unchanged"
+    )
+
+    reports: list[SweepReport] = []
+
+    def sweeps(executor: str) -> None:
+        for strategy, grid in DEMO_GRIDS.items():
+            reports.append(
+                sweep_with_progress(
+                    path,
+                    executor=executor,
+                    quiet=json_out,
+                    symbols=",".join(names),
+                    timeframe=timeframe,
+                    strategy=strategy,
+                    grid=grid,
+                )
+            )
+
+    if local:
+        sweeps("local")
+    else:
+        from efsray.cluster import connect
+
+        with connect(settings, address=address, num_cpus=num_cpus) as cluster:
+            say(f"Ray {cluster.mode}: {cluster.nodes} node(s), {cluster.cpus:g} CPUs")
+            sweeps("ray")
+
+    checkpoints = _train(path, reports)
+    health = _health(path)
+    elapsed = time.monotonic() - started
+    if json_out:
+        print_json(
             {
-                "timestamp": index,
-                "open": open_,
-                "high": np.maximum(open_, close) + spread,
-                "low": np.minimum(open_, close) - spread,
-                "close": close,
-                "volume": rng.integers(1_000, 50_000, n).astype(float),
+                "root": str(path),
+                "series": store.market.infos(),
+                "ingest": ingest,
+                "sweeps": [report_json(r, "sharpe") | {"points": len(r.points)} for r in reports],
+                "checkpoints": checkpoints,
+                "health": health,
+                "elapsed_s": round(elapsed, 2),
             }
         )
-        commits.append(store.market.append(f"SYM{k:02d}", "1h", frame))
-    infos = store.market.infos()
-    if json_out:
-        print_json({"root": str(path.resolve()), "commits": commits, "series": infos})
-        return
-    for info in infos:
-        console.print(
-            f"{info.symbol}/{info.timeframe}: v{info.version}, {info.rows:,} bars "
-            f"{info.start:%Y-%m-%d} .. {info.end:%Y-%m-%d}"
-        )
-    console.print(f"store at {path.resolve()} ({time.monotonic() - started:.1f} s)")
+    else:
+        _print(path, reports, checkpoints, health, elapsed)
+    failed = [f for r in reports for f in r.failures]
+    if failed:
+        from efsray.errors import ClusterError
+
+        raise ClusterError(f"{len(failed)} sweep task(s) failed; see above")
+
+
+def _ingest(store: Store, market: dict[str, pa.Table], timeframe: str) -> dict[str, Any]:
+    """Write each generated series unless the store already holds exactly these bars."""
+    written, unchanged = [], []
+    for symbol, table in market.items():
+        if _same_series(store, symbol, timeframe, table):
+            unchanged.append(symbol)
+        else:
+            store.market.write(symbol, timeframe, table)
+            written.append(symbol)
+    rows = sum(t.num_rows for t in market.values())
+    return {"rows": rows, "written": written, "unchanged": unchanged}
+
+
+def _same_series(store: Store, symbol: str, timeframe: str, table: pa.Table) -> bool:
+    from efsray.errors import NotFoundError
+
+    try:
+        info = store.market.info(symbol, timeframe)
+    except NotFoundError:
+        return False
+    if info.rows != table.num_rows or info.columns[:6] != tuple(table.column_names):
+        return False
+    stored = store.market.read(symbol, timeframe, version=info.version)
+    return bool(stored.select(table.column_names).equals(table))
+
+
+def _train(root: Path, reports: list[SweepReport]) -> list[dict[str, Any] | None]:
+    from efsray.cluster.train import save_best
+    from efsray.errors import ConfigError
+
+    out: list[dict[str, Any] | None] = []
+    for report in reports:
+        if not report.points:
+            out.append(None)
+            continue
+        try:
+            out.append(save_best(root, report, metric="sharpe"))
+        except ConfigError as exc:  # a store without checkpoints: say so, keep the results
+            err_console.print(f"[yellow]not saving checkpoints:[/] {escape(str(exc))}")
+            return out + [None] * (len(reports) - len(out))
+    return out
+
+
+def _health(root: Path) -> dict[str, Any]:
+    from efsray.mount import check_health
+
+    health = check_health(root, timeout=10.0)
+    size = files = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                size += os.lstat(os.path.join(dirpath, name)).st_size
+                files += 1
+            except FileNotFoundError:
+                continue
+    return {**health.as_dict(), "store_bytes": size, "store_files": files}
+
+
+def _print(
+    root: Path,
+    reports: list[SweepReport],
+    checkpoints: list[dict[str, Any] | None],
+    health: dict[str, Any],
+    elapsed: float,
+) -> None:
+    table = Table(title="best parameters per strategy (mean over symbols)", title_justify="left")
+    table.add_column("strategy", overflow="fold")
+    for name in ("sharpe", "return", "max DD", "win", "trades"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 1)
+    table.add_column("parameters", overflow="fold")
+    for report in reports:
+        for row in report.ranking("sharpe")[:3]:
+            table.add_row(
+                report.strategy if row.rank == 1 else "",
+                _num(row.sharpe),
+                _pct(row.total_return),
+                _pct(row.max_drawdown),
+                _pct(row.win_rate),
+                str(row.trades),
+                escape(" ".join(f"{k}={v}" for k, v in row.params.items())),
+            )
+    console.print(table)
+    computed = sum(r.computed for r in reports)
+    reused = sum(r.reused for r in reports)
+    nodes = {n for r in reports for n in r.nodes}
+    console.print(
+        f"{computed + reused:,} backtests ({computed:,} computed, {reused:,} reused from "
+        f"earlier runs) on {len(nodes)} node(s)"
+    )
+    for report in reports:
+        for f in report.failures:
+            console.print(f"[red]failed[/] {escape(f.task_key)}: {escape(f.error)}")
+    for ckpt in checkpoints:
+        if ckpt:
+            console.print(
+                f"model {ckpt['model_id']} v{ckpt['version']} (alias {ckpt['alias']}) "
+                "holds the best parameters"
+            )
+    status = health["status"]
+    colour = "green" if status == "healthy" else "red"
+    console.print(
+        f"storage: [{colour}]{status}[/] (write {_ms(health.get('write_time_ms'))}, fsync "
+        f"{_ms(health.get('fsync_time_ms'))}, read {_ms(health.get('read_time_ms'))}); "
+        f"store {health['store_bytes'] / 2**20:,.1f} MiB in {health['store_files']:,} files, "
+        f"{_gib(health.get('available_bytes'))} free"
+    )
+    console.print(f"store:    {escape(str(root))}")
+    console.print(f"market:   {escape(str(root / 'market_data' / 'ohlcv'))}  (efsray data ls)")
+    console.print(f"results:  {escape(str(root / 'results' / 'sweeps'))}")
+    console.print(f"models:   {escape(str(root / 'models' / 'checkpoints'))}")
+    console.print(f"done in {elapsed:.1f} s; run it again: it reuses everything")
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None or x != x else f"{x:.2f}"
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _ms(x: Any) -> str:
+    return "-" if x is None else f"{x:.1f} ms"
+
+
+def _gib(x: Any) -> str:
+    return "?" if x is None else f"{x / 2**30:,.1f} GiB"

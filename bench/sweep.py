@@ -1,0 +1,312 @@
+"""Sweep benchmark: backtests per second with 1, 2 and 4 Ray workers, and where task time goes.
+
+20 symbols x 100 parameter sets (a 10 x 10 moving-average grid) over the store on local disk,
+as the distributed sweep runs them: every task reads its symbol from the store at the pinned
+version and writes its batches of results back. One local Ray with 4 CPUs serves every run;
+the number of workers is the number of tasks allowed to run at once. Runs are interleaved
+(1, 2, 4, 1, 2, 4, ...) so machine noise hits every configuration alike, and every run
+recomputes everything (its results are removed before the next run). A single-process run
+without Ray is the reference for the results, which must be identical. Beside every Ray run,
+the same work split over N plain OS processes (no Ray, started together) measures the scaling
+the machine offers at that moment: this machine's 2 cores are shared with other jobs, so the
+Ray speed-up is reported next to that baseline from the same run.
+
+Reported: wall time and backtests/s per configuration (medians), the speed-up against one
+worker, and the share of summed task time spent reading from the store, computing and
+writing. Goals (issue 7): 2 workers >= 1.7x one worker on this 2-core machine; store reads
+<= 10% of task time.
+
+    python bench/sweep.py                      # full run (a few minutes)
+    python bench/sweep.py --bars 20000 --repeats 1   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import median, write_results
+from efsray.backtest import BacktestConfig, generate_market
+from efsray.cluster import connect
+from efsray.cluster.sweep import SweepReport, run_sweep
+from efsray.store import Store
+
+GRID = "fast=5:50:5,slow=60:150:10"  # 10 x 10 = 100 parameter sets, all valid
+
+
+def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> SweepReport:
+    shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    report = run_sweep(
+        root,
+        symbols=",".join(symbols),
+        timeframe=timeframe,
+        strategy="ma_crossover",
+        grid=GRID,
+        config=BacktestConfig(fee_bps=1.0, slippage_bps=1.0),
+        **kwargs,
+    )
+    if not report.ok or report.computed != report.expected_points:
+        raise SystemExit(f"run did not compute everything: {report.summary()}")
+    return report
+
+
+_CHILD = """
+import json, sys, time
+from efsray.backtest import BacktestConfig
+from efsray.cluster.sweep import run_sweep
+args = json.loads(sys.argv[1])
+print("ready", flush=True)
+sys.stdin.readline()
+report = run_sweep(args["root"], symbols=args["symbols"], timeframe=args["timeframe"],
+                   strategy="ma_crossover", grid=args["grid"], executor="local",
+                   config=BacktestConfig(fee_bps=1.0, slippage_bps=1.0))
+print(json.dumps({"computed": report.computed}), flush=True)
+"""
+
+
+def process_pool_run(root: Path, symbols: list[str], timeframe: str, n: int) -> float:
+    """The same work split over ``n`` plain OS processes without Ray (each a local sweep of
+    its share of the symbols), started together: the scaling this machine offers right now.
+    Returns the wall time from the start signal to the last process done."""
+    shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = []
+    for i in range(n):
+        share = symbols[i::n]
+        arg = {"root": str(root), "symbols": ",".join(share), "timeframe": timeframe, "grid": GRID}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _CHILD, json.dumps(arg)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    for proc in procs:  # every child has imported everything: start them at once
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    computed = 0
+    for proc in procs:
+        assert proc.stdout is not None
+        computed += json.loads(proc.stdout.readline())["computed"]
+    wall = time.perf_counter() - started
+    for proc in procs:
+        proc.wait(timeout=60)
+    if computed != len(symbols) * 100:
+        raise SystemExit(f"process pool computed {computed} backtests")
+    return wall
+
+
+def shares(report: SweepReport) -> dict[str, float]:
+    total = report.task_s or float("nan")
+    return {
+        "read": report.read_s / total,
+        "compute": report.compute_s / total,
+        "write": report.write_s / total,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--bars", type=int, default=105_120, help="bars per symbol")
+    parser.add_argument("--timeframe", default="5m")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=None, help="store directory (default: tmp)")
+    parser.add_argument(
+        "--simfs",
+        metavar="PROFILE",
+        default=None,
+        help="run on a simulated EFS mount (efsray.simfs) with this latency profile, e.g. efs-gp",
+    )
+    parser.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=3.0,
+        help="with --simfs: seconds the kernel caches attributes and lookups (EFS clients: "
+        "acregmin 3 s by default; 0 makes every path lookup a round trip)",
+    )
+    args = parser.parse_args()
+    if args.simfs:
+        from efsray.simfs import SimFSConfig, SimFSProcess
+
+        base = Path(tempfile.mkdtemp(prefix="efsray-bench-simfs-"))
+        (base / "mnt").mkdir()
+        (base / "backing").mkdir()
+        config = SimFSConfig(
+            mountpoint=base / "mnt",
+            backing=base / "backing",
+            profile=args.simfs,
+            attr_timeout=args.attr_timeout,
+        )
+        with SimFSProcess.start(config) as fs:
+            medium = (
+                f"simulated EFS (efsray.simfs, profile {args.simfs}, attribute cache "
+                f"{args.attr_timeout:g} s)"
+            )
+            run(args, fs.path / "store", medium)
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        run(args, args.root, "local disk")
+
+
+def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
+    workers = [int(w) for w in args.workers.split(",")]
+    root = root_arg or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
+    store = Store(root)
+    names = [f"S{i:02d}" for i in range(args.symbols)]
+    load_at_start = os.getloadavg()[0]
+    print(f"generating {args.symbols} symbols x {args.bars:,} {args.timeframe} bars in {root}")
+    for symbol, table in generate_market(
+        names, timeframe=args.timeframe, bars=args.bars, seed=11
+    ).items():
+        store.market.write(symbol, args.timeframe, table)
+
+    print("reference: one process, no Ray")
+    reference = one_run(root, names, args.timeframe, executor="local")
+    expected = {(p.symbol, p.key): dict(p.metrics) for p in reference.points}
+    runs: dict[int, list[SweepReport]] = {w: [] for w in workers}
+    pool: dict[int, list[float]] = {w: [] for w in workers}
+    with connect(num_cpus=max(workers)) as cluster:
+        print(f"Ray {cluster.mode}: {cluster.cpus:g} CPUs; warming up the workers")
+        one_run(root, names[: max(workers)], args.timeframe, executor="ray", chunk_size=20)
+        for repeat in range(args.repeats):
+            for w in workers:
+                pool[w].append(process_pool_run(root, names, args.timeframe, w))
+                print(f"  run {repeat + 1}: {w} plain process(es) {pool[w][-1]:6.2f} s")
+                report = one_run(root, names, args.timeframe, executor="ray", max_parallel=w)
+                got = {(p.symbol, p.key): dict(p.metrics) for p in report.points}
+                if got != expected:
+                    raise SystemExit(f"{w} workers gave other results than one process")
+                runs[w].append(report)
+                print(
+                    f"  run {repeat + 1}: {w} worker(s) {report.wall_s:6.2f} s "
+                    f"{report.expected_points / report.wall_s:7.1f} backtests/s "
+                    f"(reads {shares(report)['read']:.1%} of task time)"
+                )
+
+    points = reference.expected_points
+    base = median([r.wall_s for r in runs[workers[0]]])
+    pool_base = median(pool[workers[0]])
+    rows = []
+    for w in workers:
+        wall = median([r.wall_s for r in runs[w]])
+        pool_wall = median(pool[w])
+        share = {k: median([shares(r)[k] for r in runs[w]]) for k in ("read", "compute", "write")}
+        rows.append(
+            {
+                "workers": w,
+                "wall_s": round(wall, 3),
+                "wall_s_runs": [round(r.wall_s, 3) for r in runs[w]],
+                "backtests_per_s": round(points / wall, 1),
+                "speedup_vs_1": round(base / wall, 3),
+                "task_time_share": {k: round(v, 4) for k, v in share.items()},
+                "tasks": runs[w][0].tasks,
+                "task_cpu_ms_per_backtest": round(
+                    1000 * median([r.cpu_s for r in runs[w]]) / points, 3
+                ),
+                "cpu_share_of_workers": round(
+                    median([r.cpu_s / (r.wall_s * w) for r in runs[w]]), 3
+                ),
+                "plain_processes_wall_s": round(pool_wall, 3),
+                "plain_processes_wall_s_runs": [round(x, 3) for x in pool[w]],
+                "plain_processes_speedup_vs_1": round(pool_base / pool_wall, 3),
+                "ray_speedup_over_plain_speedup": round((base / wall) / (pool_base / pool_wall), 3),
+            }
+        )
+    ref_share = shares(reference)
+    two = next((r for r in rows if r["workers"] == 2), rows[-1])
+    goals = {
+        "speedup_2_workers": two["speedup_vs_1"],
+        "speedup_2_workers_goal": 1.7,
+        "plain_processes_speedup_2": two["plain_processes_speedup_vs_1"],
+        "read_share_max": max(r["task_time_share"]["read"] for r in rows),
+        "read_share_goal": 0.10,
+    }
+    payload = {
+        "medium": medium,
+        "symbols": args.symbols,
+        "parameter_sets": points // args.symbols,
+        "backtests_per_run": points,
+        "bars_per_symbol": args.bars,
+        "timeframe": args.timeframe,
+        "repeats": args.repeats,
+        "reference_single_process": {
+            "wall_s": round(reference.wall_s, 3),
+            "backtests_per_s": round(points / reference.wall_s, 1),
+            "task_time_share": {k: round(v, 4) for k, v in ref_share.items()},
+        },
+        "ray": rows,
+        "goals": goals,
+        "results_identical_to_single_process": True,
+    }
+    md = [
+        "# Sweep benchmark",
+        "",
+        f"{args.symbols} symbols x {points // args.symbols} parameter sets = {points} backtests "
+        f"per run, {args.bars:,} {args.timeframe} bars per symbol, median of {args.repeats} "
+        f"interleaved runs, store on {medium}, one local Ray with "
+        f"{max(workers)} CPUs on a {os.cpu_count()}-core machine. Every run "
+        "recomputes everything and its results equal the single-process reference exactly.",
+        "",
+        "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
+        "vs 1 | reads | compute | writes | CPU ms/backtest | CPU got |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = r["task_time_share"]
+        md.append(
+            f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
+            f"{r['speedup_vs_1']:.2f}x | {r['plain_processes_wall_s']:.2f}, "
+            f"{r['plain_processes_speedup_vs_1']:.2f}x | {s['read']:.1%} | "
+            f"{s['compute']:.1%} | {s['write']:.1%} | {r['task_cpu_ms_per_backtest']:.2f} | "
+            f"{r['cpu_share_of_workers']:.0%} |"
+        )
+    ref = payload["reference_single_process"]
+    md += [
+        "",
+        f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
+        f"backtests/s (reads {ref_share['read']:.1%} of the time).",
+        "",
+        "CPU ms/backtest: CPU time the tasks used per backtest (flat across rows: Ray adds no "
+        "work per backtest). CPU got: that CPU time over wall time x workers, i.e. how much of "
+        "its workers' cores the sweep actually got from the machine.",
+        "",
+        "Plain processes: the same work split over N OS processes without Ray (local sweeps of "
+        "1/N of the symbols each, started together), in the same run: the scaling the machine "
+        "offered at that moment (other jobs share its 2 cores; load average "
+        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).",
+        "",
+        f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x** "
+        f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "
+        f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
+        "",
+        "Command: `python bench/sweep.py" + (f" --simfs {args.simfs}`" if args.simfs else "`"),
+    ]
+    name = "sweep" if args.simfs is None else f"sweep_simfs_{args.simfs.replace('-', '_')}"
+    out = write_results(name, payload, "\n".join(md))
+    print("\n".join(md))
+    print(f"wrote {out}")
+    if root_arg is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
