@@ -70,6 +70,7 @@ from efsray.store.nfs import (
     list_dir,
     read_bytes,
     retry_estale,
+    walk,
 )
 
 __all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
@@ -785,7 +786,7 @@ class CheckpointStore:
         for rel, path in _data_dirs(m.data):
             if rel in referenced:
                 continue
-            newest, n, size = _tree_stats(path)
+            newest, n, size = tree_stats(path)
             if newest is None or newest >= cutoff:
                 continue  # a save in progress, or too recent to tell
             count += 1
@@ -850,23 +851,14 @@ def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
         raise storage_error_from(exc, "checking", path) from exc
 
 
-def walk_onerror(exc: OSError) -> None:
-    """``os.walk``'s onerror for cleanup: a directory removed meanwhile is skipped; any
-    other error stops the walk as a StorageError. (By default os.walk skips a directory it
-    cannot list without a word, and cleanup would report success with work left undone.)"""
-    if isinstance(exc, FileNotFoundError | NotADirectoryError):
-        return
-    raise storage_error_from(exc, "listing", exc.filename)
-
-
-def _tree_stats(path: Path) -> tuple[float | None, int, int]:
+def tree_stats(path: Path) -> tuple[float | None, int, int]:
     """(newest mtime of the directory and everything in it, file count, bytes)."""
     files = size = 0
     top = lstat_or_none(path)
     if top is None:
         return None, 0, 0
     newest = top.st_mtime
-    for root, dirs, names in os.walk(path, onerror=walk_onerror):
+    for root, dirs, names in walk(path):
         for name in dirs + names:
             st = lstat_or_none(os.path.join(root, name))
             if st is None:
@@ -883,7 +875,7 @@ def remove_tree(path: Path, files: list[str] | None) -> None:
     if files is None:
         files = [
             os.path.relpath(os.path.join(root, name), path)
-            for root, _, names in os.walk(path, onerror=walk_onerror)
+            for root, _, names in walk(path)
             for name in names
         ]
     for rel in files:
@@ -894,7 +886,7 @@ def remove_tree(path: Path, files: list[str] | None) -> None:
         except OSError as exc:
             raise storage_error_from(exc, "removing checkpoint file", path / rel) from exc
     # Leftovers (a crashed save's temporary files) go too, then the directories bottom-up.
-    for root, dirs, names in os.walk(path, topdown=False, onerror=walk_onerror):
+    for root, dirs, names in walk(path, topdown=False):
         for name in names:
             try:
                 os.unlink(os.path.join(root, name))

@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import functools
 import json
 import logging
 import os
@@ -77,6 +78,7 @@ __all__ = [
     "read_bytes",
     "reading",
     "retry_estale",
+    "walk",
     "write_new",
     "write_temp",
 ]
@@ -208,6 +210,35 @@ def list_dir(path: Path) -> list[str]:
         return []
     except OSError as exc:
         raise storage_error_from(exc, "listing", path) from exc
+
+
+def walk(top: Path | str, *, topdown: bool = True) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` for the store: each directory is listed with ESTALE retries; one removed
+    meanwhile is skipped; any other error is a StorageError (``os.walk`` would skip the
+    directory silently, and a cleanup would report success with work left undone). With
+    ``topdown``, removing names from the yielded directory list prunes the walk."""
+    try:
+        entries = retry_estale(lambda: list(os.scandir(top)))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise storage_error_from(exc, "listing", top) from exc
+    dirs: list[str] = []
+    files: list[str] = []
+    for entry in entries:
+        try:  # free from the listing's d_type; a stat where the filesystem gives none
+            is_dir = retry_estale(functools.partial(entry.is_dir, follow_symlinks=False))
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        except OSError as exc:
+            raise storage_error_from(exc, "checking", entry.path) from exc
+        (dirs if is_dir else files).append(entry.name)
+    if topdown:
+        yield str(top), dirs, files
+    for name in dirs:
+        yield from walk(os.path.join(top, name), topdown=topdown)
+    if not topdown:
+        yield str(top), dirs, files
 
 
 def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:

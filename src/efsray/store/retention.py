@@ -39,11 +39,11 @@ from efsray.store.checkpoints import (
     CheckpointStore,
     lstat_or_none,
     remove_tree,
-    walk_onerror,
+    tree_stats,
 )
 from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir
+from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir, walk
 from efsray.store.results import ResultStore
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
@@ -277,7 +277,7 @@ def _remove_file(
 
 
 def _logs(root: Path, cutoff: float, dry_run: bool, tally: _Tally) -> None:
-    for directory, _, names in os.walk(root, onerror=walk_onerror):
+    for directory, _, names in walk(root):
         for name in names:
             if is_temp_name(name):
                 continue  # the temp sweep's business
@@ -290,11 +290,11 @@ def _logs(root: Path, cutoff: float, dry_run: bool, tally: _Tally) -> None:
 
 
 def _temp(root: Path, grace_cutoff: float, dry_run: bool, tally: _Tally) -> None:
-    for directory, dirs, names in os.walk(root, onerror=walk_onerror):
+    for directory, dirs, names in walk(root):
         for name in [d for d in dirs if is_temp_name(d)]:
             dirs.remove(name)  # a crashed copy's staging directory: goes whole
             path = Path(directory) / name
-            newest, files, size = _tree_age(path)
+            newest, files, size = tree_stats(path)
             if newest is not None and newest < grace_cutoff:
                 if not dry_run:
                     remove_tree(path, None)
@@ -308,21 +308,3 @@ def _temp(root: Path, grace_cutoff: float, dry_run: bool, tally: _Tally) -> None
                 continue
             if st.st_mtime < grace_cutoff:
                 _remove_file(path, "temp", dry_run, tally, size=st.st_size)
-
-
-def _tree_age(path: Path) -> tuple[float | None, int, int]:
-    top = lstat_or_none(path)
-    if top is None:
-        return None, 0, 0
-    newest = top.st_mtime
-    files = size = 0
-    for directory, dirs, names in os.walk(path, onerror=walk_onerror):
-        for name in dirs + names:
-            st = lstat_or_none(os.path.join(directory, name))
-            if st is None:
-                continue
-            newest = max(newest, st.st_mtime)
-            if name in names:
-                files += 1
-                size += st.st_size
-    return newest, files, size
