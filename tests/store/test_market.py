@@ -84,6 +84,17 @@ def test_tail(store: Store) -> None:
         store.market.tail("AAPL", "1m", -1)
 
 
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_tail_equals_the_end_of_a_full_read(tmp_path: Path, fmt: str) -> None:
+    # merge often: merged segments are written from many-chunk tables
+    store = Store(tmp_path / "store", merge_factor=3, segment_format=fmt)  # type: ignore[arg-type]
+    for i in range(40):
+        store.market.append("AAPL", "1m", batch(i, n=37, start_minute=37 * i))
+    whole = store.market.read("AAPL", "1m")
+    for n in (1, 36, 37, 38, 100, 500, 1479, 1480, 5000):
+        assert store.market.tail("AAPL", "1m", n).equals(whole.slice(max(0, 1480 - n))), n
+
+
 def test_newest_write_wins_on_equal_timestamps(store: Store) -> None:
     store.market.append("AAPL", "1m", batch(0))
     store.market.append("AAPL", "1m", batch(1))
@@ -159,17 +170,40 @@ def test_auto_merge_bounds_segments_and_compact_merges_the_rest(tmp_path: Path) 
     assert raw.market.read("AAPL", "1m", version=70).num_rows == 700
 
 
-def test_segments_are_plain_parquet_for_duckdb(store: Store) -> None:
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def test_segment_files_are_read_directly_by_pyarrow_polars_and_duckdb(
+    tmp_path: Path, fmt: str
+) -> None:
+    import pyarrow.dataset as pads
+
+    store = Store(tmp_path / "s", segment_format=fmt)
     for i in range(3):
         store.market.append("AAPL", "1m", batch(i))
     series = store.layout.series_dir("AAPL", "1m")
     latest = json.loads((series / "versions/000000/v000000000003.json").read_bytes())
     files = [str(series / "segments" / s["file"]) for s in latest["segments"]]
+    assert all(f.endswith("." + fmt) for f in files)
+    dataset = pads.dataset(files, format="ipc" if fmt == "arrow" else "parquet")
+    assert dataset.to_table().num_rows == 300
+    reader = pl.read_ipc if fmt == "arrow" else pl.read_parquet
+    assert sum(len(reader(f)) for f in files) == 300
     con = duckdb.connect()
-    count, total = con.execute(
-        f"select count(*), sum(volume) from read_parquet({files!r})"
-    ).fetchone()
+    con.register("bars", dataset)
+    count, total = con.execute("select count(*), sum(volume) from bars").fetchone()
     assert (count, total) == (300, 0 * 100 + 1 * 100 + 2 * 100)
+
+
+def test_a_store_reads_both_segment_formats(tmp_path: Path) -> None:
+    Store(tmp_path / "s", segment_format="parquet").market.append("AAPL", "1m", batch(0))
+    arrow = Store(tmp_path / "s", segment_format="arrow", auto_compact=False)
+    arrow.market.append("AAPL", "1m", batch(1))
+    arrow.market.append("AAPL", "1m", batch(7, n=50, start_minute=75))  # rewrites both kinds
+    got = arrow.market.read("AAPL", "1m")
+    assert list(dict.fromkeys(batch_ids(got))) == [0, 7, 1]
+    assert arrow.market.tail("AAPL", "1m", 150, columns=["close"]).num_rows == 150
+    assert arrow.market.read("AAPL", "1m", start=ts(20), end=ts(30), version=1).num_rows == 11
+    with pytest.raises(InvalidDataError, match="segment_format"):
+        Store(tmp_path / "s", segment_format="csv")  # type: ignore[arg-type]
 
 
 def test_store_marker_rules(tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
 """Market data: versioned OHLCV series, safe with many writers on many hosts.
 
 A series (symbol, timeframe) is a directory ``market_data/ohlcv/<symbol>/<timeframe>/`` with
-``segments/`` (immutable Parquet files, see :mod:`efsray.store.segments`) and a version log
-(see :mod:`efsray.store.nfs`). Each committed change is a manifest listing the segments that
-make up the series at that version. Segments of one manifest never overlap in time and are
-listed in time order, so a range read opens only the segments it needs and ``tail(n)`` only
-the last one or two, whatever the length of the history.
+``segments/`` (immutable Arrow IPC or Parquet files, see :mod:`efsray.store.segments`) and a
+version log (see :mod:`efsray.store.nfs`). Each committed change is a manifest listing the
+segments that make up the series at that version. Segments of one manifest never overlap in
+time and are listed in time order, so a range read opens only the segments it needs and
+``tail(n)`` only the last one or two, whatever the length of the history.
 
 Writes:
 - ``append`` adds bars; a bar whose timestamp is already stored replaces it ("newest write
@@ -39,7 +39,15 @@ from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import validate_name
 from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, kind_of, list_dir
-from efsray.store.segments import Segment, conform, read_range, read_tail, write_segment
+from efsray.store.segments import (
+    FORMATS,
+    Segment,
+    SegmentFormat,
+    conform,
+    read_range,
+    read_tail,
+    write_segment,
+)
 
 __all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
 
@@ -98,7 +106,9 @@ class MarketDataStore:
     """Versioned OHLCV series under ``layout.ohlcv``.
 
     ``merge_factor`` and ``max_segment_rows`` tune the background merging of ``append``;
-    ``auto_compact=False`` turns it off (then run ``compact``).
+    ``auto_compact=False`` turns it off (then run ``compact``). ``segment_format`` is the
+    format new segment files are written in: "arrow" (Arrow IPC, zero-copy reads) or
+    "parquet" (about half the bytes, decoded on read); both are read whatever the setting.
     """
 
     def __init__(
@@ -108,6 +118,7 @@ class MarketDataStore:
         merge_factor: int = 8,
         max_segment_rows: int = 2**21,
         auto_compact: bool = True,
+        segment_format: SegmentFormat = "arrow",
     ) -> None:
         if merge_factor < 2:
             raise ValueError(f"merge_factor must be >= 2, got {merge_factor}")
@@ -117,6 +128,11 @@ class MarketDataStore:
         self.merge_factor = merge_factor
         self.max_segment_rows = max_segment_rows
         self.auto_compact = auto_compact
+        if segment_format not in FORMATS:
+            raise InvalidDataError(
+                f"segment_format must be one of {', '.join(FORMATS)}, got {segment_format!r}"
+            )
+        self.segment_format = segment_format
         self._cache = ManifestCache(_MANIFEST_CACHE)
 
     # --- paths and manifests -------------------------------------------------------------
@@ -277,7 +293,7 @@ class MarketDataStore:
         out = []
         step = self.max_segment_rows
         for offset in range(0, table.num_rows, step):
-            out.append(write_segment(seg_dir, table.slice(offset, step)))
+            out.append(write_segment(seg_dir, table.slice(offset, step), self.segment_format))
         return out
 
     def _merge_in(

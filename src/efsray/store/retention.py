@@ -45,6 +45,7 @@ from efsray.store.layout import StoreLayout
 from efsray.store.names import validate_name
 from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir, walk
 from efsray.store.results import ResultStore
+from efsray.store.segments import is_segment_name
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
 
@@ -248,7 +249,7 @@ def _market_series(
         _remove_file(vlog.path(v), "market_data", dry_run, tally)
     segments = directory / "segments"
     for name in list_dir(segments):
-        if is_temp_name(name) or name in referenced or not name.endswith(".parquet"):
+        if is_temp_name(name) or name in referenced or not is_segment_name(name):
             continue
         path = segments / name
         st = lstat_or_none(path)

@@ -21,7 +21,7 @@ class Store:
     ``create=True`` initializes a missing or empty directory; a non-empty directory without
     the store marker is refused (``efsray init`` adopts one explicitly).
     ``market_options`` go to :class:`MarketDataStore` (merge_factor, max_segment_rows,
-    auto_compact).
+    auto_compact, segment_format).
     """
 
     def __init__(self, root: str | Path, *, create: bool = True, **market_options: Any) -> None:
