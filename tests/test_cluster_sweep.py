@@ -9,11 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from efsray.backtest import BacktestConfig, generate_market, parse_grid
 from efsray.cluster.journal import SweepJournal, sweep_result_ids
 from efsray.cluster.sweep import SweepReport, plan_sweep, run_sweep
+from efsray.cluster.tasks import equity_table
 from efsray.errors import ConfigError, NotFoundError
 from efsray.store import Store
 
@@ -356,6 +360,16 @@ def test_backtest_cli_local_and_strategies(tmp_path: Path, market: dict, cli) ->
     assert {s["name"] for s in listing.json()} == {"ma_crossover", "momentum", "mean_reversion"}
     rank = cli("backtest", "--root", store.root, "--local", "--rank-by", "luck")
     assert rank.code == 2 and "--rank-by 'luck'" in rank.err
+
+
+@given(n=st.integers(1, 5000), limit=st.integers(2, 400))
+def test_equity_curves_keep_their_ends_and_order(n: int, limit: int) -> None:
+    values = np.arange(n, dtype=np.float64)
+    table = equity_table(np.arange(n, dtype=np.int64) * 60_000_000_000, values, limit)
+    kept = table.column("equity").to_numpy()
+    assert len(kept) == min(n, limit) and kept[0] == 0 and kept[-1] == n - 1
+    assert (np.diff(kept) > 0).all()
+    assert str(table.schema.field("timestamp").type) == "timestamp[ns, tz=UTC]"
 
 
 def test_grid_of_the_cli_default_parses() -> None:

@@ -155,7 +155,8 @@ def test_small_tables_are_embedded_in_the_run_file(store: Store) -> None:
     files = sorted(p.name for p in directory.iterdir())
     assert len(files) == 2 and files[1].startswith(f"{info.run_id}.trades.")  # + the JSON
     stored = json.loads(Path(info.path).read_text())["tables"]
-    assert set(stored["equity_curve"]) == {"inline", "rows", "bytes", "digest"}
+    assert set(stored["equity_curve"]) == {"format", "inline", "rows", "bytes", "digest"}
+    assert stored["equity_curve"]["format"] == "arrow-ipc"
     assert stored["equity_curve"]["rows"] == 250 and stored["equity_curve"]["bytes"] <= 64 << 10
     assert "file" in stored["trades"] and "inline" not in stored["trades"]
     run = store.results.load(info.run_id)

@@ -42,6 +42,7 @@ from efsray.store import ResultStore, RunInfo, Store
 __all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "equity_table", "run_task"]
 
 Hook = Callable[[str, Mapping[str, Any]], None]
+_UTC_NS = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +52,11 @@ class TaskSpec:
     ``created_at`` (ISO 8601) is the sweep's recorded creation time and ``first_index`` the
     sweep-wide index of ``points[0]``: with the sweep id, symbol and point key they make the
     run id of each point's result. ``writers``: threads saving results while the next
-    backtests run. ``hook`` names a function ``"module:function"`` called on the worker at
-    ``task_start`` and ``before_save`` (of each result, on a writer thread) with a dict of
-    details: an observation and fault-injection point for tests and chaos drills (it may
-    kill the process).
+    backtests run (0: each result is saved before the next backtest starts). ``hook`` names
+    a function ``"module:function"`` called on the worker at ``task_start`` and
+    ``before_save`` (of each result, on the saving thread) with a dict of details: an
+    observation and fault-injection point for tests and chaos drills (it may kill the
+    process).
     """
 
     root: str
@@ -127,15 +129,11 @@ def equity_table(timestamps_ns: np.ndarray, values: np.ndarray, limit: int) -> p
     """At most ``limit`` evenly spaced points of an equity curve, always with its first and
     last, as an Arrow table (``timestamp`` in UTC, ``equity``)."""
     n = values.shape[0]
-    if n <= limit:
-        idx = np.arange(n)
-    else:
-        idx = np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-    return pa.table(
-        {
-            "timestamp": pa.array(timestamps_ns[idx], pa.timestamp("ns", tz="UTC")),
-            "equity": pa.array(values[idx], pa.float64()),
-        }
+    # With n > limit the step is > 1, so the rounded positions are distinct and increasing.
+    idx = np.arange(n) if n <= limit else np.rint(np.linspace(0, n - 1, limit)).astype(np.int64)
+    return pa.Table.from_arrays(
+        [pa.array(timestamps_ns[idx], _UTC_NS), pa.array(values[idx], pa.float64())],
+        names=["timestamp", "equity"],
     )
 
 
@@ -149,7 +147,11 @@ class _Writers:
         self._spec = spec
         self._attempt = attempt
         self._hook = hook
-        self._pool = ThreadPoolExecutor(max(1, spec.writers), thread_name_prefix="efsray-save")
+        self._pool = (
+            ThreadPoolExecutor(spec.writers, thread_name_prefix="efsray-save")
+            if spec.writers > 0
+            else None
+        )
         self._futures: list[Future[RunInfo]] = []
         self._failed: Future[RunInfo] | None = None
         self._lock = threading.Lock()
@@ -157,6 +159,11 @@ class _Writers:
         self.save_s = 0.0
 
     def submit(self, run_id: str, index: int, run: dict[str, Any]) -> None:
+        if self._pool is None:  # no writer threads: save here, now
+            future: Future[RunInfo] = Future()
+            future.set_result(self._save(run_id, index, run))
+            self._futures.append(future)
+            return
         if self._failed is not None:  # stop at the first failed save, not at the end
             self._failed.result()
         future = self._pool.submit(self._save, run_id, index, run)
@@ -196,7 +203,8 @@ class _Writers:
         return [f.result() for f in self._futures]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_task(spec: TaskSpec) -> TaskOutcome:
