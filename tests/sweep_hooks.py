@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from efsray.errors import InvalidDataError, StorageError
-from efsray.store.nfs import write_temp
+from efsray.store.nfs import ensure_dir, write_temp
 
 
 def _claim(root: str, name: str, info: Mapping[str, Any]) -> bool:
@@ -39,7 +39,9 @@ def kill_mid_write(event: str, info: Mapping[str, Any]) -> None:
         return
     if not _claim(info["root"], "killed-mid-write", info):
         return
-    write_temp(Path(info["path"]), b'{"format": 1, "kind": "backtest-run", "metrics": {')
+    path = Path(info["path"])
+    ensure_dir(path.parent)  # the save would make its run directory first
+    write_temp(path, b'{"format": 1, "kind": "backtest-run", "metrics": {')
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
@@ -15,11 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from efsray.backtest import BacktestConfig, generate_market, parse_grid
-from efsray.cluster.journal import SweepJournal, sweep_result_ids
+from efsray.cluster.journal import SweepJournal, result_id, sweep_result_ids
 from efsray.cluster.sweep import SweepReport, plan_sweep, run_sweep
 from efsray.cluster.tasks import equity_table
 from efsray.errors import ConfigError, NotFoundError
 from efsray.store import Store
+from efsray.store.ids import id_time
 
 SYMBOLS = ["A", "B", "C", "D"]
 GRID = "fast=4:12:4,slow=20:60:20"  # 9 parameter sets, all valid
@@ -201,9 +203,27 @@ def test_results_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict
         assert equity["equity"].iloc[-1] == pytest.approx(1 + info.metrics["total_return"])
         # one file per result: the equity curve is embedded in the run's JSON
         assert not list(Path(info.path).parent.glob(f"{point.result_id}.*.parquet"))
-    created = dt.datetime.fromisoformat(spec["created_at"])
+    # 4 points, 4 run directories: the minutes from the sweep's creation minute on
+    minute = dt.datetime.fromisoformat(spec["created_at"]).replace(second=0, microsecond=0)
     times = sorted(store.results.info(p.result_id).created_at for p in report.points)
-    assert times[0] == created and times[-1] == created + dt.timedelta(milliseconds=24 * 3)
+    assert times == [minute + dt.timedelta(minutes=m) for m in range(4)]
+
+
+@pytest.mark.parametrize("size", [1, 9, 2000, 40_000, 40_001, 120_000])
+def test_result_ids_spread_a_sweep_over_bounded_directories(size: int) -> None:
+    created = dt.datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=dt.UTC)
+    minute = created.replace(second=0, microsecond=0)
+    ids = [result_id("sw-x", created, i, size, "A", f"p-{i}") for i in range(size)]
+    assert len(set(ids)) == size
+    directory = [(id_time(i) - minute) // dt.timedelta(minutes=1) for i in ids]
+    per_directory = collections.Counter(directory)
+    dirs = max(min(16, size), -(-size // 2500))
+    assert sorted(per_directory) == list(range(dirs))  # consecutive minutes, all used
+    assert max(per_directory.values()) <= 2500
+    # consecutive points (saved at once by one task's writer threads) use other directories
+    assert all(a != b for a, b in itertools.pairwise(directory)) or dirs == 1
+    with pytest.raises(ValueError, match="outside"):
+        result_id("sw-x", created, size, size, "A", "p")
 
 
 # --- on the multi-node Ray cluster ------------------------------------------------------

@@ -82,7 +82,10 @@ def ls_cmd(
         return
     metric_cols = [c for c in frame.columns if c.startswith("metrics.")][:6]
     param_cols = [c for c in frame.columns if c.startswith("params.")]
-    table = Table("run id", "strategy", "created at", *[c[8:] for c in metric_cols])
+    table = Table(title_justify="left")
+    table.add_column("run id", no_wrap=True, min_width=26)  # whole: `results show` needs it
+    for name in ("strategy", "created at", *[c[8:] for c in metric_cols]):
+        table.add_column(name)
     if param_cols:
         table.add_column("params", overflow="fold")
     for record in frame.to_dict(orient="records"):

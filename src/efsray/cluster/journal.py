@@ -8,11 +8,17 @@ is saved exactly once whatever the retries, re-runs or cluster size:
   symbols and the market-data versions read, costs, engine version): re-running the same
   sweep on the same data derives the same ids and finds its results; a changed input is a
   new sweep;
-- a run id's time part is the sweep's creation time, recorded once in the sweep's
-  definition file, plus 24 ms per point of the sweep (in sweep order: symbols sorted, then
-  the grid's points), so that a run directory (one minute of one strategy) holds at most
-  2,500 points of a sweep however big the sweep; its random part is a hash of (sweep id,
-  symbol, point key) (:func:`efsray.store.ids.derive`);
+- a run id's time part places the result in one of the sweep's run directories (a run
+  directory is one minute of one strategy): the sweep's creation minute, recorded once in
+  its definition file, plus the point's directory number, plus its position in that
+  directory. Points are dealt out to the directories in turn (in sweep order: symbols
+  sorted, then the grid's points), over at least 16 directories and as many as it takes to
+  keep each under 2,500 of the sweep's points. Creating, linking and removing names in one
+  directory are serialized per directory by the kernel (NFS clients included: one namespace
+  round trip at a time), so consecutive points, which one task saves at the same time on
+  its writer threads, and the tasks running at once, go to different directories;
+- the random part is a hash of (sweep id, symbol, point key)
+  (:func:`efsray.store.ids.derive`);
 - ``store.results.save(run_id=...)`` is idempotent: of two writers of one point (a retried
   task whose first attempt is not quite dead, on another host) exactly one creates the run
   and the other gets the stored one.
@@ -31,6 +37,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -55,8 +62,8 @@ __all__ = [
 
 log = logging.getLogger("efsray.cluster")
 
-RUNS_PER_MINUTE = 2500  # a sweep's points per minute of run-id time (= per run directory)
-_STEP = dt.timedelta(milliseconds=60_000 // RUNS_PER_MINUTE)
+RUNS_PER_MINUTE = 2500  # at most this many of a sweep's points per run directory (minute)
+MIN_DIRECTORIES = 16  # a sweep's results are spread over at least this many (if it has as many)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -69,10 +76,22 @@ def point_key(params: Mapping[str, Any]) -> str:
     return "p-" + hashlib.sha256(canonical_json(dict(params))).hexdigest()[:16]
 
 
-def result_id(sweep_id: str, created_at: dt.datetime, index: int, symbol: str, key: str) -> str:
-    """The run id of the result of point ``key`` on ``symbol``, the ``index``-th point of
-    sweep ``sweep_id`` created at ``created_at`` (see the module docstring)."""
-    return derive(created_at + index * _STEP, f"{sweep_id}/{symbol}/{key}")
+def result_id(
+    sweep_id: str, created_at: dt.datetime, index: int, size: int, symbol: str, key: str
+) -> str:
+    """The run id of the result of point ``key`` on ``symbol``, the ``index``-th of the
+    ``size`` points of sweep ``sweep_id`` created at ``created_at`` (see the module
+    docstring)."""
+    if not 0 <= index < size:
+        raise ValueError(f"point index {index} is outside the sweep's {size} points")
+    directories = max(min(MIN_DIRECTORIES, size), math.ceil(size / RUNS_PER_MINUTE))
+    per_directory = math.ceil(size / directories)
+    minute = created_at.replace(second=0, microsecond=0)
+    when = minute + dt.timedelta(
+        minutes=index % directories,
+        milliseconds=(index // directories) * (60_000 // per_directory),
+    )
+    return derive(when, f"{sweep_id}/{symbol}/{key}")
 
 
 def sweep_result_ids(definition: Mapping[str, Any], sweep_id: str) -> list[str]:
@@ -80,8 +99,9 @@ def sweep_result_ids(definition: Mapping[str, Any], sweep_id: str) -> list[str]:
     returns it), in sweep order: symbols sorted, then the grid's points in grid order."""
     created = dt.datetime.fromisoformat(str(definition["created_at"]))
     keys = [point_key(p) for p in definition["points"]]
+    size = len(keys) * len(definition["market"])
     return [
-        result_id(sweep_id, created, n * len(keys) + i, symbol, key)
+        result_id(sweep_id, created, n * len(keys) + i, size, symbol, key)
         for n, symbol in enumerate(sorted(definition["market"]))
         for i, key in enumerate(keys)
     ]

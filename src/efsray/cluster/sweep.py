@@ -327,6 +327,7 @@ def plan_sweep(
             points=tuple(dict(p) for p in points[offset : offset + chunk_size]),
             config=config.to_dict(),
             first_index=order[symbol] * len(points) + offset,
+            sweep_size=len(syms) * len(points),
             hook=hook,
         )
         for symbol in syms

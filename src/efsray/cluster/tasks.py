@@ -49,14 +49,14 @@ _UTC_NS = pa.timestamp("ns", tz="UTC")
 class TaskSpec:
     """Everything a task needs, all of it small: paths, names, versions, parameters.
 
-    ``created_at`` (ISO 8601) is the sweep's recorded creation time and ``first_index`` the
-    sweep-wide index of ``points[0]``: with the sweep id, symbol and point key they make the
-    run id of each point's result. ``writers``: threads saving results while the next
-    backtests run (0: each result is saved before the next backtest starts). ``hook`` names
-    a function ``"module:function"`` called on the worker at ``task_start`` and
-    ``before_save`` (of each result, on the saving thread) with a dict of details: an
-    observation and fault-injection point for tests and chaos drills (it may kill the
-    process).
+    ``created_at`` (ISO 8601) is the sweep's recorded creation time, ``first_index`` the
+    sweep-wide index of ``points[0]`` and ``sweep_size`` the number of points in the sweep:
+    with the sweep id, symbol and point key they make the run id of each point's result.
+    ``writers``: threads saving results while the next backtests run (0: each result is
+    saved before the next backtest starts). ``hook`` names a function ``"module:function"``
+    called on the worker at ``task_start`` and ``before_save`` (of each result, on the
+    saving thread) with a dict of details: an observation and fault-injection point for
+    tests and chaos drills (it may kill the process).
     """
 
     root: str
@@ -71,6 +71,7 @@ class TaskSpec:
     config: Mapping[str, Any]
     created_at: str = ""
     first_index: int = 0
+    sweep_size: int = 0
     equity_points: int = 250
     writers: int = 4
     hook: str | None = None
@@ -231,7 +232,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
     config = BacktestConfig.from_dict(spec.config)
     keys = [point_key(p) for p in spec.points]
     ids = [
-        result_id(spec.sweep_id, created, spec.first_index + i, spec.symbol, key)
+        result_id(spec.sweep_id, created, spec.first_index + i, spec.sweep_size, spec.symbol, key)
         for i, key in enumerate(keys)
     ]
     t = time.perf_counter()
