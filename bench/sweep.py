@@ -2,19 +2,23 @@
 
 20 symbols x 100 parameter sets (a 10 x 10 moving-average grid) over the store on local disk,
 as the distributed sweep runs them: every task reads its symbol from the store at the pinned
-version and writes its batches of results back. One local Ray with 4 CPUs serves every run;
-the number of workers is the number of tasks allowed to run at once. Runs are interleaved
-(1, 2, 4, 1, 2, 4, ...) so machine noise hits every configuration alike, and every run
-recomputes everything (its results are removed before the next run). A single-process run
-without Ray is the reference for the results, which must be identical. Beside every Ray run,
-the same work split over N plain OS processes (no Ray, started together) measures the scaling
-the machine offers at that moment: this machine's 2 cores are shared with other jobs, so the
-Ray speed-up is reported next to that baseline from the same run.
+version and saves each backtest's result with ``store.results`` (one file per backtest, the
+equity curve embedded, on writer threads that overlap the next backtests). One local Ray
+with 4 CPUs serves every run; the number of workers is the number of tasks allowed to run
+at once. Runs are interleaved (1, 2, 4, 1, 2, 4, ...) so machine noise hits every
+configuration alike, and every run recomputes everything (its results are removed before
+the next run). A single-process run without Ray is the reference for the results, which
+must be identical. Beside every Ray run, the same work split over N plain OS processes (no
+Ray, started together) measures the scaling the machine offers at that moment: this
+machine's 2 cores are shared with other jobs, so the Ray speed-up is reported next to that
+baseline from the same run.
 
 Reported: wall time and backtests/s per configuration (medians), the speed-up against one
-worker, and the share of summed task time spent reading from the store, computing and
-writing. Goals (issue 7): 2 workers >= 1.7x one worker on this 2-core machine; store reads
-<= 10% of task time.
+worker, the share of summed task time spent reading from the store, computing and waiting
+for the last saves, the time the saves took on their writer threads (overlapped with the
+backtests), files written per backtest, and the load average during the runs. Goals
+(issue 7): 2 workers >= 1.7x one worker on this 2-core machine; store reads <= 10% of task
+time.
 
     python bench/sweep.py                      # full run (a few minutes)
     python bench/sweep.py --bars 20000 --repeats 1   # quick look
@@ -45,8 +49,18 @@ from efsray.store import Store
 GRID = "fast=5:50:5,slow=60:150:10"  # 10 x 10 = 100 parameter sets, all valid
 
 
-def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> SweepReport:
+def forget_results(root: Path) -> None:
+    """Remove every stored sweep result, so that the next run computes everything."""
     shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    shutil.rmtree(root / "results" / "backtests", ignore_errors=True)
+
+
+def result_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root / "results" / "backtests"))
+
+
+def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> SweepReport:
+    forget_results(root)
     report = run_sweep(
         root,
         symbols=",".join(symbols),
@@ -79,7 +93,7 @@ def process_pool_run(root: Path, symbols: list[str], timeframe: str, n: int) -> 
     """The same work split over ``n`` plain OS processes without Ray (each a local sweep of
     its share of the symbols), started together: the scaling this machine offers right now.
     Returns the wall time from the start signal to the last process done."""
-    shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
+    forget_results(root)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     procs = []
     for i in range(n):
@@ -120,6 +134,11 @@ def shares(report: SweepReport) -> dict[str, float]:
         "compute": report.compute_s / total,
         "write": report.write_s / total,
     }
+
+
+def save_ms_per_backtest(report: SweepReport) -> float:
+    """Wall time of a save on its writer thread (overlapped with the next backtests)."""
+    return 1000 * sum(o.save_s for o in report.outcomes) / max(1, report.computed)
 
 
 def main() -> None:
@@ -182,8 +201,10 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
     print("reference: one process, no Ray")
     reference = one_run(root, names, args.timeframe, executor="local")
     expected = {(p.symbol, p.key): dict(p.metrics) for p in reference.points}
+    files_per_backtest = result_files(root) / reference.expected_points
     runs: dict[int, list[SweepReport]] = {w: [] for w in workers}
     pool: dict[int, list[float]] = {w: [] for w in workers}
+    loads: list[float] = []
     with connect(num_cpus=max(workers)) as cluster:
         print(f"Ray {cluster.mode}: {cluster.cpus:g} CPUs; warming up the workers")
         one_run(root, names[: max(workers)], args.timeframe, executor="ray", chunk_size=20)
@@ -196,6 +217,7 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
                 if got != expected:
                     raise SystemExit(f"{w} workers gave other results than one process")
                 runs[w].append(report)
+                loads.append(os.getloadavg()[0])
                 print(
                     f"  run {repeat + 1}: {w} worker(s) {report.wall_s:6.2f} s "
                     f"{report.expected_points / report.wall_s:7.1f} backtests/s "
@@ -219,6 +241,9 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
                 "speedup_vs_1": round(base / wall, 3),
                 "task_time_share": {k: round(v, 4) for k, v in share.items()},
                 "tasks": runs[w][0].tasks,
+                "save_ms_per_backtest": round(
+                    median([save_ms_per_backtest(r) for r in runs[w]]), 3
+                ),
                 "task_cpu_ms_per_backtest": round(
                     1000 * median([r.cpu_s for r in runs[w]]) / points, 3
                 ),
@@ -248,6 +273,13 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         "bars_per_symbol": args.bars,
         "timeframe": args.timeframe,
         "repeats": args.repeats,
+        "result_files_per_backtest": round(files_per_backtest, 3),
+        "load_average": {
+            "start": round(load_at_start, 2),
+            "runs_median": round(median(loads), 2),
+            "runs_max": round(max(loads), 2),
+            "end": round(os.getloadavg()[0], 2),
+        },
         "reference_single_process": {
             "wall_s": round(reference.wall_s, 3),
             "backtests_per_s": round(points / reference.wall_s, 1),
@@ -267,8 +299,9 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         "recomputes everything and its results equal the single-process reference exactly.",
         "",
         "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
-        "vs 1 | reads | compute | writes | CPU ms/backtest | CPU got |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "vs 1 | reads | compute | final writes | save ms (overlapped) | CPU ms/backtest "
+        "| CPU got |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["task_time_share"]
@@ -276,7 +309,8 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
             f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
             f"{r['speedup_vs_1']:.2f}x | {r['plain_processes_wall_s']:.2f}, "
             f"{r['plain_processes_speedup_vs_1']:.2f}x | {s['read']:.1%} | "
-            f"{s['compute']:.1%} | {s['write']:.1%} | {r['task_cpu_ms_per_backtest']:.2f} | "
+            f"{s['compute']:.1%} | {s['write']:.1%} | {r['save_ms_per_backtest']:.2f} | "
+            f"{r['task_cpu_ms_per_backtest']:.2f} | "
             f"{r['cpu_share_of_workers']:.0%} |"
         )
     ref = payload["reference_single_process"]
@@ -285,6 +319,12 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
         f"backtests/s (reads {ref_share['read']:.1%} of the time).",
         "",
+        f"Results: one `store.results` run per backtest, {files_per_backtest:.2f} files per "
+        "backtest (the equity curve of 250 points is embedded in the run's JSON). Reads: "
+        "finding the results a task already has (by id) and reading its bars. Final writes: "
+        "waiting for the last saves after the last backtest. Save ms (overlapped): the wall time "
+        "of one save on a task's writer thread, while the next backtests computed.",
+        "",
         "CPU ms/backtest: CPU time the tasks used per backtest (flat across rows: Ray adds no "
         "work per backtest). CPU got: that CPU time over wall time x workers, i.e. how much of "
         "its workers' cores the sweep actually got from the machine.",
@@ -292,7 +332,8 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         "Plain processes: the same work split over N OS processes without Ray (local sweeps of "
         "1/N of the symbols each, started together), in the same run: the scaling the machine "
         "offered at that moment (other jobs share its 2 cores; load average "
-        f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).",
+        f"{load_at_start:.1f} at the start, median {median(loads):.1f} and at most "
+        f"{max(loads):.1f} after the Ray runs, {os.getloadavg()[0]:.1f} at the end).",
         "",
         f"Goals: 2 workers >= 1.7x one worker: **{goals['speedup_2_workers']:.2f}x** "
         f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from efsray.cluster.journal import canonical_json
 from efsray.errors import InvalidDataError, StorageError
-from efsray.store.nfs import write_temp
+from efsray.store.nfs import ensure_dir, write_temp
 
 
 def _claim(root: str, name: str, info: Mapping[str, Any]) -> bool:
@@ -27,20 +26,22 @@ def _claim(root: str, name: str, info: Mapping[str, Any]) -> bool:
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:
-        json.dump({"pid": os.getpid(), "task": info.get("task")}, f)
+        json.dump({"pid": os.getpid(), "task": info.get("task"), "run_id": info.get("run_id")}, f)
     return True
 
 
 def kill_mid_write(event: str, info: Mapping[str, Any]) -> None:
-    """SIGKILL this worker in the middle of writing the second batch of one task: the
-    batch's bytes are in a temporary file (written and fsync'ed exactly as the store's
-    commit protocol does) but not yet linked into place."""
-    if event != "before_save" or info["batch"] != 1 or info["attempt"] != 0:
+    """SIGKILL this worker in the middle of saving a result, once at least 3 results of its
+    task are saved: the run's bytes are in a temporary file (written and fsync'ed exactly as
+    the store's commit protocol does) but not yet linked into place. Other writer threads
+    of the task may be anywhere in their own saves when the kill lands."""
+    if event != "before_save" or info["attempt"] != 0 or info["saved"] < 3:
         return
     if not _claim(info["root"], "killed-mid-write", info):
         return
-    payload = {"format": 1, "kind": "backtest-batch", "records": info["records"]}
-    write_temp(Path(info["path"]), canonical_json(payload))
+    path = Path(info["path"])
+    ensure_dir(path.parent)  # the save would make its run directory first
+    write_temp(path, b'{"format": 1, "kind": "backtest-run", "metrics": {')
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import collections
+import datetime as dt
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from efsray.backtest import BacktestConfig, generate_market, parse_grid
-from efsray.cluster.journal import SweepJournal
-from efsray.cluster.sweep import plan_sweep, run_sweep
+from efsray.cluster.journal import SweepJournal, result_id, sweep_result_ids
+from efsray.cluster.sweep import SweepReport, plan_sweep, run_sweep
+from efsray.cluster.tasks import equity_table
 from efsray.errors import ConfigError, NotFoundError
 from efsray.store import Store
+from efsray.store.ids import id_time
 
 SYMBOLS = ["A", "B", "C", "D"]
 GRID = "fast=4:12:4,slow=20:60:20"  # 9 parameter sets, all valid
@@ -36,12 +43,31 @@ def point_table(points) -> dict:
     return {(p.symbol, p.key): (dict(p.params), dict(p.metrics)) for p in points}
 
 
-def assert_one_record_per_point(store: Store, sweep_id: str, expected: int) -> list[dict]:
-    records = SweepJournal(store).load_sweep(sweep_id)
-    counts = collections.Counter((r["symbol"], r["key"]) for r in records)
-    assert len(counts) == expected
+def assert_one_result_per_point(store: Store, report: SweepReport, expected: int):
+    """Every grid point has exactly one run in store.results (found by listing, through
+    query), and it is the one the report names."""
+    frame = store.results.query(report.strategy, tags={"sweep": report.sweep_id})
+    counts = collections.Counter(zip(frame["tags.symbol"], frame["tags.point"], strict=True))
+    assert len(counts) == expected == len(frame)
     assert set(counts.values()) == {1}
-    return records
+    assert set(frame["run_id"]) == {p.result_id for p in report.points}
+    return frame
+
+
+def stored_results(store: Store, report: SweepReport) -> dict:
+    """(symbol, point key) -> what a stored run holds, whole (equity curve verified)."""
+    out = {}
+    for point in report.points:
+        run = store.results.load(point.result_id, strategy=report.strategy)
+        assert (run.info.tags["symbol"], run.info.tags["point"]) == (point.symbol, point.key)
+        out[(point.symbol, point.key)] = (
+            run.info.params,
+            run.info.metrics,
+            run.info.data_versions,
+            run.equity_curve["equity"].tolist(),
+            run.equity_curve["timestamp"].tolist(),
+        )
+    return out
 
 
 # --- planning and the local executor (no Ray) ------------------------------------------
@@ -57,7 +83,6 @@ def test_plan_pins_versions_and_covers_every_point_once(tmp_path: Path, market: 
         strategy="ma_crossover",
         grid="fast=2:12:2,slow=10:40:10",
         parallelism=4,
-        batch_size=5,
     )
     assert plan.versions == {"A": 2, "B": 1, "C": 1, "D": 1}
     assert len(plan.points) == 22 and len(plan.rejected) == 2  # fast=10|12 vs slow=10
@@ -65,25 +90,26 @@ def test_plan_pins_versions_and_covers_every_point_once(tmp_path: Path, market: 
         (t.symbol, tuple(sorted(p.items()))) for t in plan.tasks for p in t.points
     )
     assert len(covered) == plan.size == 88 and set(covered.values()) == {1}
-    for symbol in plan.symbols:  # tasks hold whole batches (only a symbol's last may be short)
-        sizes = [len(t.points) for t in plan.tasks if t.symbol == symbol]
-        assert all(n % 5 == 0 for n in sizes[:-1]) and len(sizes) > 1
+    # every point has its own place in the sweep's order (the time of its result id)
+    indices = [t.first_index + i for t in plan.tasks for i in range(len(t.points))]
+    assert sorted(indices) == list(range(88)) and len(plan.tasks) > 4
     assert all(t.version == plan.versions[t.symbol] for t in plan.tasks)
+    assert all(t.created_at == "" for t in plan.tasks)  # recorded by prepare_sweep
     # the same inputs give the same sweep id, whatever the cut; other inputs another one
     again = plan_sweep(
         store, symbols="all", timeframe="1h", strategy="ma_crossover",
-        grid="fast=2:12:2,slow=10:40:10", parallelism=1, batch_size=5,
+        grid="fast=2:12:2,slow=10:40:10", parallelism=1,
     )  # fmt: skip
     assert again.sweep_id == plan.sweep_id and len(again.tasks) != len(plan.tasks)
     costly = plan_sweep(
         store, symbols="all", timeframe="1h", strategy="ma_crossover",
-        grid="fast=2:12:2,slow=10:40:10", config=BacktestConfig(fee_bps=5), batch_size=5,
+        grid="fast=2:12:2,slow=10:40:10", config=BacktestConfig(fee_bps=5),
     )  # fmt: skip
     assert costly.sweep_id != plan.sweep_id
     store.market.append("B", "1h", market["B"].slice(2990))
     moved = plan_sweep(
         store, symbols="all", timeframe="1h", strategy="ma_crossover",
-        grid="fast=2:12:2,slow=10:40:10", batch_size=5,
+        grid="fast=2:12:2,slow=10:40:10",
     )  # fmt: skip
     assert moved.sweep_id != plan.sweep_id and moved.versions["B"] == 2
 
@@ -109,6 +135,7 @@ def test_bad_sweeps_fail_before_any_work(
     with pytest.raises(error, match=match):
         plan_sweep(store, **args)
     assert not (store.layout.results / "sweeps").exists()
+    assert store.results.query().empty
 
 
 def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> None:
@@ -116,12 +143,12 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
     seen = []
     report = run_sweep(
         store.root, symbols="A,B", timeframe="1h", strategy="momentum",
-        grid="lookback=5:40:5,threshold=0|0.01", executor="local", batch_size=4,
+        grid="lookback=5:40:5,threshold=0|0.01", executor="local",
         progress=lambda done, total, failed: seen.append((done, total, failed)),
     )  # fmt: skip
     assert report.ok and report.computed == 32 and report.reused == 0
     assert seen[-1] == (32, 32, 0)
-    assert_one_record_per_point(store, report.sweep_id, 32)
+    assert_one_result_per_point(store, report, 32)
     ranking = report.ranking("sharpe")
     sharpes = [r.sharpe for r in ranking]
     assert sharpes == sorted(sharpes, reverse=True) and [r.rank for r in ranking] == list(
@@ -133,31 +160,70 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
         report.ranking("luck")
     again = run_sweep(
         store.root, symbols="A,B", timeframe="1h", strategy="momentum",
-        grid="lookback=5:40:5,threshold=0|0.01", executor="local", batch_size=4,
+        grid="lookback=5:40:5,threshold=0|0.01", executor="local",
     )  # fmt: skip
     assert again.sweep_id == report.sweep_id
     assert again.computed == 0 and again.reused == 32
     assert point_table(again.points) == point_table(report.points)
-    assert_one_record_per_point(store, report.sweep_id, 32)
+    assert [p.result_id for p in again.points] == [p.result_id for p in report.points]
+    before = {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")}
+    assert_one_result_per_point(store, again, 32)
+    # nothing was rewritten, and the symbols' order does not make another sweep
+    swapped = run_sweep(
+        store.root, symbols="B,A", timeframe="1h", strategy="momentum",
+        grid="lookback=5:40:5,threshold=0|0.01", executor="local",
+    )  # fmt: skip
+    assert swapped.sweep_id == report.sweep_id and swapped.reused == 32
+    assert {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")} == before
 
 
-def test_records_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict) -> None:
+def test_results_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict) -> None:
     store = make_store(tmp_path / "s", market)
     report = run_sweep(
         store.root, symbols="C", timeframe="1h", strategy="mean_reversion",
         grid="window=20|40,entry_z=1.5|2", executor="local",
     )  # fmt: skip
-    journal = SweepJournal(store)
-    spec = journal.read_spec(report.sweep_id)
+    spec = SweepJournal(store).read_spec(report.sweep_id)
     assert spec["market"] == {"C": 1} and spec["strategy"] == "mean_reversion"
-    for record in journal.load_sweep(report.sweep_id):
-        assert record["market"]["version"] == 1 and record["market"]["bars"] == 3000
-        assert record["params"]["exit_z"] == 0.5  # defaults are recorded too
-        equity = record["equity"]
-        assert len(equity["values"]) == len(equity["timestamps_ns"]) == 250
-        assert equity["values"][0] == 1.0
-        assert equity["values"][-1] == pytest.approx(1 + record["metrics"]["total_return"])
-        json.dumps(record, allow_nan=False)
+    # result ids are derived from the recorded definition: anyone can find them
+    assert sweep_result_ids(spec, report.sweep_id) == [p.result_id for p in report.points]
+    for point in report.points:
+        run = store.results.load(point.result_id)
+        info = run.info
+        assert info.strategy == "mean_reversion" and info.data_versions == {"C/1h": 1}
+        assert info.tags == {"sweep": report.sweep_id, "symbol": "C", "timeframe": "1h",
+                             "point": point.key}  # fmt: skip
+        assert info.extra["market"]["bars"] == 3000 and info.extra["config"]["fee_bps"] == 1.0
+        assert info.params["exit_z"] == 0.5  # defaults are recorded too
+        assert info.metrics == dict(point.metrics) and info.params == dict(point.params)
+        equity = run.equity_curve
+        assert list(equity.columns) == ["timestamp", "equity"] and len(equity) == 250
+        assert str(equity["timestamp"].dtype) == "datetime64[ns, UTC]"
+        assert equity["equity"].iloc[0] == 1.0
+        assert equity["equity"].iloc[-1] == pytest.approx(1 + info.metrics["total_return"])
+        # one file per result: the equity curve is embedded in the run's JSON
+        assert not list(Path(info.path).parent.glob(f"{point.result_id}.*.parquet"))
+    # 4 points, 4 run directories: the minutes from the sweep's creation minute on
+    minute = dt.datetime.fromisoformat(spec["created_at"]).replace(second=0, microsecond=0)
+    times = sorted(store.results.info(p.result_id).created_at for p in report.points)
+    assert times == [minute + dt.timedelta(minutes=m) for m in range(4)]
+
+
+@pytest.mark.parametrize("size", [1, 9, 2000, 40_000, 40_001, 120_000])
+def test_result_ids_spread_a_sweep_over_bounded_directories(size: int) -> None:
+    created = dt.datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=dt.UTC)
+    minute = created.replace(second=0, microsecond=0)
+    ids = [result_id("sw-x", created, i, size, "A", f"p-{i}") for i in range(size)]
+    assert len(set(ids)) == size
+    directory = [(id_time(i) - minute) // dt.timedelta(minutes=1) for i in ids]
+    per_directory = collections.Counter(directory)
+    dirs = max(min(16, size), -(-size // 2500))
+    assert sorted(per_directory) == list(range(dirs))  # consecutive minutes, all used
+    assert max(per_directory.values()) <= 2500
+    # consecutive points (saved at once by one task's writer threads) use other directories
+    assert all(a != b for a, b in itertools.pairwise(directory)) or dirs == 1
+    with pytest.raises(ValueError, match="outside"):
+        result_id("sw-x", created, size, size, "A", "p")
 
 
 # --- on the multi-node Ray cluster ------------------------------------------------------
@@ -174,28 +240,29 @@ def test_sweep_spreads_over_all_nodes_and_matches_a_single_process_run(
         "timeframe": "1h",
         "strategy": "ma_crossover",
         "grid": GRID,
-        "batch_size": 3,
         "chunk_size": 3,
     }
     report = run_sweep(distributed.root, executor="ray", **kwargs)
     assert report.ok, report.failures
     assert report.tasks == 12 and report.computed == 36
-    # tasks ran on every node of the cluster
-    assert set(report.nodes) == set(ray_cluster.node_ids.values())
-    records = assert_one_record_per_point(distributed, report.sweep_id, 36)
-    assert {r["written"]["node_id"] for r in records} == set(ray_cluster.node_ids.values())
+    # tasks ran on every node of the cluster, and so did the saves
+    nodes = set(ray_cluster.node_ids.values())
+    assert set(report.nodes) == nodes
+    frame = assert_one_result_per_point(distributed, report, 36)
+    node_of_pid = {o.pid: o.node_id for o in report.outcomes}
+    assert {node_of_pid[int(w.rsplit(":", 1)[1])] for w in frame["writer"]} == nodes
 
     local = run_sweep(reference.root, executor="local", **kwargs)
     assert local.sweep_id == report.sweep_id
     assert point_table(report.points) == point_table(local.points)
-    local_records = SweepJournal(reference).load_sweep(local.sweep_id)
-    for a, b in zip(records, local_records, strict=True):
-        assert (a["params"], a["metrics"], a["equity"]) == (b["params"], b["metrics"], b["equity"])
+    assert stored_results(distributed, report) == stored_results(reference, local)
 
-    # a re-run finds every result and computes nothing
+    # a re-run finds every result and computes (and writes) nothing
+    before = {p: p.stat().st_ino for p in distributed.layout.backtests.rglob("*.json")}
     again = run_sweep(distributed.root, executor="ray", **kwargs)
     assert again.ok and again.computed == 0 and again.reused == 36
-    assert_one_record_per_point(distributed, report.sweep_id, 36)
+    assert_one_result_per_point(distributed, again, 36)
+    assert {p: p.stat().st_ino for p in distributed.layout.backtests.rglob("*.json")} == before
 
 
 @pytest.mark.ray
@@ -208,7 +275,6 @@ def test_worker_killed_mid_write_is_retried_and_leaves_no_partial_result(
         "timeframe": "1h",
         "strategy": "ma_crossover",
         "grid": GRID,
-        "batch_size": 3,
         "chunk_size": 9,
     }
     report = run_sweep(
@@ -217,21 +283,29 @@ def test_worker_killed_mid_write_is_retried_and_leaves_no_partial_result(
     marker = json.loads((tmp_path / "killed-mid-write").read_text())  # the kill happened
     assert report.ok, report.failures
     assert report.retried == {marker["task"]: 2}
-    journal = SweepJournal(store)
-    # the dead writer's bytes are debris under a temporary name, never a visible batch
-    debris = journal.debris(report.sweep_id)
-    assert len(debris) == 1 and debris[0].name.startswith(".efsray-tmp.b-")
-    assert f".{marker['pid']}." in debris[0].name
-    records = assert_one_record_per_point(store, report.sweep_id, 18)
-    # the retry resumed: the batch saved before the kill was reused, not recomputed
+    # the dead writer's bytes are debris under temporary names, never a visible run
+    debris = sorted((store.layout.backtests / "ma_crossover").rglob(".efsray-tmp.*"))
+    assert debris and all(f".{marker['pid']}." in p.name for p in debris)
+    assert any(p.name.startswith(f".efsray-tmp.{marker['run_id']}.json.") for p in debris)
+    frame = assert_one_result_per_point(store, report, 18)
+    for point in report.points:  # every visible run is whole: its JSON and embedded table
+        store.results.load(point.result_id, strategy="ma_crossover")
+    writers = zip(frame["run_id"], frame["writer"], strict=True)
+    pid_of = {run_id: int(w.rsplit(":", 1)[1]) for run_id, w in writers}
+    assert pid_of[marker["run_id"]] != marker["pid"]  # saved by the retry
+    # the retry resumed: what the dead attempt had saved was reused, the rest computed
     killed = next(o for o in report.outcomes if o.task_key == marker["task"])
-    assert killed.attempt == 1 and killed.reused == 3 and killed.computed == 6
-    assert killed.pid != marker["pid"]
-    clean = run_sweep(make_store(tmp_path / "clean", market).root, executor="local", **kwargs)
+    saved_before = sum(
+        1
+        for p in report.points
+        if p.symbol == killed.symbol and pid_of[p.result_id] == marker["pid"]
+    )
+    assert killed.attempt == 1 and killed.pid != marker["pid"]
+    assert killed.reused == saved_before >= 3 and killed.computed == 9 - saved_before
+    clean_store = make_store(tmp_path / "clean", market)
+    clean = run_sweep(clean_store.root, executor="local", **kwargs)
     assert point_table(clean.points) == point_table(report.points)
-    assert [r["metrics"] for r in records] == [
-        r["metrics"] for r in SweepJournal(Store(tmp_path / "clean")).load_sweep(clean.sweep_id)
-    ]
+    assert stored_results(clean_store, clean) == stored_results(store, report)
 
 
 @pytest.mark.ray
@@ -239,7 +313,7 @@ def test_failed_tasks_are_reported_and_retryable_errors_retried(
     ray_cluster, tmp_path: Path, market: dict
 ) -> None:
     store = make_store(tmp_path / "s", market)
-    kwargs = {"timeframe": "1h", "strategy": "ma_crossover", "grid": GRID, "batch_size": 9}
+    kwargs = {"timeframe": "1h", "strategy": "ma_crossover", "grid": GRID, "chunk_size": 9}
     report = run_sweep(
         store.root, executor="ray", symbols="A,B,C", hook="tests.sweep_hooks:fail_symbol_b",
         max_retries=2, **kwargs,
@@ -268,6 +342,20 @@ def test_backtest_cli_on_the_cluster(ray_cluster, tmp_path: Path, market: dict, 
     assert [r["rank"] for r in out["ranking"]] == [1, 2]
     assert {p["symbol"] for p in out["points"]} == set(SYMBOLS)
     assert Path(out["results"]).is_dir()
+    sweep = out["summary"]["sweep_id"]
+    listed = cli("results", "ls", "--root", store.root, "--tag", f"sweep={sweep}", "--json")
+    assert listed.code == 0, listed.err
+    assert sorted(r["run_id"] for r in listed.json()) == sorted(
+        p["result_id"] for p in out["points"]
+    )
+    one = cli("results", "ls", "--root", store.root, "-s", "momentum", "--tag", f"sweep={sweep}",
+              "--tag", "symbol=A", "--sort", "sharpe", "--json").json()  # fmt: skip
+    assert {r["tags.symbol"] for r in one} == {"A"} and len(one) == 2
+    assert (
+        cli("results", "ls", "--root", store.root, "--tag", "sweep=sw-other", "--json").json() == []
+    )
+    shown = cli("results", "show", out["points"][0]["result_id"], "--root", store.root, "--json")
+    assert shown.code == 0 and shown.json()["table_shapes"]["equity_curve"]["rows"] == 250
 
     table = cli(*args, "--strategy", "momentum", "--grid", "lookback=10|20,threshold=0")
     assert table.code == 0 and "best parameter sets by mean sharpe" in table.out
@@ -292,6 +380,16 @@ def test_backtest_cli_local_and_strategies(tmp_path: Path, market: dict, cli) ->
     assert {s["name"] for s in listing.json()} == {"ma_crossover", "momentum", "mean_reversion"}
     rank = cli("backtest", "--root", store.root, "--local", "--rank-by", "luck")
     assert rank.code == 2 and "--rank-by 'luck'" in rank.err
+
+
+@given(n=st.integers(1, 5000), limit=st.integers(2, 400))
+def test_equity_curves_keep_their_ends_and_order(n: int, limit: int) -> None:
+    values = np.arange(n, dtype=np.float64)
+    table = equity_table(np.arange(n, dtype=np.int64) * 60_000_000_000, values, limit)
+    kept = table.column("equity").to_numpy()
+    assert len(kept) == min(n, limit) and kept[0] == 0 and kept[-1] == n - 1
+    assert (np.diff(kept) > 0).all()
+    assert str(table.schema.field("timestamp").type) == "timestamp[ns, tz=UTC]"
 
 
 def test_grid_of_the_cli_default_parses() -> None:
@@ -351,7 +449,9 @@ def test_a_node_without_the_store_says_so(tmp_path: Path) -> None:
         run_task(spec)
 
 
-def test_old_sweeps_are_pruned_whole(tmp_path: Path, market: dict) -> None:
+def test_sweep_bookkeeping_is_pruned_once_its_results_are_gone(
+    tmp_path: Path, market: dict
+) -> None:
     import os
     import time
 
@@ -366,8 +466,12 @@ def test_old_sweeps_are_pruned_whole(tmp_path: Path, market: dict) -> None:
         for name in names:
             os.utime(os.path.join(dirpath, name), (day_ago, day_ago))
     cutoff = time.time() - 3600
+    # its results are still there: a re-run must find them under the same ids
+    assert journal.prune(cutoff) == ([], 0, 0)
+    for point in old.points:  # retention removes the results
+        Path(store.results.info(point.result_id).path).unlink()
     removed, files, size = journal.prune(cutoff, dry_run=True)
-    assert removed == [old.sweep_id] and files >= 3 and size > 0
+    assert removed == [old.sweep_id] and files >= 2 and size > 0
     assert sorted(journal.sweeps()) == sorted([old.sweep_id, new.sweep_id])
     assert journal.prune(cutoff) == (removed, files, size)
     assert journal.sweeps() == [new.sweep_id]

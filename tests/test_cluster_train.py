@@ -41,6 +41,11 @@ def test_best_parameters_become_a_checkpoint_with_an_alias(store: Store) -> None
     assert model == json.loads(json.dumps(best_model(report), allow_nan=False))
     assert model["params"] == dict(report.ranking("sharpe")[0].params)
     assert model["market_versions"] == {"A": 1, "B": 1} and model["sweep_id"] == report.sweep_id
+    best = report.ranking("sharpe")[0]
+    assert model["results"] == {p.symbol: p.result_id for p in report.points if p.key == best.key}
+    for symbol, run_id in model["results"].items():  # the results it was chosen on
+        run = store.results.info(run_id)
+        assert run.tags["symbol"] == symbol and run.params == model["params"]
     assert info.metadata["params"] == model["params"] and info.version == 1
 
     # the same sweep again: the same checkpoint, no new version

@@ -63,6 +63,9 @@ def test_demo_end_to_end_on_the_embedded_default(tmp_path: Path, cli) -> None:
         assert summary["executor"] == "ray" and summary["failed_tasks"] == 0
         assert summary["points"] == summary["expected_points"] == summary["computed"] > 0
         assert sweep["ranking"][0]["rank"] == 1 and Path(sweep["results"]).is_dir()
+        listed = cli("results", "ls", "--root", store, "--strategy", summary["strategy"],
+                     "--tag", f"sweep={summary['sweep_id']}", "--json")  # fmt: skip
+        assert len(listed.json()) == summary["points"]  # one stored run per backtest
 
     checkpoints = first["checkpoints"]
     assert len(checkpoints) == 3

@@ -199,3 +199,39 @@ def cleanup_loop(root: str, grace: float, stop: Any, conn: Any) -> None:
 
 def exit_quietly() -> None:
     os._exit(0)
+
+
+def same_run(i: int, big: bool) -> dict[str, Any]:
+    """The arguments of run number ``i`` of :func:`save_same_runs` (deterministic)."""
+    import numpy as np
+    import pandas as pd
+
+    curve = pd.DataFrame({"equity": np.random.default_rng(i).normal(size=20_000 if big else 50)})
+    return {
+        "metrics": {"i": i, "sharpe": i / 10, "calmar": float("nan")},
+        "params": {"i": i, "grid": [1, 2]},
+        "equity_curve": curve,
+        "tags": {"sweep": "sw-test"},
+    }
+
+
+def save_same_runs(root: str, when: str, count: int, big: bool, go: Any, conn: Any) -> None:
+    """Save runs 0..count-1 of strategy "shared" under ids derived from (when, i): every
+    process calling this saves the very same runs, at the same time."""
+    try:
+        import datetime as dt
+
+        from efsray.store.ids import derive
+
+        store = Store(root, create=False)
+        start = dt.datetime.fromisoformat(when)
+        go.wait(30)
+        out = []
+        for i in range(count):
+            info = store.results.save(
+                "shared", run_id=derive(start, f"point-{i}"), **same_run(i, big)
+            )
+            out.append((info.run_id, info.writer))
+        conn.send(("ok", out))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))

@@ -25,7 +25,7 @@ from efsray.cli._ray import AddressOpt, NumCpusOpt
 if TYPE_CHECKING:
     from efsray.cluster.sweep import SweepReport
 
-__all__ = ["print_report", "register", "report_json", "sweep_with_progress"]
+__all__ = ["print_report", "register", "report_json", "results_dir", "sweep_with_progress"]
 
 
 def register(app: typer.Typer) -> None:
@@ -94,7 +94,8 @@ def backtest_cmd(
     """Backtest every parameter set of a grid on every symbol, as Ray tasks.
 
     Each task reads its symbol from the store at the version pinned when the sweep started,
-    writes its results to the store, and returns a summary. Results are kept: re-running the
+    saves each backtest as a run in the store's results (`efsray results ls --tag
+    sweep=ID`), and returns a summary. Results are kept: re-running the
     same sweep on the same data reuses them. Exits non-zero if any task failed for good.
     """
     from efsray.backtest import BacktestConfig
@@ -221,7 +222,8 @@ def print_report(
             f"v{checkpoint['version']} (alias {checkpoint['alias']})"
         )
     console.print(
-        f"results: {escape(str(Path(report.root) / 'results' / 'sweeps' / report.sweep_id))}"
+        f"results: {escape(results_dir(report))} (sweep {report.sweep_id}): "
+        f"efsray results ls --strategy {report.strategy} --tag sweep={report.sweep_id}"
     )
 
 
@@ -232,15 +234,27 @@ def report_json(
         "summary": report.summary(),
         "ranking": report.ranking(metric),
         "points": [
-            {"symbol": p.symbol, "key": p.key, "params": p.params, "metrics": p.metrics}
+            {
+                "symbol": p.symbol,
+                "key": p.key,
+                "result_id": p.result_id,
+                "params": p.params,
+                "metrics": p.metrics,
+            }
             for p in report.points
         ],
         "rejected": [{"params": r.params, "reason": r.reason} for r in report.rejected],
         "failures": report.failures,
         "retried": report.retried,
         "checkpoint": checkpoint,
-        "results": str(Path(report.root) / "results" / "sweeps" / report.sweep_id),
+        "results": results_dir(report),
     }
+
+
+def results_dir(report: SweepReport) -> str:
+    """Where the sweep's results are: the store's backtest runs of its strategy (each tagged
+    with the sweep id)."""
+    return str(Path(report.root) / "results" / "backtests" / report.strategy)
 
 
 def _raise_on_failures(report: SweepReport) -> None:

@@ -1,31 +1,34 @@
-"""The sweep journal: one immutable record per grid point, created exactly once.
+"""Where a sweep's results live, and the little bookkeeping a sweep keeps beside them.
 
-A sweep is identified by a hash of everything that determines its results (strategy, grid
-points, symbols and the market-data versions read, costs, engine version), so re-running the
-same sweep on the same data finds its records and skips the work, and a changed input is a
-new sweep. Under ``results/sweeps/<sweep_id>/``:
+Every grid point's result is a run in the store's results (``store.results``, strategy =
+the sweep's strategy), saved under a run id derived from the sweep and the point, so that it
+is saved exactly once whatever the retries, re-runs or cluster size:
+
+- the sweep id is a hash of everything that determines the results (strategy, grid points,
+  symbols and the market-data versions read, costs, engine version): re-running the same
+  sweep on the same data derives the same ids and finds its results; a changed input is a
+  new sweep;
+- a run id's time part places the result in one of the sweep's run directories (a run
+  directory is one minute of one strategy): the sweep's creation minute, recorded once in
+  its definition file, plus the point's directory number, plus its position in that
+  directory. Points are dealt out to the directories in turn (in sweep order: symbols
+  sorted, then the grid's points), over at least 16 directories and as many as it takes to
+  keep each under 2,500 of the sweep's points. Creating, linking and removing names in one
+  directory are serialized per directory by the kernel (NFS clients included: one namespace
+  round trip at a time), so consecutive points, which one task saves at the same time on
+  its writer threads, and the tasks running at once, go to different directories;
+- the random part is a hash of (sweep id, symbol, point key)
+  (:func:`efsray.store.ids.derive`);
+- ``store.results.save(run_id=...)`` is idempotent: of two writers of one point (a retried
+  task whose first attempt is not quite dead, on another host) exactly one creates the run
+  and the other gets the stored one.
+
+Under ``results/sweeps/<sweep_id>/``:
 
 ```
-sweep.json                      the sweep's definition (created once)
-points/<symbol>/b-<hash>.json   a batch of records, one per (symbol, parameter set): params,
-                                metrics, the market-data version read, an equity curve
-attempts/<run>/<task>.<n>       one file per attempt of a task in one run (retries show)
+sweep.json                  the definition and its creation time (created once, exclusively)
+attempts/<run>/<task>.<n>   one file per attempt of a task with work to do (retries show)
 ```
-
-A file costs two fsyncs (~10-20 ms on a local disk or EFS), as much as a backtest, so records
-are written in batches of a fixed number of consecutive grid points. The batches are a
-function of the sweep alone (not of how it was cut into tasks), and a batch file is named by
-the hash of its point keys, so every grid point has exactly one record in exactly one file
-whatever the retries, reruns or cluster size. Batches are created with
-:func:`efsray.store.nfs.create_exclusive` (temp file, fsync, ``link()``): a batch is complete
-or absent, and of two writers of one batch (a retried task whose first attempt is not quite
-dead, on another host) exactly one wins and the other finds the winner's records. Directory
-listings are only an optimization (they can lag by up to a minute across NFS clients);
-``link()``'s EEXIST is the source of truth.
-
-This module is the one place that knows where sweep results live: when the store's
-``results`` area offers caller-chosen run ids with create-if-absent semantics, the records can
-move there without touching the sweep.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -43,13 +47,23 @@ from typing import Any
 
 from efsray.errors import CorruptionError, InvalidNameError
 from efsray.store import Store, validate_name
-from efsray.store.nfs import create_exclusive, ensure_dir, is_temp_name, read_bytes
+from efsray.store.ids import derive
+from efsray.store.nfs import create_exclusive, ensure_dir, read_bytes
 
-__all__ = ["RECORD_FORMAT", "SweepJournal", "canonical_json", "point_key", "writer_info"]
+__all__ = [
+    "RUNS_PER_MINUTE",
+    "SweepJournal",
+    "canonical_json",
+    "point_key",
+    "result_id",
+    "sweep_result_ids",
+    "writer_info",
+]
 
 log = logging.getLogger("efsray.cluster")
 
-RECORD_FORMAT = 1
+RUNS_PER_MINUTE = 2500  # at most this many of a sweep's points per run directory (minute)
+MIN_DIRECTORIES = 16  # a sweep's results are spread over at least this many (if it has as many)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -62,8 +76,39 @@ def point_key(params: Mapping[str, Any]) -> str:
     return "p-" + hashlib.sha256(canonical_json(dict(params))).hexdigest()[:16]
 
 
+def result_id(
+    sweep_id: str, created_at: dt.datetime, index: int, size: int, symbol: str, key: str
+) -> str:
+    """The run id of the result of point ``key`` on ``symbol``, the ``index``-th of the
+    ``size`` points of sweep ``sweep_id`` created at ``created_at`` (see the module
+    docstring)."""
+    if not 0 <= index < size:
+        raise ValueError(f"point index {index} is outside the sweep's {size} points")
+    directories = max(min(MIN_DIRECTORIES, size), math.ceil(size / RUNS_PER_MINUTE))
+    per_directory = math.ceil(size / directories)
+    minute = created_at.replace(second=0, microsecond=0)
+    when = minute + dt.timedelta(
+        minutes=index % directories,
+        milliseconds=(index // directories) * (60_000 // per_directory),
+    )
+    return derive(when, f"{sweep_id}/{symbol}/{key}")
+
+
+def sweep_result_ids(definition: Mapping[str, Any], sweep_id: str) -> list[str]:
+    """Every result id of a recorded sweep (its definition as :meth:`SweepJournal.read_spec`
+    returns it), in sweep order: symbols sorted, then the grid's points in grid order."""
+    created = dt.datetime.fromisoformat(str(definition["created_at"]))
+    keys = [point_key(p) for p in definition["points"]]
+    size = len(keys) * len(definition["market"])
+    return [
+        result_id(sweep_id, created, n * len(keys) + i, size, symbol, key)
+        for n, symbol in enumerate(sorted(definition["market"]))
+        for i, key in enumerate(keys)
+    ]
+
+
 class SweepJournal:
-    """Sweep records under ``<store root>/results/sweeps``."""
+    """Sweep definitions and attempts under ``<store root>/results/sweeps``."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -75,31 +120,40 @@ class SweepJournal:
             ensure_dir(path)
             self._made.add(path)
 
-    # --- paths ------------------------------------------------------------------------------
-
     def sweep_dir(self, sweep_id: str) -> Path:
         return self.root / validate_name("sweep id", sweep_id)
 
     # --- the sweep's definition -----------------------------------------------------------
 
-    def write_spec(self, sweep_id: str, spec: Mapping[str, Any]) -> Path:
-        """Record the sweep's definition once; a second writer must agree with the first."""
+    def write_spec(self, sweep_id: str, spec: Mapping[str, Any]) -> dt.datetime:
+        """Record the sweep's definition once, with its creation time; returns that time
+        (the first writer's, for every later run of the same sweep). A second writer must
+        agree with the first on the definition."""
         directory = self.sweep_dir(sweep_id)
         self._ensure_dir(directory)
         path = directory / "sweep.json"
-        payload = canonical_json(dict(spec))
+        now = dt.datetime.now(dt.UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        definition = dict(spec)
         try:
-            create_exclusive(path, payload)
+            create_exclusive(path, canonical_json({**definition, "created_at": now.isoformat()}))
+            return now
         except FileExistsError:
-            existing = json.loads(read_bytes(path))
-            if canonical_json(existing) != payload:
-                raise CorruptionError(
-                    f"{path} records a different sweep under the same id {sweep_id!r}; "
-                    "the store was edited by hand or the hash collided. Move it away."
-                ) from None
-        return path
+            pass
+        existing = self._load(path)
+        created = existing.pop("created_at", None)
+        if canonical_json(existing) != canonical_json(definition) or not isinstance(created, str):
+            raise CorruptionError(
+                f"{path} records a different sweep under the same id {sweep_id!r}; "
+                "the store was edited by hand or the hash collided. Move it away."
+            )
+        try:
+            return dt.datetime.fromisoformat(created)
+        except ValueError:
+            raise CorruptionError(f"{path} has a bad creation time {created!r}") from None
 
     def read_spec(self, sweep_id: str) -> dict[str, Any]:
+        """The definition of a sweep, with its ``created_at``."""
         return self._load(self.sweep_dir(sweep_id) / "sweep.json")
 
     # --- attempts ---------------------------------------------------------------------------
@@ -128,77 +182,17 @@ class SweepJournal:
                 out[task] = max(out.get(task, 0), int(n) + 1)
         return out
 
-    # --- point records, in batches -------------------------------------------------------
-
-    def batch_dir(self, sweep_id: str, symbol: str) -> Path:
-        return self.sweep_dir(sweep_id) / "points" / validate_name("symbol", symbol)
-
-    def batch_path(self, sweep_id: str, symbol: str, keys: list[str]) -> Path:
-        """Where the batch of these point keys lives: named by a hash of the keys."""
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        return self.batch_dir(sweep_id, symbol) / f"b-{digest}.json"
-
-    def load_batches(self, sweep_id: str, symbol: str) -> dict[str, list[dict[str, Any]]]:
-        """The batches of ``symbol`` visible in a listing (may lag on NFS), by file name."""
-        directory = self.batch_dir(sweep_id, symbol)
-        return {
-            name: self.load_batch(directory / name)
-            for name in _listdir(directory)
-            if name.endswith(".json")
-        }
-
-    def save_batch(
-        self, sweep_id: str, symbol: str, records: list[dict[str, Any]]
-    ) -> tuple[Path, list[dict[str, Any]], bool]:
-        """Create the batch file of ``records``; returns ``(path, records, created)``.
-
-        When the batch already exists (an earlier attempt, or a concurrent one on another
-        host, got there first) nothing is written and the stored records are returned: they
-        must be for the same parameter sets.
-        """
-        keys = [r["key"] for r in records]
-        path = self.batch_path(sweep_id, symbol, keys)
-        self._ensure_dir(path.parent)
-        payload = {"format": RECORD_FORMAT, "kind": "backtest-batch", "records": records}
-        try:
-            create_exclusive(path, canonical_json(payload))
-            return path, records, True
-        except FileExistsError:
-            stored = self.load_batch(path)
-            if [r.get("key") for r in stored] != keys:
-                raise CorruptionError(
-                    f"{path} holds other parameter sets than the batch named after them; "
-                    "move the sweep directory away and re-run"
-                ) from None
-            return path, stored, False
-
-    def load_sweep(self, sweep_id: str) -> list[dict[str, Any]]:
-        """Every record of a sweep visible in a listing, sorted by symbol and key."""
-        points = self.sweep_dir(sweep_id) / "points"
-        out = []
-        for symbol in _listdir(points):
-            for records in self.load_batches(sweep_id, symbol).values():
-                out.extend(records)
-        return sorted(out, key=lambda r: (r["symbol"], r["key"]))
-
-    def debris(self, sweep_id: str) -> list[Path]:
-        """Temporary files left by writers that died mid-write (cleanup removes them)."""
-        points = self.sweep_dir(sweep_id) / "points"
-        out = []
-        for symbol in _listdir(points):
-            directory = points / symbol
-            out += [directory / n for n in os.listdir(directory) if is_temp_name(n)]
-        return sorted(out)
+    # --- housekeeping -----------------------------------------------------------------------
 
     def sweeps(self) -> list[str]:
-        """Ids of the sweeps in the journal (from a listing)."""
+        """Ids of the recorded sweeps (from a listing)."""
         return [n for n in _listdir(self.root) if n.startswith("sw-")]
 
     def prune(self, cutoff: float, *, dry_run: bool = False) -> tuple[list[str], int, int]:
-        """Remove whole sweeps in which nothing changed since ``cutoff`` (seconds since the
-        epoch): no batch, attempt or definition newer. A sweep still running or re-run since
-        keeps everything. Returns (sweep ids removed, files, bytes); ``dry_run`` removes
-        nothing."""
+        """Remove the bookkeeping of sweeps untouched since ``cutoff`` (seconds since the
+        epoch) whose results are all gone (removed by the store's retention): a definition
+        outlives its results, so that a re-run finds them under the same ids. Returns (sweep
+        ids removed, files, bytes); ``dry_run`` removes nothing."""
         removed, files, size = [], 0, 0
         for sweep_id in self.sweeps():
             directory = self.sweep_dir(sweep_id)
@@ -212,7 +206,7 @@ class SweepJournal:
                     newest = max(newest, st.st_mtime)
                     count += 1
                     nbytes += st.st_size
-            if count == 0 or newest >= cutoff:
+            if count == 0 or newest >= cutoff or self._has_results(sweep_id):
                 continue
             removed.append(sweep_id)
             files += count
@@ -227,12 +221,17 @@ class SweepJournal:
                 shutil.rmtree(doomed, ignore_errors=True)
         return removed, files, size
 
-    def load_batch(self, path: Path) -> list[dict[str, Any]]:
-        value = self._load(path)
-        records = value.get("records")
-        if value.get("kind") != "backtest-batch" or not isinstance(records, list):
-            raise CorruptionError(f"{path} is not a batch of backtest records")
-        return records
+    def _has_results(self, sweep_id: str) -> bool:
+        try:
+            definition = self.read_spec(sweep_id)
+            ids = sweep_result_ids(definition, sweep_id)
+            strategy = str(definition["strategy"])
+        except FileNotFoundError:
+            return False  # attempts without a definition: nothing can find their results
+        except (CorruptionError, KeyError, TypeError, ValueError) as exc:
+            log.warning("keeping sweep %s: its definition is unreadable (%s)", sweep_id, exc)
+            return True
+        return bool(self.store.results.existing(strategy, ids))
 
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
@@ -247,7 +246,7 @@ class SweepJournal:
 
 
 def writer_info() -> dict[str, Any]:
-    """Who wrote a record: host, pid, time (UTC)."""
+    """Who is working: host, pid, time (UTC)."""
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),

@@ -3,20 +3,23 @@
 The driver only plans and collects. It opens the store to pin, for every symbol, the latest
 market-data version (a manifest read, no bars), expands the grid against the strategy's
 rules, and cuts the work into tasks of one symbol and a chunk of parameter sets. Tasks get
-paths, names and versions, read their bars from the shared volume themselves, write one
-journal record per grid point, and return small summaries (see :mod:`efsray.cluster.tasks`).
+paths, names and versions, read their bars from the shared volume themselves, save one run
+per grid point with ``store.results`` under an id derived from the sweep and the point (see
+:mod:`efsray.cluster.journal`), and return small summaries (see :mod:`efsray.cluster.tasks`).
 
 Tasks are spread over the nodes (``SPREAD`` scheduling, at most two per CPU in flight so a
 slow node does not hoard work). A task whose worker dies is retried by Ray
-(``max_retries``), and so is one that fails with a storage error; the retry resumes from the
-journal. A task that still fails is reported with its error; its points are missing from
-the report, never silently. ``executor="local"`` runs the same tasks one by one in this
-process, without Ray: the reference a distributed run must match exactly.
+(``max_retries``), and so is one that fails with a storage error; the retry resumes: it
+saves only the points that have no result yet. A task that still fails is reported with its
+error; its points are missing from the report, never silently. ``executor="local"`` runs
+the same tasks one by one in this process, without Ray: the reference a distributed run
+must match exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import logging
 import math
@@ -81,14 +84,14 @@ class SweepPlan:
     rejected: tuple[RejectedPoint, ...]
     config: BacktestConfig
     tasks: tuple[TaskSpec, ...]
-    batch_size: int = 20
+    created_at: str = ""  # recorded once per sweep (prepare_sweep): the time of its run ids
 
     @property
     def size(self) -> int:
         return len(self.points) * len(self.symbols)
 
     def definition(self) -> dict[str, Any]:
-        """What determines the results (hashed into the sweep id, stored as sweep.json)."""
+        """What determines the results (hashed into the sweep id, stored in sweep.json)."""
         return {
             "engine": ENGINE_VERSION,
             "strategy": self.strategy,
@@ -96,8 +99,13 @@ class SweepPlan:
             "config": self.config.to_dict(),
             "market": {s: self.versions[s] for s in self.symbols},
             "points": [dict(p) for p in self.points],
-            "batch_size": self.batch_size,
         }
+
+    def created(self, created_at: dt.datetime) -> SweepPlan:
+        """This plan with the sweep's recorded creation time (in every task too)."""
+        stamp = created_at.isoformat()
+        tasks = tuple(dataclasses.replace(t, created_at=stamp) for t in self.tasks)
+        return dataclasses.replace(self, created_at=stamp, tasks=tasks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +261,13 @@ def plan_sweep(
     chunk_size: int | None = None,
     run_id: str | None = None,
     hook: str | None = None,
-    batch_size: int = 20,
 ) -> SweepPlan:
-    """Pin versions, expand the grid, cut tasks. Reads manifests only, never bars."""
+    """Pin versions, expand the grid, cut tasks. Reads manifests only, never bars.
+
+    The plan's tasks have no creation time yet: :func:`prepare_sweep` records the sweep and
+    gives them the time of its result ids."""
     if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     config = config or BacktestConfig()
     tf = parse_timeframe(timeframe).name
     strat = get_strategy(strategy)
@@ -288,8 +296,6 @@ def plan_sweep(
         wanted = max(len(syms), 3 * max(parallelism, 1))
         per_symbol = max(1, math.ceil(wanted / len(syms)))
         chunk_size = max(1, math.ceil(len(points) / per_symbol))
-    # Tasks hold whole batches, so the journal's batches do not depend on the task cut.
-    chunk_size = math.ceil(chunk_size / batch_size) * batch_size
     run = run_id or secrets.token_hex(6)
     plan = SweepPlan(
         sweep_id="",
@@ -304,9 +310,10 @@ def plan_sweep(
         rejected=expansion.rejected,
         config=config,
         tasks=(),
-        batch_size=batch_size,
     )
     sweep_id = "sw-" + hashlib.sha256(canonical_json(plan.definition())).hexdigest()[:20]
+    # Sweep order (the index in a result's run id): symbols sorted, then the grid's points.
+    order = {symbol: n for n, symbol in enumerate(sorted(syms))}
     tasks = [
         TaskSpec(
             root=plan.root,
@@ -319,7 +326,8 @@ def plan_sweep(
             strategy=strat.name,
             points=tuple(dict(p) for p in points[offset : offset + chunk_size]),
             config=config.to_dict(),
-            batch_size=batch_size,
+            first_index=order[symbol] * len(points) + offset,
+            sweep_size=len(syms) * len(points),
             hook=hook,
         )
         for symbol in syms
@@ -342,7 +350,6 @@ def run_sweep(
     executor: Literal["ray", "local"] = "ray",
     max_retries: int = 3,
     chunk_size: int | None = None,
-    batch_size: int = 20,
     max_parallel: int | None = None,
     progress: Progress | None = None,
     hook: str | None = None,
@@ -373,7 +380,6 @@ def run_sweep(
             "config": config,
             "parallelism": parallelism,
             "chunk_size": chunk_size,
-            "batch_size": batch_size,
             "hook": hook,
         },
     )
@@ -425,11 +431,11 @@ def run_sweep(
 
 
 def prepare_sweep(root: str, plan_kwargs: Mapping[str, Any]) -> SweepPlan:
-    """Open the store, plan the sweep and record its definition."""
+    """Open the store, plan the sweep and record its definition (once: a re-run of the same
+    sweep gets the first run's creation time, hence the same result ids)."""
     store = Store(root, create=False)
     plan = plan_sweep(store, **plan_kwargs)
-    SweepJournal(store).write_spec(plan.sweep_id, plan.definition())
-    return plan
+    return plan.created(SweepJournal(store).write_spec(plan.sweep_id, plan.definition()))
 
 
 def count_attempts(root: str, sweep_id: str, run_id: str) -> dict[str, int]:

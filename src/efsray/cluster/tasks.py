@@ -2,21 +2,31 @@
 
 A task is one symbol and a chunk of parameter sets. It opens the store at the path it was
 given (every node mounts the same volume there), reads the symbol's closes once at the pinned
-market-data version, runs the backtests, and creates one journal record per parameter set.
-Only paths, names, versions and parameters travel through Ray; market data never does.
+market-data version, runs the backtests, and saves each one's result with
+``store.results.save`` under the run id derived for that grid point
+(:func:`efsray.cluster.journal.result_id`). Only paths, names, versions and parameters travel
+through Ray; market data never does.
 
-A task is idempotent: it first looks for its batches of records in the journal (written by
-an earlier attempt that was killed, or an earlier run of the same sweep) and computes only the
-missing batches.
-Ray retries a task whose worker died; the retry resumes where the dead attempt stopped.
+A task is idempotent: it first reads the results its points already have (saved by an
+earlier attempt that was killed, or an earlier run of the same sweep; read by id, not from
+a listing) and computes only the missing points. Ray retries a task whose worker died; the
+retry resumes where the dead attempt stopped, and a save that races a not-quite-dead
+attempt gets the stored run (the store's saves with a chosen id are idempotent).
+
+A save is one file (the equity curve is embedded in the run's JSON) and costs a few
+fsyncs/round trips, about a sixth of a backtest locally and more on EFS, so saves run on a
+few writer threads while the next backtests compute (the waits release the GIL).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,24 +34,29 @@ import numpy as np
 import pyarrow as pa
 
 from efsray.backtest import BacktestConfig, Backtester, get_strategy
-from efsray.backtest.engine import ENGINE_VERSION, BacktestResult
-from efsray.cluster.journal import RECORD_FORMAT, SweepJournal, point_key, writer_info
+from efsray.backtest.engine import ENGINE_VERSION
+from efsray.cluster.journal import SweepJournal, point_key, result_id, writer_info
 from efsray.errors import ConfigError, StoreFormatError
-from efsray.store import Store
+from efsray.store import ResultStore, RunInfo, Store
 
-__all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "downsample", "run_task"]
+__all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "equity_table", "run_task"]
 
 Hook = Callable[[str, Mapping[str, Any]], None]
+_UTC_NS = pa.timestamp("ns", tz="UTC")
 
 
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """Everything a task needs, all of it small: paths, names, versions, parameters.
 
-    ``points`` are consecutive batches of ``batch_size`` grid points (the journal's unit of
-    writing). ``hook`` names a function ``"module:function"`` called on the worker at
-    ``task_start`` and ``before_save`` (a batch) with a dict of details: an observation and
-    fault-injection point for tests and chaos drills (it may kill the process).
+    ``created_at`` (ISO 8601) is the sweep's recorded creation time, ``first_index`` the
+    sweep-wide index of ``points[0]`` and ``sweep_size`` the number of points in the sweep:
+    with the sweep id, symbol and point key they make the run id of each point's result.
+    ``writers``: threads saving results while the next backtests run (0: each result is
+    saved before the next backtest starts). ``hook`` names a function ``"module:function"``
+    called on the worker at ``task_start`` and ``before_save`` (of each result, on the
+    saving thread) with a dict of details: an observation and fault-injection point for
+    tests and chaos drills (it may kill the process).
     """
 
     root: str
@@ -54,20 +69,25 @@ class TaskSpec:
     strategy: str
     points: tuple[Mapping[str, int | float], ...]
     config: Mapping[str, Any]
-    batch_size: int = 20
+    created_at: str = ""
+    first_index: int = 0
+    sweep_size: int = 0
     equity_points: int = 250
+    writers: int = 4
     hook: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PointSummary:
-    """One grid point's result as the driver sees it (the full record is in the journal)."""
+    """One grid point's result as the driver sees it; the whole run (equity curve, data
+    versions, costs) is in ``store.results`` under ``result_id``."""
 
     symbol: str
     key: str
     params: Mapping[str, int | float]
     metrics: Mapping[str, Any]
     computed: bool
+    result_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,16 +101,17 @@ class TaskOutcome:
     points: tuple[PointSummary, ...]
     computed: int
     reused: int
-    read_s: float
+    read_s: float  # finding existing results and reading the bars
     compute_s: float
-    write_s: float
+    write_s: float  # waiting for the last saves after the last backtest
     total_s: float
     cpu_s: float = 0.0  # CPU time of this process during the task
+    save_s: float = 0.0  # summed time of the saves on the writer threads (overlapped)
 
 
-def _load_hook(name: str | None) -> Hook:
+def _load_hook(name: str | None) -> Hook | None:
     if not name:
-        return lambda event, info: None
+        return None
     module, sep, func = name.partition(":")
     if not sep:
         raise ConfigError(f"task hook {name!r} must be 'module:function'")
@@ -105,43 +126,86 @@ def _node_id() -> str:
     return "local"
 
 
-def downsample(timestamps_ns: np.ndarray, values: np.ndarray, limit: int) -> dict[str, list]:
-    """At most ``limit`` evenly spaced points of a curve, always with its first and last."""
+def equity_table(timestamps_ns: np.ndarray, values: np.ndarray, limit: int) -> pa.Table:
+    """At most ``limit`` evenly spaced points of an equity curve, always with its first and
+    last, as an Arrow table (``timestamp`` in UTC, ``equity``)."""
     n = values.shape[0]
-    if n <= limit:
-        idx = np.arange(n)
-    else:
-        idx = np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
-    return {
-        "timestamps_ns": [int(t) for t in timestamps_ns[idx]],
-        "values": [float(v) for v in values[idx]],
-    }
+    # With n > limit the step is > 1, so the rounded positions are distinct and increasing.
+    idx = np.arange(n) if n <= limit else np.rint(np.linspace(0, n - 1, limit)).astype(np.int64)
+    return pa.Table.from_arrays(
+        [pa.array(timestamps_ns[idx], _UTC_NS), pa.array(values[idx], pa.float64())],
+        names=["timestamp", "equity"],
+    )
 
 
-def _record(
-    spec: TaskSpec,
-    key: str,
-    result: BacktestResult,
-    timestamps_ns: np.ndarray,
-    market: Mapping[str, Any],
-    node_id: str,
-) -> dict[str, Any]:
-    return {
-        "format": RECORD_FORMAT,
-        "kind": "backtest-point",
-        "engine": ENGINE_VERSION,
-        "sweep_id": spec.sweep_id,
-        "key": key,
-        "strategy": result.strategy,
-        "symbol": spec.symbol,
-        "timeframe": result.timeframe,
-        "params": dict(result.params),
-        "metrics": result.metrics.to_dict(),
-        "config": dict(spec.config),
-        "market": dict(market),
-        "equity": downsample(timestamps_ns, result.equity, spec.equity_points),
-        "written": {**writer_info(), "node_id": node_id},
-    }
+class _Writers:
+    """Saves results on a few threads while the caller computes the next ones."""
+
+    def __init__(
+        self, results: ResultStore, spec: TaskSpec, attempt: int, hook: Hook | None
+    ) -> None:
+        self._results = results
+        self._spec = spec
+        self._attempt = attempt
+        self._hook = hook
+        self._pool = (
+            ThreadPoolExecutor(spec.writers, thread_name_prefix="efsray-save")
+            if spec.writers > 0
+            else None
+        )
+        self._futures: list[Future[RunInfo]] = []
+        self._failed: Future[RunInfo] | None = None
+        self._lock = threading.Lock()
+        self.saved = 0
+        self.save_s = 0.0
+
+    def submit(self, run_id: str, index: int, run: dict[str, Any]) -> None:
+        if self._pool is None:  # no writer threads: save here, now
+            future: Future[RunInfo] = Future()
+            future.set_result(self._save(run_id, index, run))
+            self._futures.append(future)
+            return
+        if self._failed is not None:  # stop at the first failed save, not at the end
+            self._failed.result()
+        future = self._pool.submit(self._save, run_id, index, run)
+        future.add_done_callback(self._check)
+        self._futures.append(future)
+
+    def _check(self, future: Future[RunInfo]) -> None:
+        if not future.cancelled() and future.exception() is not None and self._failed is None:
+            self._failed = future
+
+    def _save(self, run_id: str, index: int, run: dict[str, Any]) -> RunInfo:
+        spec = self._spec
+        if self._hook is not None:
+            with self._lock:
+                saved = self.saved
+            self._hook(
+                "before_save",
+                {
+                    "task": spec.task_key,
+                    "attempt": self._attempt,
+                    "index": index,
+                    "saved": saved,
+                    "root": spec.root,
+                    "run_id": run_id,
+                    "path": str(self._results.run_path(spec.strategy, run_id)),
+                },
+            )
+        started = time.perf_counter()
+        info = self._results.save(spec.strategy, run_id=run_id, **run)
+        with self._lock:
+            self.saved += 1
+            self.save_s += time.perf_counter() - started
+        return info
+
+    def results(self) -> list[RunInfo]:
+        """Wait for every save; the first failure is raised."""
+        return [f.result() for f in self._futures]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_task(spec: TaskSpec) -> TaskOutcome:
@@ -158,43 +222,43 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             f"node {who['host']} (Ray node {node_id[:12]}) cannot see the store at "
             f"{spec.root}: {exc}. Every node must mount the shared volume at the same path"
         ) from None
-    journal = SweepJournal(store)
+    if not spec.created_at:
+        raise ConfigError(
+            f"task {spec.task_key} of sweep {spec.sweep_id} has no sweep creation time; "
+            "plan sweeps with efsray.cluster.sweep.prepare_sweep (run_sweep does)"
+        )
+    created = dt.datetime.fromisoformat(spec.created_at)
     strategy = get_strategy(spec.strategy)
     config = BacktestConfig.from_dict(spec.config)
     keys = [point_key(p) for p in spec.points]
-    size = spec.batch_size
-    batches = [list(range(i, min(i + size, len(keys)))) for i in range(0, len(keys), size)]
+    ids = [
+        result_id(spec.sweep_id, created, spec.first_index + i, spec.sweep_size, spec.symbol, key)
+        for i, key in enumerate(keys)
+    ]
     t = time.perf_counter()
-    listed = {p.name for p in journal.batch_dir(spec.sweep_id, spec.symbol).glob("b-*.json")}
-    stored: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[int, list[int]]] = []  # (batch number, indices of its points)
-    for number, batch in enumerate(batches):
-        path = journal.batch_path(spec.sweep_id, spec.symbol, [keys[i] for i in batch])
-        if path.name in listed:
-            stored.update((r["key"], r) for r in journal.load_batch(path))
-        else:
-            todo.append((number, batch))
+    stored: dict[str, RunInfo] = store.results.infos(spec.strategy, ids)
     read_s = time.perf_counter() - t
-    reused = len(stored)
+    todo = [i for i, run_id in enumerate(ids) if run_id not in stored]
     # Only tasks with work to do claim an attempt: a re-run that reuses everything leaves
     # no trace, and a retry shows as a second attempt.
     attempt = 0
     if todo:
-        attempt = journal.begin_attempt(
+        attempt = SweepJournal(store).begin_attempt(
             spec.sweep_id, spec.run_id, spec.task_key, {**who, "node_id": node_id}
         )
-    hook(
-        "task_start",
-        {
-            "task": spec.task_key,
-            "attempt": attempt,
-            "batches_to_do": len(todo),
-            "pid": who["pid"],
-            "root": spec.root,
-        },
-    )
+    if hook is not None:
+        hook(
+            "task_start",
+            {
+                "task": spec.task_key,
+                "attempt": attempt,
+                "points_to_do": len(todo),
+                "pid": who["pid"],
+                "root": spec.root,
+            },
+        )
 
-    compute_s = write_s = 0.0
+    compute_s = write_s = save_s = 0.0
     computed: set[str] = set()
     if todo:
         t = time.perf_counter()
@@ -204,52 +268,58 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         close = table.column("close").to_numpy()
         stamps = table.column("timestamp").cast(pa.int64()).to_numpy()
         read_s += time.perf_counter() - t
-        market = {
-            "symbol": spec.symbol,
-            "timeframe": spec.timeframe,
-            "version": spec.version,
-            "bars": int(close.shape[0]),
-            "start_ns": int(stamps[0]),
-            "end_ns": int(stamps[-1]),
+        extra = {
+            "engine": ENGINE_VERSION,
+            "config": dict(spec.config),
+            "market": {
+                "bars": int(close.shape[0]),
+                "start_ns": int(stamps[0]),
+                "end_ns": int(stamps[-1]),
+            },
         }
+        data_versions = {f"{spec.symbol}/{spec.timeframe}": spec.version}
         t = time.perf_counter()
         backtester = Backtester(close, timeframe=spec.timeframe, config=config)
         compute_s += time.perf_counter() - t
-        for number, batch in todo:
-            t = time.perf_counter()
-            records = []
-            for i in batch:
+        writers = _Writers(store.results, spec, attempt, hook)
+        try:
+            for i in todo:
+                t = time.perf_counter()
                 result = backtester.run(strategy, spec.points[i])
-                records.append(_record(spec, keys[i], result, stamps, market, node_id))
-            compute_s += time.perf_counter() - t
+                run = {
+                    "metrics": result.metrics.to_dict(),
+                    "params": dict(result.params),
+                    "equity_curve": equity_table(stamps, result.equity, spec.equity_points),
+                    "data_versions": data_versions,
+                    "tags": {
+                        "sweep": spec.sweep_id,
+                        "symbol": spec.symbol,
+                        "timeframe": spec.timeframe,
+                        "point": keys[i],
+                    },
+                    "extra": extra,
+                }
+                compute_s += time.perf_counter() - t
+                writers.submit(ids[i], spec.first_index + i, run)
             t = time.perf_counter()
-            hook(
-                "before_save",
-                {
-                    "task": spec.task_key,
-                    "attempt": attempt,
-                    "batch": number,
-                    "root": spec.root,
-                    "path": str(
-                        journal.batch_path(spec.sweep_id, spec.symbol, [r["key"] for r in records])
-                    ),
-                    "records": records,
-                },
-            )
-            _, saved, created = journal.save_batch(spec.sweep_id, spec.symbol, records)
-            write_s += time.perf_counter() - t
-            stored.update((r["key"], r) for r in saved)
-            if created:
-                computed.update(r["key"] for r in saved)
+            saved = writers.results()
+            write_s = time.perf_counter() - t
+        finally:
+            writers.close()
+        save_s = writers.save_s
+        for info in saved:
+            stored[info.run_id] = info
+            computed.add(info.run_id)
     points = tuple(
         PointSummary(
             symbol=spec.symbol,
-            key=k,
-            params=stored[k]["params"],
-            metrics=stored[k]["metrics"],
-            computed=k in computed,
+            key=key,
+            params=stored[run_id].params,
+            metrics=stored[run_id].metrics,
+            computed=run_id in computed,
+            result_id=run_id,
         )
-        for k in keys
+        for key, run_id in zip(keys, ids, strict=True)
     )
     return TaskOutcome(
         task_key=spec.task_key,
@@ -260,10 +330,11 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         pid=int(who["pid"]),
         points=points,
         computed=len(computed),
-        reused=reused,
+        reused=len(ids) - len(todo),
         read_s=read_s,
         compute_s=compute_s,
         write_s=write_s,
         total_s=time.perf_counter() - started,
         cpu_s=time.process_time() - cpu_started,
+        save_s=save_s,
     )

@@ -1,9 +1,10 @@
 """The sweep's "train" step: keep the best parameter set as a versioned model checkpoint.
 
 The model of a parameter sweep is the parameter set that ranked first (by the mean of a metric
-over the symbols), with the metrics that chose it and the market-data versions it was chosen
-on. It is saved as a JSON checkpoint of model ``<strategy>-<timeframe>`` through the store's
-checkpoints, and the alias (``best`` by default) moves to the new version.
+over the symbols), with the metrics that chose it, the market-data versions it was chosen on
+and the run ids of its results in ``store.results``. It is saved as a JSON checkpoint of model
+``<strategy>-<timeframe>`` through the store's checkpoints, and the alias (``best`` by
+default) moves to the new version.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def best_model(report: SweepReport, *, metric: str = "sharpe") -> dict[str, Any]
         },
         "sweep_id": report.sweep_id,
         "market_versions": dict(report.versions),
+        # the stored results it was chosen on (`efsray results show RUN_ID`), per symbol
+        "results": {p.symbol: p.result_id for p in report.points if p.key == best.key},
     }
 
 
