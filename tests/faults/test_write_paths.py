@@ -24,6 +24,7 @@ from efsray.simfs import SimFSConfig, SimFSProcess
 from efsray.store import RetentionPolicy, Store
 from efsray.store.ids import id_time, new_id
 from efsray.store.nfs import TEMP_PREFIX
+from efsray.store.results import ResultStore
 from tests.faults._harness import Tally, WritePath, explore, files_under, leftovers
 from tests.fixtures.simfs import require_fuse
 from tests.store._bars import batch, batch_ids
@@ -285,19 +286,28 @@ def _runs(store: Store) -> list[str]:
     return [run_id for _, run_id, _ in store.results.run_files(STRATEGY)]
 
 
+def _with_table_files(store: Store) -> Store:
+    """``store`` with results whose tables are files of their own, never embedded."""
+    store.results = ResultStore(store.layout, inline_max_bytes=0)
+    return store
+
+
 class ResultSavePath(WritePath):
-    """``store.results.save`` with both tables: every run listed loads whole, no partial run
-    is visible, the runs saved before are unchanged."""
+    """``store.results.save`` with both tables (embedded in the run's JSON): every run listed
+    loads whole, no partial run is visible, the runs saved before are unchanged."""
 
     name = "result-save"
     golden: dict[str, int]  # run id -> i
 
+    def _store(self, root: Path) -> Store:
+        return Store(root)
+
     def prepare(self, root: Path) -> None:
-        store = Store(root)
+        store = self._store(root)
         self.golden = {store.results.save(STRATEGY, **_run_spec(i)).run_id: i for i in range(3)}
 
     def open(self, root: Path) -> Store:
-        return Store(root)
+        return self._store(root)
 
     def run(self, store: Store, root: Path) -> None:
         store.results.save(STRATEGY, **_run_spec(NEW_RUN))
@@ -316,6 +326,15 @@ class ResultSavePath(WritePath):
             return True
         assert raised is not None, "the save returned but its run is missing (lost)"
         return False
+
+
+class ResultSaveFilesPath(ResultSavePath):
+    """The same with each table a Parquet file beside the run's JSON."""
+
+    name = "result-save-files"
+
+    def _store(self, root: Path) -> Store:
+        return _with_table_files(Store(root))
 
 
 # --- cleanup ---------------------------------------------------------------------------------
@@ -459,6 +478,7 @@ WRITE_PATHS = [
     CheckpointBytesPath(),
     CheckpointDirectoryPath(),
     ResultSavePath(),
+    ResultSaveFilesPath(),
     CleanupPath(),
 ]
 _OPEN = OpenThenAppendPath()
@@ -524,7 +544,7 @@ def test_efsray_cleanup_removes_what_writes_failed_at_their_commit_left(
     fail at their commit point and leave files behind; ``efsray cleanup --grace 0`` (nothing
     old enough by ``--days``) removes every one and keeps every commit."""
     name = "cli-cleanup"
-    store = Store(fault_fs.path / name, auto_compact=False)
+    store = _with_table_files(Store(fault_fs.path / name, auto_compact=False))
     store.market.append("SPY", "1m", batch(0, ROWS))
     store.checkpoints.save(MODEL, b"first")
     run_id = store.results.save(STRATEGY, **_run_spec(0)).run_id
