@@ -275,6 +275,18 @@ def test_existing_and_infos_find_runs_by_id(store: Store) -> None:
         store.results.infos("../x", ids)
 
 
+def _gather(pipes: list, procs: list) -> list:
+    """Each worker's answer, in order; a worker that failed fails the test with its error."""
+    answers = []
+    for recv, p in zip(pipes, procs, strict=True):
+        assert recv.poll(120)
+        status, value = recv.recv()
+        assert status == "ok", value
+        answers.append(value)
+        p.join(10)
+    return answers
+
+
 @pytest.mark.parametrize("big", [False, True], ids=["embedded", "table-files"])
 def test_concurrent_savers_of_the_same_ids_create_each_run_once(tmp_path: Path, big: bool) -> None:
     """6 processes save the same 15 runs under the same chosen ids, at once: every save
@@ -293,13 +305,7 @@ def test_concurrent_savers_of_the_same_ids_create_each_run_once(tmp_path: Path, 
         procs.append(p)
         pipes.append(recv)
     go.set()
-    answers: list[list[tuple[str, str]]] = []
-    for recv, p in zip(pipes, procs, strict=True):
-        assert recv.poll(120)
-        status, value = recv.recv()
-        assert status == "ok", value
-        answers.append(value)
-        p.join(10)
+    answers = _gather(pipes, procs)
     assert all(a == answers[0] for a in answers)  # the same run (and writer) for everyone
     store = Store(root)
     ids = [run_id for run_id, _ in answers[0]]
@@ -344,13 +350,7 @@ def test_concurrent_savers_never_collide(tmp_path: Path) -> None:
         procs.append(p)
         pipes.append(recv)
     go.set()
-    ids: list[str] = []
-    for recv, p in zip(pipes, procs, strict=True):
-        assert recv.poll(120)
-        status, value = recv.recv()
-        assert status == "ok", value
-        ids.extend(value)
-        p.join(10)
+    ids = [run_id for answer in _gather(pipes, procs) for run_id in answer]
     assert len(ids) == len(set(ids)) == 200 and fixed in ids
     store = Store(root)
     frame = store.results.query()
