@@ -28,6 +28,10 @@ SIZES = [0, 1, 255 << 10, 256 << 10, MIB - 1, MIB, MIB + 1, 3 * MIB + 100, 5 * M
 def _reference(data: bytes, algorithm: str) -> str:
     if algorithm == "sha256":
         return "sha256:" + hashlib.sha256(data).hexdigest()
+    if algorithm == "xxh3-128":
+        import xxhash
+
+        return "xxh3-128:" + xxhash.xxh3_128(data).hexdigest()
     import blake3
 
     return "blake3:" + blake3.blake3(data).hexdigest()

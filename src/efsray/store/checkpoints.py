@@ -181,7 +181,8 @@ class _Model:
 class CheckpointStore:
     """Checkpoints of every model under ``layout.checkpoints``.
 
-    ``algorithm`` is the checksum for new saves ("blake3" when installed, else "sha256");
+    ``algorithm`` is the checksum for new saves (default "xxh3-128"; "blake3" and "sha256"
+    for a cryptographic digest, see :mod:`efsray.store.hashing`);
     ``clock`` returns the current time in seconds (retention's notion of "now").
     """
 
