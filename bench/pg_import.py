@@ -4,7 +4,7 @@
 PostgreSQL 15 (the test fixture's server: the image's binaries, run as the postgres user,
 on the same disk), or of the database named by EFSRAY_BENCH_DATABASE_URL.
 
-- import: ``import_market_data`` into an empty store (Arrow transfer, validation, Parquet
+- import: ``import_market_data`` into an empty store (Arrow transfer, validation, Arrow IPC
   segments, commit) vs ``psql \\copy (select ... order by ...) to FILE`` of the same rows;
 - export: ``export_market_data`` of the same store into an empty table vs
   ``psql \\copy efsray.market_bars (...) from FILE``.
@@ -183,7 +183,7 @@ def run(url: str, work: Path, rows: int, repeat: int) -> int:
             f"Import goal: >= {GOAL_IMPORT:.2f} of psql's rows/s: {goal}.",
             "",
             "efsray's import validates every bar, compares with what the store holds, writes",
-            "Parquet segments and commits a version per series; psql writes text to a file.",
+            "segments and commits a version per series; psql writes text to a file.",
             "efsray's export reads the store and COPYs binary rows into the table (the",
             "empty-table fast path); psql parses text.",
         ]
