@@ -6,6 +6,7 @@ import collections
 import datetime as dt
 import itertools
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -480,3 +481,14 @@ def test_sweep_bookkeeping_is_pruned_once_its_results_are_gone(
     again = run_sweep(store.root, symbols="A", timeframe="1h", strategy="momentum",
                       grid="lookback=5|10", executor="local")  # fmt: skip
     assert again.sweep_id == old.sweep_id and again.computed == 2
+
+
+@given(st.lists(st.floats(min_value=-1e6, max_value=1e6), min_size=1, max_size=40), st.randoms())
+def test_the_mean_over_symbols_does_not_depend_on_the_order_points_arrive(
+    values: list[float], rnd: random.Random
+) -> None:
+    from efsray.cluster.sweep import _mean
+
+    shuffled = list(values)
+    rnd.shuffle(shuffled)
+    assert _mean(shuffled) == _mean(values)

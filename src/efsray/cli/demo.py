@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -205,11 +206,15 @@ def _print(
     health: dict[str, Any],
     elapsed: float,
 ) -> None:
-    table = Table(title="best parameters per strategy (mean over symbols)", title_justify="left")
-    table.add_column("strategy", overflow="fold")
+    table = Table(
+        title="best parameters per strategy (mean over symbols)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,  # fits 80 columns (a pipe, a CI log)
+    )
+    table.add_column("strategy", no_wrap=True)
     for name in ("sharpe", "return", "max DD", "win", "trades"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 1)
-    table.add_column("parameters", overflow="fold")
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("parameters", no_wrap=True)  # one name=value per line
     for report in reports:
         for row in report.ranking("sharpe")[:3]:
             table.add_row(
@@ -219,7 +224,7 @@ def _print(
                 _pct(row.max_drawdown),
                 _pct(row.win_rate),
                 str(row.trades),
-                escape(" ".join(f"{k}={v}" for k, v in row.params.items())),
+                escape("\n".join(f"{k}={v}" for k, v in row.params.items())),
             )
     console.print(table)
     computed = sum(r.computed for r in reports)

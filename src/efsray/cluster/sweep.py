@@ -223,8 +223,11 @@ def _check_metric(metric: str) -> bool:
 
 
 def _mean(values: Any) -> float:
+    """The mean of the non-NaN values, independent of their order (``fsum`` is exact): the
+    points of a sweep arrive in whatever order its tasks finish, and a re-run must rank, and
+    train, bit for bit the same."""
     xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return sum(xs) / len(xs) if xs else math.nan
+    return math.fsum(xs) / len(xs) if xs else math.nan
 
 
 # --- planning ----------------------------------------------------------------------------------
