@@ -394,8 +394,9 @@ class MarketDataStore:
             schema = self._schema(manifest["columns"])
             cols = _columns(columns, schema)
             return read_range(
-                directory / "segments", self._segments(manifest), schema, cols, lo, hi
-            )
+                directory / "segments", self._segments(manifest), schema, cols, lo, hi,
+                contiguous=output != "arrow",  # pandas and polars want one buffer per column
+            )  # fmt: skip
 
         return _convert(self._read_with_retry(symbol, timeframe, version, run), output)
 
