@@ -349,12 +349,13 @@ def _read_into(
     Each reader thread decodes its segment (zero-copy) and at once copies its columns into
     place at the segment's row offset (known from the manifest), while the bytes it just read
     are still in the CPU cache: one pass over memory instead of a read pass and then a
-    concatenation pass. A column that some segment lacks or holds nulls in is concatenated
-    by :func:`conform` instead.
+    concatenation pass. A column that some segment lacks, holds nulls in or stores as another
+    type is concatenated by :func:`conform` instead.
     """
     fields = [f for f in schema if columns is None or f.name in columns]
     total = sum(s.rows for s in chosen)
     outputs = {f.name: np.empty(total, _numpy_dtype(f.type)) for f in fields if _fixed(f.type)}
+    types = {f.name: f.type for f in fields}
     offsets = np.cumsum([0, *(s.rows for s in chosen)])
     unfit: set[str] = set()
 
@@ -366,8 +367,9 @@ def _read_into(
                 f"manifest says {chosen[k].rows}; restore it from a backup"
             )
         for name, out in outputs.items():
-            if name in part.column_names and part.column(name).null_count == 0:
-                _copy_column(out, int(offsets[k]), part.column(name))
+            column = part.column(name) if name in part.column_names else None
+            if column is not None and column.type == types[name] and column.null_count == 0:
+                _copy_column(out, int(offsets[k]), column)
             else:
                 unfit.add(name)
         return part
