@@ -416,14 +416,12 @@ class ResultStore:
             tables[name] = _decode_table(path, run_id, name, entry, data).to_pandas()
         return BacktestRun(info, tables.get("equity_curve"), tables.get("trades"), tables)
 
-    def existing(self, strategy: str, run_ids: Iterable[str], *, verify: bool = True) -> set[str]:
+    def existing(self, strategy: str, run_ids: Iterable[str]) -> set[str]:
         """Which of ``run_ids`` (runs of ``strategy``) are stored.
 
-        One listing per run directory; with ``verify`` (the default), the ids a listing did
-        not show are then checked by name, in parallel (a listing can lag other hosts' new
-        runs by up to a minute on EFS; a lookup by name goes to the server). Without
-        ``verify`` the answer costs one listing per directory but may miss runs saved on
-        another host in the last minute.
+        One listing per run directory, then the ids a listing did not show are checked by
+        name, in parallel: a listing can lag other hosts' new runs by up to a minute on EFS,
+        a lookup by name goes to the server. Absence is only ever concluded from the latter.
         """
         validate_name("strategy id", strategy)
         ids = list(dict.fromkeys(run_ids))
@@ -434,10 +432,9 @@ class ResultStore:
         for directory, group in groups.items():
             names = set(list_dir(directory))
             found.update(i for i in group if f"{i}.json" in names)
-        if verify:
-            unseen = [i for i in ids if i not in found]
-            present = _map(lambda i: kind_of(self.run_path(strategy, i)) == "file", unseen)
-            found.update(i for i, yes in zip(unseen, present, strict=True) if yes)
+        unseen = [i for i in ids if i not in found]
+        present = _map(lambda i: kind_of(self.run_path(strategy, i)) == "file", unseen)
+        found.update(i for i, yes in zip(unseen, present, strict=True) if yes)
         return found
 
     def infos(self, strategy: str, run_ids: Iterable[str]) -> dict[str, RunInfo]:
