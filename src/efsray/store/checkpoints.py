@@ -40,7 +40,6 @@ from efsray.errors import (
     CorruptionError,
     EfsrayError,
     InvalidDataError,
-    InvalidNameError,
     NotFoundError,
     VersionNotFoundError,
     storage_error_from,
@@ -60,7 +59,7 @@ from efsray.store.checkpoint_files import (
 from efsray.store.hashing import DEFAULT_ALGORITHM, new_hasher
 from efsray.store.ids import new_id
 from efsray.store.layout import StoreLayout
-from efsray.store.names import validate_name
+from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
     VersionLog,
     create_exclusive,
@@ -490,11 +489,7 @@ class CheckpointStore:
         """Every model with checkpoints (a listing: may lag other hosts by ~a minute)."""
         out = []
         for name in list_dir(self.layout.checkpoints):
-            try:
-                validate_name("model id", name)
-            except InvalidNameError:
-                continue
-            if VersionLog(self.layout.checkpoints / name, "").exists():
+            if is_valid_name(name) and VersionLog(self.layout.checkpoints / name, "").exists():
                 out.append(name)
         return sorted(out)
 

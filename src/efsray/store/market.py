@@ -33,12 +33,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from efsray.errors import InvalidDataError, InvalidNameError, NotFoundError, VersionNotFoundError
+from efsray.errors import InvalidDataError, NotFoundError, VersionNotFoundError
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
 from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
-from efsray.store.names import validate_name
-from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, kind_of, list_dir
+from efsray.store.names import is_valid_name
+from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, list_subdirs
 from efsray.store.segments import (
     FORMATS,
     Segment,
@@ -49,7 +49,7 @@ from efsray.store.segments import (
     write_segment,
 )
 
-__all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo"]
+__all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo", "list_series"]
 
 log = logging.getLogger("efsray.store")
 
@@ -478,13 +478,7 @@ class MarketDataStore:
     def list_series(self) -> list[tuple[str, str]]:
         """(symbol, timeframe) of every stored series, sorted. Uses directory listings, so a
         series created on another host in the last minute may be missing (NFS caching)."""
-        out = []
-        root = self.layout.ohlcv
-        for symbol in _listdir(root):
-            for timeframe in _listdir(root / symbol):
-                if VersionLog(root / symbol / timeframe, "").exists():
-                    out.append((symbol, timeframe))
-        return sorted(out)
+        return list_series(self.layout)
 
     def infos(self) -> list[SeriesInfo]:
         """``info`` of every stored series at its latest version."""
@@ -494,16 +488,22 @@ class MarketDataStore:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _listdir(path: Path) -> list[str]:
-    out = []
-    for name in list_dir(path):
-        try:
-            validate_name("name", name)
-        except InvalidNameError:
-            continue  # not ours: temp files, lost+found, editor debris
-        if kind_of(path / name) == "dir":
-            out.append(name)
-    return sorted(out)
+def list_series(layout: StoreLayout) -> list[tuple[str, str]]:
+    """(symbol, timeframe) of every series under ``layout``, sorted (see
+    :meth:`MarketDataStore.list_series`; retention lists them too)."""
+    root = layout.ohlcv
+    return [
+        (symbol, timeframe)
+        for symbol in _dirs(root)
+        for timeframe in _dirs(root / symbol)
+        if VersionLog(root / symbol / timeframe, "").exists()
+    ]
+
+
+def _dirs(path: Path) -> list[str]:
+    """Sorted subdirectories of ``path`` with valid names (not ours: temp files,
+    lost+found, editor debris)."""
+    return sorted(name for name in list_subdirs(path) if is_valid_name(name))
 
 
 def _columns(columns: Sequence[str] | None, schema: pa.Schema) -> list[str] | None:

@@ -13,7 +13,7 @@ import re
 
 from efsray.errors import InvalidNameError
 
-__all__ = ["MAX_NAME_LENGTH", "validate_name"]
+__all__ = ["MAX_NAME_LENGTH", "is_valid_name", "validate_name"]
 
 MAX_NAME_LENGTH = 128
 _ALLOWED = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._^=+@-]*")
@@ -35,6 +35,12 @@ def validate_name(kind: str, value: object) -> str:
         return value
     shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
     raise InvalidNameError(f"invalid {kind} {shown!r}: {problem}; {_RULE}")
+
+
+def is_valid_name(value: str) -> bool:
+    """Whether ``value`` passes :func:`validate_name` (for listings, which skip what is not
+    ours: temporary files, lost+found, editor debris)."""
+    return _problem(value) is None
 
 
 def _problem(value: str) -> str | None:

@@ -67,7 +67,7 @@ from efsray.store import jsonsafe
 from efsray.store.hashing import DEFAULT_ALGORITHM, check, new_hasher, split_digest
 from efsray.store.ids import MonotonicIds, id_time, is_id, new_id
 from efsray.store.layout import StoreLayout
-from efsray.store.names import validate_name
+from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
     create_exclusive,
     ensure_dir,
@@ -454,7 +454,7 @@ class ResultStore:
 
     def strategies(self) -> list[str]:
         """Strategies with runs (a listing: may lag other hosts by ~a minute)."""
-        return [n for n in _listdir(self.layout.backtests) if _valid(n)]
+        return [n for n in _listdir(self.layout.backtests) if is_valid_name(n)]
 
     def run_files(
         self, strategy: str | None = None, *, since: Any = None, until: Any = None
@@ -591,14 +591,6 @@ class ResultStore:
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def _valid(name: str) -> bool:
-    try:
-        validate_name("name", name)
-    except InvalidNameError:
-        return False
-    return True
 
 
 def _listdir(path: Path) -> list[str]:

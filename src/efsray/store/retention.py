@@ -42,8 +42,8 @@ from efsray.store.checkpoints import (
     tree_stats,
 )
 from efsray.store.layout import StoreLayout
-from efsray.store.names import validate_name
-from efsray.store.nfs import VersionLog, is_temp_name, kind_of, list_dir, walk
+from efsray.store.market import list_series
+from efsray.store.nfs import VersionLog, is_temp_name, list_dir, walk
 from efsray.store.results import ResultStore
 from efsray.store.segments import is_segment_name
 
@@ -125,7 +125,7 @@ def cleanup(
 
     # Listing an area can fail too: reported like any other unit, and the other areas go on.
     series: list[tuple[str, str]] = []
-    tally.guard("market data (listing the series)", lambda: series.extend(_series(layout)))
+    tally.guard("market data (listing the series)", lambda: series.extend(list_series(layout)))
     for symbol, timeframe in series:
         tally.guard(
             f"series {symbol}/{timeframe}",
@@ -177,27 +177,6 @@ def _timestamp(value: Any) -> float | None:
         return dt.datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
-
-
-def _series(layout: StoreLayout) -> list[tuple[str, str]]:
-    out = []
-    for symbol in _names(layout.ohlcv):
-        for timeframe in _names(layout.ohlcv / symbol):
-            if VersionLog(layout.ohlcv / symbol / timeframe, "").exists():
-                out.append((symbol, timeframe))
-    return out
-
-
-def _names(path: Path) -> list[str]:
-    out: list[str] = []
-    for name in list_dir(path):
-        try:
-            validate_name("name", name)
-        except EfsrayError:
-            continue
-        if kind_of(path / name) == "dir":
-            out.append(name)
-    return sorted(out)
 
 
 def _read_all(vlog: VersionLog, versions: list[int]) -> dict[int, dict[str, Any]]:
