@@ -16,11 +16,19 @@ from typing import Any, Literal
 
 import pydantic
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from efsray.errors import ConfigError
 
-__all__ = ["Settings", "is_hostname", "load_settings", "mask_dsn", "parse_size"]
+__all__ = [
+    "Settings",
+    "explain_setting_error",
+    "is_hostname",
+    "load_settings",
+    "mask_dsn",
+    "parse_size",
+]
 
 RAY_CLIENT_PORT = 10001
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -431,19 +439,18 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
 
 
 def _explain(exc: pydantic.ValidationError) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = err.get("loc") or ()
-        field = str(loc[0]) if loc else ""
-        var = field.upper() if field else "settings"
-        value = err.get("input")
-        if field in _SECRET_FIELDS and value is not None:
-            shown = mask_dsn(str(value)) if field == "neon_connection_string" else "***"
-        else:
-            shown = value
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if field:
-            lines.append(f"{var}={shown!r}: {msg}")
-        else:
-            lines.append(msg)
+    lines = [explain_setting_error(err, err.get("input")) for err in exc.errors()]
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def explain_setting_error(err: ErrorDetails, value: Any) -> str:
+    """One validation error as ``VAR='value': message``, the value masked when secret; an
+    error of the settings as a whole (no field) is its message alone."""
+    loc = err.get("loc") or ()
+    field = str(loc[0]) if loc else ""
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if not field:
+        return msg
+    if field in _SECRET_FIELDS and value is not None:
+        value = mask_dsn(str(value)) if field == "neon_connection_string" else "***"
+    return f"{field.upper()}={value!r}: {msg}"

@@ -69,27 +69,18 @@ def register(app: typer.Typer) -> None:
             for report in reports:
                 for f in report.findings:
                     style = _STYLE[f.severity.value]
-                    console.print(
+                    _say(
                         f"{escape(f.location)}: [{style}]{f.severity.value}[/] "
-                        f"[bold]{f.rule}[/] {f.name}",
-                        highlight=False,
-                        soft_wrap=True,
+                        f"[bold]{f.rule}[/] {f.name}"
                     )
-                    console.print(f"    {escape(f.message)}", highlight=False, soft_wrap=True)
-                    console.print(
-                        f"    [dim]why:[/] {escape(f.why)}", highlight=False, soft_wrap=True
-                    )
-                    console.print(
-                        f"    [dim]fix:[/] {escape(f.fix)}", highlight=False, soft_wrap=True
-                    )
+                    _say(f"    {escape(f.message)}")
+                    _say_advice(f.why, f.fix)
             errors = sum(r.errors for r in reports)
             warnings = sum(r.warnings for r in reports)
             clean = sum(1 for r in reports if not r.findings)
-            console.print(
+            _say(
                 f"{len(reports)} file(s) checked: {errors} error(s), {warnings} warning(s), "
-                f"{clean} file(s) clean",
-                highlight=False,
-                soft_wrap=True,
+                f"{clean} file(s) clean"
             )
         failed = any(r.errors or (strict and r.warnings) for r in reports)
         if failed:
@@ -154,11 +145,7 @@ def register(app: typer.Typer) -> None:
         from efsray.compose import write_token
 
         written = write_token(path)
-        console.print(
-            f"wrote a new token to {escape(str(written))} (mode 0600)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _say(f"wrote a new token to {escape(str(written))} (mode 0600)")
 
     @compose.command("rules")
     def rules_cmd(json_out: JsonOpt = False) -> None:
@@ -170,16 +157,23 @@ def register(app: typer.Typer) -> None:
             print_json(infos)
             return
         for info in sorted(infos, key=lambda i: i.id):
-            console.print(
+            _say(
                 f"[bold]{info.id}[/] {info.name} [{_STYLE[info.severity.value]}]"
-                f"{info.severity.value}[/]",
-                highlight=False,
-                soft_wrap=True,
+                f"{info.severity.value}[/]"
             )
-            console.print(f"    [dim]why:[/] {escape(info.why)}", highlight=False, soft_wrap=True)
-            console.print(f"    [dim]fix:[/] {escape(info.fix)}", highlight=False, soft_wrap=True)
+            _say_advice(info.why, info.fix)
 
     app.add_typer(compose, name="compose")
+
+
+def _say(markup: str) -> None:
+    console.print(markup, highlight=False, soft_wrap=True)
+
+
+def _say_advice(why: str, fix: str) -> None:
+    """A finding's or rule's advice, indented under it."""
+    _say(f"    [dim]why:[/] {escape(why)}")
+    _say(f"    [dim]fix:[/] {escape(fix)}")
 
 
 def _env_values(env_file: Path) -> dict[str, str]:

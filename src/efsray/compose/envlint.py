@@ -16,7 +16,7 @@ import pydantic
 
 from efsray.compose.findings import Finding
 from efsray.compose.rules import PARSE_RULES
-from efsray.config import Settings, mask_dsn
+from efsray.config import Settings, explain_setting_error
 
 __all__ = ["is_env_file", "lint_env_text"]
 
@@ -26,7 +26,6 @@ _SECRET_KEY = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIV
 _PLACEHOLDER = re.compile(r"^(?:<[^>]*>|[A-Z0-9_.-]+|\*+|\$\{[^}]*\}|)$")
 _URL_PASSWORD = re.compile(r"://[^/@:\s]+:([^@\s]*)@")
 _KV_PASSWORD = re.compile(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
-_MASKED_FIELDS = {"neon_connection_string": mask_dsn, "ray_auth_token": lambda _: "***"}
 
 
 def is_env_file(name: str) -> bool:
@@ -63,12 +62,10 @@ def lint_env_text(text: str, file: str) -> Iterator[Finding]:
         for err in exc.errors():
             loc = err.get("loc") or ()
             field = str(loc[0]) if loc else ""
-            var = field.upper() if field else ""
-            value = given.get(field)
-            shown = _MASKED_FIELDS.get(field, str)(str(value)) if value is not None else None
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            text_ = f"{var}={shown!r}: {msg}" if var else msg
-            yield Finding.of(PARSE_RULES["ENV001"], file=file, message=text_, line=lines.get(var))
+            message = explain_setting_error(err, given.get(field))
+            yield Finding.of(
+                PARSE_RULES["ENV001"], file=file, message=message, line=lines.get(field.upper())
+            )
     for key, value in values.items():
         if not value:
             continue

@@ -26,10 +26,6 @@ class Interpolated:
     unknown: tuple[str, ...]
     required: tuple[str, ...]  # variables written ${VAR:?...} or ${VAR?...}
 
-    @property
-    def complete(self) -> bool:
-        return not self.unknown
-
 
 def interpolate(text: str, env: Mapping[str, str] | None = None) -> Interpolated:
     """Substitute variables in ``text``; unknown ones stay as ``${NAME}``."""
@@ -41,10 +37,6 @@ def interpolate(text: str, env: Mapping[str, str] | None = None) -> Interpolated
 
 def variables(text: str) -> tuple[str, ...]:
     """Names of the variables ``text`` refers to, in order, each once."""
-    return tuple(_all_names(text))
-
-
-def _all_names(text: str) -> list[str]:
     names: list[str] = []
     i = 0
     while i < len(text):
@@ -56,7 +48,7 @@ def _all_names(text: str) -> list[str]:
             if m:
                 names.append(m.group())
         i += 1
-    return list(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names))
 
 
 def _subst(

@@ -18,6 +18,7 @@ from efsray.compose.interpolate import interpolate
 from efsray.compose.yamlio import LoadedYaml
 
 __all__ = [
+    "EFSRAY_SERVICES",
     "ComposeDoc",
     "Mount",
     "PortSpec",
@@ -31,6 +32,12 @@ __all__ = [
 _SHELLS = {"sh", "bash", "ash", "dash", "zsh"}
 _FLAGS = {"head", "block", "disable-usage-stats", "verbose", "ray-debugger-external"}
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+# The efsray services of the stacks (by service name) and the command each one runs.
+EFSRAY_SERVICES: dict[str, tuple[str, ...]] = {
+    "efs-monitor": ("efsray", "monitor"),
+    "neon-connector": ("efsray", "sync"),
+}
 
 
 def _dict(value: Any) -> dict[Any, Any]:
@@ -48,6 +55,12 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str | int | float):
         return str(value)
     return None
+
+
+def _interpolated(value: Any, env: Mapping[str, str]) -> str | None:
+    """A scalar as text with its variables substituted; None when it is not a scalar."""
+    raw = _text(value)
+    return None if raw is None else interpolate(raw, env).text
 
 
 def parse_size(value: Any) -> int | None:
@@ -176,8 +189,7 @@ class Service:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def text(self, value: Any) -> str | None:
-        raw = _text(value)
-        return None if raw is None else interpolate(raw, self.env).text
+        return _interpolated(value, self.env)
 
     def get(self, key: str) -> Any:
         return self.spec.get(key)
@@ -204,12 +216,6 @@ class Service:
 
     @functools.cached_property
     def _ray_starts(self) -> list[RayStart]:
-        return self._find_ray_starts()
-
-    def ray_starts(self) -> list[RayStart]:
-        return self._ray_starts
-
-    def _find_ray_starts(self) -> list[RayStart]:
         starts = []
         for words in self.segments():
             for i in range(len(words) - 1):
@@ -217,6 +223,9 @@ class Service:
                     starts.append(RayStart.parse(words[i + 2 :]))
                     break
         return starts
+
+    def ray_starts(self) -> list[RayStart]:
+        return self._ray_starts
 
     def runs(self, *words: str) -> bool:
         """True when some command of the service starts with ``words`` (``efsray monitor``)."""
@@ -243,9 +252,8 @@ class Service:
         """A service meant to stay up: a Ray node or an efsray service."""
         return (
             self.is_ray
-            or self.runs("efsray", "monitor")
-            or self.runs("efsray", "sync")
-            or self.name in ("efs-monitor", "neon-connector")
+            or self.name in EFSRAY_SERVICES
+            or any(self.runs(*words) for words in EFSRAY_SERVICES.values())
         )
 
     # --- environment ---------------------------------------------------------------------
@@ -389,8 +397,7 @@ class ComposeDoc:
         return _dict(self.data.get(key))
 
     def text(self, value: Any) -> str | None:
-        raw = _text(value)
-        return None if raw is None else interpolate(raw, self.env).text
+        return _interpolated(value, self.env)
 
     def line(self, *path: Any) -> int | None:
         return self.loaded.line_of(tuple(path))

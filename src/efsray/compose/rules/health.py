@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from efsray.compose.model import ComposeDoc
+from efsray.compose.model import EFSRAY_SERVICES, ComposeDoc
 from efsray.compose.rules._base import (
     E,
     Hit,
@@ -16,8 +16,6 @@ from efsray.compose.rules._base import (
 )
 
 __all__ = ["RULES"]
-
-_EFSRAY_SERVICES = {"efs-monitor": ("efsray", "monitor"), "neon-connector": ("efsray", "sync")}
 
 
 def _healthcheck_missing(doc: ComposeDoc) -> Iterator[Hit]:
@@ -189,7 +187,7 @@ SVC001 = Rule(
 
 
 def _efsray_command(doc: ComposeDoc) -> Iterator[Hit]:
-    for name, words in _EFSRAY_SERVICES.items():
+    for name, words in EFSRAY_SERVICES.items():
         svc = doc.service(name)
         if svc is None or svc.runs(*words):
             continue

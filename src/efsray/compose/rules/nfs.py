@@ -15,7 +15,7 @@ from efsray.compose.rules._base import (
     info,
     nfs_option_map,
 )
-from efsray.mount.options import HARMFUL_OPTIONS, IGNORED_OPTIONS, RECOMMENDED_OPTIONS
+from efsray.mount.options import IGNORED_OPTIONS, RECOMMENDED_OPTIONS, harmful_reason
 
 __all__ = ["RULES"]
 
@@ -55,8 +55,9 @@ def _nfs_harmful(doc: ComposeDoc) -> Iterator[Hit]:
     def judge(name: str, opts: dict[Any, Any], o: dict[str, str | None]) -> Iterator[str]:
         for key, value in o.items():
             token = key if value is None else f"{key}={value}"
-            if token in HARMFUL_OPTIONS:
-                yield f"option {token!r}: {HARMFUL_OPTIONS[token]}"
+            reason = harmful_reason(token)
+            if reason is not None:
+                yield f"option {token!r}: {reason}"
 
     return _nfs_volume_hits(doc, judge)
 
