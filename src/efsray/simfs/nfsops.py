@@ -138,10 +138,11 @@ class NfsOps(PassthroughOps):
 
     def chown(self, path: str, uid: int, gid: int) -> int:
         self.board.enter("chown", path)
-        current = self.nfs.stat(path)
-        self.nfs.chown(
-            path, current["st_uid"] if uid == -1 else uid, current["st_gid"] if gid == -1 else gid
-        )
+        if uid == -1 or gid == -1:  # "leave as is": NFS needs both, so read the current one
+            current = self.nfs.stat(path)
+            uid = current["st_uid"] if uid == -1 else uid
+            gid = current["st_gid"] if gid == -1 else gid
+        self.nfs.chown(path, uid, gid)
         return 0
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
