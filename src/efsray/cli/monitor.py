@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from efsray.cli._common import EnvFileOpt, JsonOpt, console, err_console, print_json, settings_from
+from efsray.cli._common import EnvFileOpt, JsonOpt, console, err_console, print_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -86,7 +86,14 @@ def bench_cmd(
     from efsray.monitor import EFSPerformanceMonitor
 
     logging.basicConfig(level=logging.ERROR)  # the report says what went wrong
-    settings = _settings(env_file, samples, metadata_files, file_size, block_size, timeout)
+    settings = _load(
+        env_file,
+        efsray_monitor_latency_samples=samples,
+        efsray_monitor_metadata_files=metadata_files,
+        efsray_monitor_throughput_bytes=file_size,
+        efsray_monitor_block_bytes=block_size,
+        efsray_monitor_probe_timeout=timeout,
+    )
     target = path if path is not None else str(settings.efs_mount_path)
     monitor = EFSPerformanceMonitor.from_settings(settings, [target])
     monitor.config = _with_direct(monitor.config, direct)
@@ -130,16 +137,13 @@ def monitor_cmd(
 
     from efsray.monitor import EFSPerformanceMonitor, MetricsServer, MonitorMetrics, MonitorService
 
-    overrides: dict[str, Any] = {}
-    for key, value in (
-        ("efsray_monitor_port", port),
-        ("efsray_monitor_host", host),
-        ("efsray_monitor_interval", interval),
-        ("efsray_monitor_probe_timeout", timeout),
-    ):
-        if value is not None:
-            overrides[key] = value
-    settings = _load(env_file, overrides)
+    settings = _load(
+        env_file,
+        efsray_monitor_port=port,
+        efsray_monitor_host=host,
+        efsray_monitor_interval=interval,
+        efsray_monitor_probe_timeout=timeout,
+    )
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
@@ -204,33 +208,11 @@ def monitor_cmd(
     return 0
 
 
-def _settings(
-    env_file: Path | None,
-    samples: int | None,
-    metadata_files: int | None,
-    file_size: str | None,
-    block_size: str | None,
-    timeout: float | None,
-) -> Any:
-    overrides: dict[str, Any] = {}
-    for key, value in (
-        ("efsray_monitor_latency_samples", samples),
-        ("efsray_monitor_metadata_files", metadata_files),
-        ("efsray_monitor_throughput_bytes", file_size),
-        ("efsray_monitor_block_bytes", block_size),
-        ("efsray_monitor_probe_timeout", timeout),
-    ):
-        if value is not None:
-            overrides[key] = value
-    return _load(env_file, overrides)
-
-
-def _load(env_file: Path | None, overrides: dict[str, Any]) -> Any:
-    if not overrides:
-        return settings_from(env_file)
+def _load(env_file: Path | None, **options: Any) -> Any:
+    """Settings from the environment and ``env_file``, with the options that were given."""
     from efsray.config import load_settings
 
-    return load_settings(env_file, **overrides)
+    return load_settings(env_file, **{k: v for k, v in options.items() if v is not None})
 
 
 def _with_direct(config: Any, direct: str) -> Any:

@@ -240,7 +240,12 @@ class EFSPerformanceMonitor:
         try:
             mounts = read_mountstats(self.mountstats_path)
         except OSError as exc:
-            self.logger.debug("cannot read %s: %s", self.mountstats_path, exc)
+            self.logger.warning(
+                "cannot read %s (%s): no NFS counters or retransmission checks for %s",
+                self.mountstats_path,
+                exc,
+                path,
+            )
             return None, {}, False
         mount = mount_for_path(mounts, path)
         if mount is None or not mount.is_nfs:

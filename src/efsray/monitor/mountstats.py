@@ -27,6 +27,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from efsray.mount.mountinfo import find_mount, unescape
+from efsray.mount.options import split_options
+
 __all__ = [
     "BYTE_COUNTER_NAMES",
     "EVENT_NAMES",
@@ -90,7 +93,6 @@ _HEADER = re.compile(
 )
 _RPC = re.compile(r"^RPC iostats version:\s*(?P<version>\S+)")
 _OP = re.compile(r"^(?P<name>[A-Z][A-Z0-9_]*):\s+(?P<values>[-\d\s]+)$")
-_OCTAL = re.compile(r"\\([0-7]{3})")
 _MAX_COUNTER = 2**64  # kernel counters are u64; anything else is garbage
 
 
@@ -228,8 +230,8 @@ def parse_mountstats(text: str) -> list[MountStats]:
             if block is not None:
                 mounts.append(block.freeze())
             block = _Block(
-                _unescape(header["device"]),
-                _unescape(header["mount"]),
+                unescape(header["device"]),
+                unescape(header["mount"]),
                 header["fstype"],
                 header["statvers"],
             )
@@ -259,15 +261,7 @@ def mount_for_path(mounts: Iterable[MountStats], path: str | os.PathLike[str]) -
     absolute, symlink-free path. When two mounts share a mount point the later one (the one
     on top) wins, as in the kernel's table.
     """
-    target = os.path.normpath(os.path.abspath(os.fspath(path)))
-    best: MountStats | None = None
-    best_len = -1
-    for mount in mounts:
-        point = os.path.normpath(mount.mount_point)
-        inside = target == point or target.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= best_len:
-            best, best_len = mount, len(point)
-    return best
+    return find_mount(mounts, path)
 
 
 def op_intervals(
@@ -392,14 +386,5 @@ def _counter(text: str) -> int:
 
 
 def _options(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in text.split(","):
-        item = item.strip()
-        if item:
-            name, _, val = item.partition("=")
-            out[name] = val
-    return out
-
-
-def _unescape(text: str) -> str:
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
+    pairs = (option.partition("=") for option in split_options(text))
+    return {name: value for name, _, value in pairs}

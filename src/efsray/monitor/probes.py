@@ -97,8 +97,13 @@ class ProbeConfig:
 
 def probe_dir_name(host: str | None = None, pid: int | None = None) -> str:
     """``.efsray-probe-<host>-<pid>-<token>``: recognisable, and owned by one process."""
-    host = re.sub(r"[^A-Za-z0-9.]", ".", host or socket.gethostname())[:64] or "host"
-    return f"{PROBE_PREFIX}{host}-{os.getpid() if pid is None else pid}-{secrets.token_hex(4)}"
+    tag = _host_tag(host or socket.gethostname())
+    return f"{PROBE_PREFIX}{tag}-{os.getpid() if pid is None else pid}-{secrets.token_hex(4)}"
+
+
+def _host_tag(host: str) -> str:
+    """The host as it appears in probe directory names."""
+    return re.sub(r"[^A-Za-z0-9.]", ".", host)[:64] or "host"
 
 
 def run_probe(
@@ -142,21 +147,21 @@ def cleanup_stale_probes(path: str, *, stale_after: float, now: float | None = N
     a probe running on another host of the shared volume is never pulled from under it.
     """
     now = time.time() if now is None else now
-    here = re.sub(r"[^A-Za-z0-9.]", ".", socket.gethostname())[:64] or "host"
+    here = _host_tag(socket.gethostname())
     removed = 0
     with os.scandir(path) as entries:
         candidates = [e for e in entries if e.name.startswith(PROBE_PREFIX)]
     for entry in candidates:
         match = _NAME.match(entry.name)
-        try:
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
-            continue
         ours_and_dead = (
             match is not None and match["host"] == here and not _pid_alive(int(match["pid"]))
         )
-        if not (ours_and_dead or age > stale_after):
-            continue
+        if not ours_and_dead:  # only the others need their age (a stat: a round trip on NFS)
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime <= stale_after:
+                    continue
+            except FileNotFoundError:
+                continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)

@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from efsray.errors import MountError
 from efsray.mount.options import split_options
@@ -34,6 +35,7 @@ __all__ = [
     "parse_mountinfo",
     "parse_mountinfo_line",
     "read_mountinfo",
+    "unescape",
 ]
 
 logger = logging.getLogger("efsray.mount")
@@ -41,6 +43,14 @@ logger = logging.getLogger("efsray.mount")
 MOUNTINFO = "/proc/self/mountinfo"
 NFS_FS_TYPES: frozenset[str] = frozenset({"nfs", "nfs4", "efs"})
 _OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+class _HasMountPoint(Protocol):
+    @property
+    def mount_point(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_HasMountPoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +103,8 @@ class MountInfo:
         return (host, sep, rest) if sep and host else (source, "", None)
 
 
-def _unescape(text: str) -> str:
+def unescape(text: str) -> str:
+    """Undo the kernel's octal escaping of paths in mountinfo and mountstats (``\\040``)."""
     return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), text)
 
 
@@ -130,13 +141,13 @@ def parse_mountinfo_line(line: str) -> MountInfo:
         parent_id=int(parent_id),
         major=int(major),
         minor=int(minor),
-        root=_unescape(head[3]),
-        mount_point=_unescape(head[4]),
-        mount_options=tuple(_unescape(o) for o in split_options(head[5])),
+        root=unescape(head[3]),
+        mount_point=unescape(head[4]),
+        mount_options=tuple(unescape(o) for o in split_options(head[5])),
         optional_fields=tuple(optional),
-        fs_type=_unescape(tail[0]),
-        source=_unescape(tail[1]),
-        super_options=tuple(_unescape(o) for o in split_options(tail[2] if len(tail) > 2 else "")),
+        fs_type=unescape(tail[0]),
+        source=unescape(tail[1]),
+        super_options=tuple(unescape(o) for o in split_options(tail[2] if len(tail) > 2 else "")),
     )
 
 
@@ -184,11 +195,12 @@ def mount_at(mounts: Iterable[MountInfo], path: str | os.PathLike[str]) -> Mount
     return found
 
 
-def find_mount(mounts: Iterable[MountInfo], path: str | os.PathLike[str]) -> MountInfo | None:
+def find_mount(mounts: Iterable[_M], path: str | os.PathLike[str]) -> _M | None:
     """The mount that contains ``path``: the longest mount point that is ``path`` or one of its
-    parents (symlinks are not resolved). None only for an empty table."""
+    parents (symlinks are not resolved; the later of two equal ones, the one on top). Takes
+    any rows with a ``mount_point`` (mountinfo's, mountstats'). None only for an empty table."""
     target = _normalize(path)
-    best: MountInfo | None = None
+    best: _M | None = None
     for mount in mounts:
         point = mount.mount_point
         inside = target == point or point == "/" or target.startswith(point.rstrip("/") + "/")

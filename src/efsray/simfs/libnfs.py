@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import stat as stat_module
 import threading
 from typing import Any
 
@@ -242,8 +241,7 @@ class NfsClient:
     def readlink(self, path: str) -> str:
         out = ctypes.c_char_p()
         self._call("nfs_readlink2", path.encode(), ctypes.byref(out), path=path)
-        value = (out.value or b"").decode(errors="surrogateescape")
-        return value
+        return (out.value or b"").decode(errors="surrogateescape")
 
     # --- namespace ---------------------------------------------------------------------
     def mkdir(self, path: str, mode: int) -> None:
@@ -330,7 +328,3 @@ def _stat_dict(st: _Stat64) -> dict[str, Any]:
         "st_mtime": int(st.mtime) * 10**9 + int(st.mtime_nsec),
         "st_ctime": int(st.ctime) * 10**9 + int(st.ctime_nsec),
     }
-
-
-def is_dir(attrs: dict[str, Any]) -> bool:
-    return stat_module.S_ISDIR(attrs["st_mode"])

@@ -13,18 +13,16 @@ import errno
 import os
 import stat
 import threading
+import time
 from typing import Any
 
 import mfusepy
 
 from efsray.simfs.board import OpBoard
 from efsray.simfs.libnfs import NfsClient
-from efsray.simfs.ops import PassthroughOps
+from efsray.simfs.ops import PassthroughOps, resolve_utimens
 
 __all__ = ["NfsOps"]
-
-_UTIME_NOW = (1 << 30) - 1
-_UTIME_OMIT = (1 << 30) - 2
 
 
 class NfsOps(PassthroughOps):
@@ -140,10 +138,11 @@ class NfsOps(PassthroughOps):
 
     def chown(self, path: str, uid: int, gid: int) -> int:
         self.board.enter("chown", path)
-        current = self.nfs.stat(path)
-        self.nfs.chown(
-            path, current["st_uid"] if uid == -1 else uid, current["st_gid"] if gid == -1 else gid
-        )
+        if uid == -1 or gid == -1:  # "leave as is": NFS needs both, so read the current one
+            current = self.nfs.stat(path)
+            uid = current["st_uid"] if uid == -1 else uid
+            gid = current["st_gid"] if gid == -1 else gid
+        self.nfs.chown(path, uid, gid)
         return 0
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> int:
@@ -156,23 +155,16 @@ class NfsOps(PassthroughOps):
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
         self.board.enter("utimens", path)
-        import time
-
-        now = time.time_ns()
         if times is None:
+            now = time.time_ns()
             self.nfs.utimes(path, now, now)
             return 0
-        current = None
-        resolved = []
-        for index, value in enumerate(times):
-            if value == _UTIME_NOW:
-                resolved.append(now)
-            elif value == _UTIME_OMIT:
-                current = current or self.nfs.stat(path)
-                resolved.append(current["st_atime" if index == 0 else "st_mtime"])
-            else:
-                resolved.append(int(value))
-        self.nfs.utimes(path, resolved[0], resolved[1])
+
+        def current() -> tuple[int, int]:
+            st = self.nfs.stat(path)
+            return st["st_atime"], st["st_mtime"]
+
+        self.nfs.utimes(path, *resolve_utimens(times, current))
         return 0
 
     # --- namespace -----------------------------------------------------------------------

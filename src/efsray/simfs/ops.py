@@ -24,6 +24,7 @@ import ctypes
 import errno
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import mfusepy
@@ -35,6 +36,26 @@ __all__ = ["PassthroughOps", "SimFUSE", "caller_pid"]
 _STAT_FIELDS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks")
 _UTIME_NOW = (1 << 30) - 1
 _UTIME_OMIT = (1 << 30) - 2
+
+
+def resolve_utimens(
+    times: tuple[int, int], current: Callable[[], tuple[int, int]]
+) -> tuple[int, int]:
+    """(atime, mtime) in ns with UTIME_NOW made the current time and UTIME_OMIT the file's
+    own value (``current()``, called at most once and only when needed)."""
+    now: int | None = None
+    kept: tuple[int, int] | None = None
+    resolved = []
+    for index, value in enumerate(times):
+        if value == _UTIME_NOW:
+            now = now if now is not None else time.time_ns()
+            resolved.append(now)
+        elif value == _UTIME_OMIT:
+            kept = kept if kept is not None else current()
+            resolved.append(kept[index])
+        else:
+            resolved.append(int(value))
+    return resolved[0], resolved[1]
 
 
 def caller_pid() -> int:
@@ -195,19 +216,12 @@ class PassthroughOps(mfusepy.Operations):
         if times is None:
             os.utime(real, follow_symlinks=False)
             return 0
-        now = None
-        current = None
-        resolved = []
-        for index, value in enumerate(times):
-            if value == _UTIME_NOW:
-                now = now if now is not None else time.time_ns()
-                resolved.append(now)
-            elif value == _UTIME_OMIT:
-                current = current if current is not None else os.lstat(real)
-                resolved.append(current.st_atime_ns if index == 0 else current.st_mtime_ns)
-            else:
-                resolved.append(int(value))
-        os.utime(real, ns=(resolved[0], resolved[1]), follow_symlinks=False)
+
+        def current() -> tuple[int, int]:
+            st = os.lstat(real)
+            return st.st_atime_ns, st.st_mtime_ns
+
+        os.utime(real, ns=resolve_utimens(times, current), follow_symlinks=False)
         return 0
 
     # --- namespace -----------------------------------------------------------------------
