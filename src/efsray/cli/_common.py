@@ -26,6 +26,9 @@ __all__ = [
     "RootOpt",
     "console",
     "err_console",
+    "fmt_num",
+    "fmt_pct",
+    "fmt_size",
     "print_json",
     "settings_from",
     "store_root",
@@ -62,6 +65,26 @@ def settings_from(env_file: Path | None) -> Settings:
 
 def store_root(root: Path | None, env_file: Path | None) -> Path:
     return root if root is not None else settings_from(env_file).store_root
+
+
+def fmt_num(x: Any) -> str:
+    """A number with two decimals; "-" for None or NaN."""
+    return "-" if x is None or x != x else f"{x:.2f}"
+
+
+def fmt_pct(x: Any) -> str:
+    """A fraction as a percentage with one decimal; "-" for None or NaN."""
+    return "-" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def fmt_size(n: int) -> str:
+    """Bytes in binary units: ``512 B``, ``1.5 KiB``, ..., ``2.0 TiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
 
 
 def to_jsonable(value: Any) -> Any:

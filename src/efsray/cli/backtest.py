@@ -16,6 +16,8 @@ from efsray.cli._common import (
     RootOpt,
     console,
     err_console,
+    fmt_num,
+    fmt_pct,
     print_json,
     settings_from,
     store_root,
@@ -164,14 +166,6 @@ def sweep_with_progress(root: Path, *, executor: str, quiet: bool, **sweep: Any)
         return run_sweep(root, executor=executor, progress=update, **sweep)  # type: ignore[arg-type]
 
 
-def _pct(x: Any) -> str:
-    return "-" if x is None or x != x else f"{100 * x:.1f}%"
-
-
-def _num(x: Any) -> str:
-    return "-" if x is None or x != x else f"{x:.2f}"
-
-
 def print_report(
     report: SweepReport, metric: str, top: int, checkpoint: dict[str, Any] | None = None
 ) -> None:
@@ -197,12 +191,12 @@ def print_report(
     for row in ranking[:top]:
         table.add_row(
             str(row.rank),
-            _num(row.sharpe),
-            _num(row.sortino),
-            _pct(row.total_return),
-            _pct(row.annualized_return),
-            _pct(row.max_drawdown),
-            _pct(row.win_rate),
+            fmt_num(row.sharpe),
+            fmt_num(row.sortino),
+            fmt_pct(row.total_return),
+            fmt_pct(row.annualized_return),
+            fmt_pct(row.max_drawdown),
+            fmt_pct(row.win_rate),
             str(row.trades),
             escape(" ".join(f"{k}={v}" for k, v in row.params.items())),
         )

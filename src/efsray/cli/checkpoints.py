@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from efsray.cli._common import EnvFileOpt, JsonOpt, RootOpt, console, print_json, store_root
+from efsray.cli._common import (
+    EnvFileOpt,
+    JsonOpt,
+    RootOpt,
+    console,
+    fmt_size,
+    print_json,
+    store_root,
+)
 
 if TYPE_CHECKING:
     from efsray.store import CheckpointStore
@@ -34,14 +42,6 @@ def _open(root: Path | None, env_file: Path | None) -> CheckpointStore:
     from efsray.store import Store
 
     return Store(store_root(root, env_file), create=False).checkpoints
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 @checkpoints_app.command("ls")
@@ -83,7 +83,7 @@ def ls_cmd(
     for i in infos:
         meta = ", ".join(f"{k}={v}" for k, v in list(i.metadata.items())[:4])
         table.add_row(
-            str(i.version), i.kind, str(len(i.files)), _size(i.bytes), i.committed_at[:19],
+            str(i.version), i.kind, str(len(i.files)), fmt_size(i.bytes), i.committed_at[:19],
             escape(", ".join(i.aliases)), escape(meta[:60]),
         )  # fmt: skip
     console.print(table)
@@ -109,7 +109,7 @@ def show_cmd(
     if json_out:
         print_json({**_jsonable(info), "verified": verify, "path": info.path})
         return
-    console.print(f"[bold]{escape(model)}[/] v{info.version} ({info.kind}, {_size(info.bytes)})")
+    console.print(f"[bold]{escape(model)}[/] v{info.version} ({info.kind}, {fmt_size(info.bytes)})")
     console.print(f"committed {info.committed_at} by {escape(info.writer)}")
     console.print(f"path      {escape(info.path)}")
     if info.aliases:
@@ -118,7 +118,7 @@ def show_cmd(
         console.print(f"  {escape(str(key))} = {escape(repr(value))}")
     table = Table("file", "size", "checksum")
     for f in info.files:
-        table.add_row(escape(f.path), _size(f.bytes), f.digest[:24] + "...")
+        table.add_row(escape(f.path), fmt_size(f.bytes), f.digest[:24] + "...")
     console.print(table)
     if verify:
         console.print("[green]all files verified[/]")
@@ -175,7 +175,7 @@ def prune_cmd(
     verb = "would remove" if dry_run else "removed"
     removed = ", ".join(f"v{v}" for v in result.removed) or "nothing"
     console.print(
-        f"{escape(model)}: {verb} {removed} ({result.files} files, {_size(result.bytes)})"
+        f"{escape(model)}: {verb} {removed} ({result.files} files, {fmt_size(result.bytes)})"
     )
     if result.orphans:
         console.print(f"  and {result.orphans} unreferenced data directories of crashed saves")

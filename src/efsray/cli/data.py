@@ -16,6 +16,7 @@ from efsray.cli._common import (
     RootOpt,
     console,
     err_console,
+    fmt_size,
     print_json,
     store_root,
 )
@@ -269,18 +270,9 @@ def ls_cmd(root: RootOpt = None, env_file: EnvFileOpt = None, json_out: JsonOpt 
             _fmt(i.start),
             _fmt(i.end),
             str(i.segments),
-            _size(i.bytes),
+            fmt_size(i.bytes),
         )
     console.print(view)
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
 
 
 @data_app.command("history")

@@ -25,6 +25,8 @@ from efsray.cli._common import (
     RootOpt,
     console,
     err_console,
+    fmt_num,
+    fmt_pct,
     print_json,
     settings_from,
     store_root,
@@ -219,10 +221,10 @@ def _print(
         for row in report.ranking("sharpe")[:3]:
             table.add_row(
                 report.strategy if row.rank == 1 else "",
-                _num(row.sharpe),
-                _pct(row.total_return),
-                _pct(row.max_drawdown),
-                _pct(row.win_rate),
+                fmt_num(row.sharpe),
+                fmt_pct(row.total_return),
+                fmt_pct(row.max_drawdown),
+                fmt_pct(row.win_rate),
                 str(row.trades),
                 escape("\n".join(f"{k}={v}" for k, v in row.params.items())),
             )
@@ -259,14 +261,6 @@ def _print(
     )
     console.print(f"models:   {escape(str(root / 'models' / 'checkpoints'))}")
     console.print(f"done in {elapsed:.1f} s; run it again: it reuses everything")
-
-
-def _num(x: Any) -> str:
-    return "-" if x is None or x != x else f"{x:.2f}"
-
-
-def _pct(x: Any) -> str:
-    return "-" if x is None or x != x else f"{100 * x:.1f}%"
 
 
 def _ms(x: Any) -> str:

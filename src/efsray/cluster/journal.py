@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,8 +46,9 @@ from typing import Any
 
 from efsray.errors import CorruptionError, InvalidNameError
 from efsray.store import Store, validate_name
+from efsray.store.checkpoints import lstat_or_none, remove_tree
 from efsray.store.ids import derive
-from efsray.store.nfs import create_exclusive, ensure_dir, read_bytes
+from efsray.store.nfs import create_exclusive, ensure_dir, list_dir, read_bytes, walk
 
 __all__ = [
     "RUNS_PER_MINUTE",
@@ -197,11 +197,10 @@ class SweepJournal:
         for sweep_id in self.sweeps():
             directory = self.sweep_dir(sweep_id)
             newest, count, nbytes = 0.0, 0, 0
-            for dirpath, _, names in os.walk(directory):
+            for dirpath, _, names in walk(directory):
                 for name in names:
-                    try:
-                        st = os.lstat(os.path.join(dirpath, name))
-                    except FileNotFoundError:
+                    st = lstat_or_none(os.path.join(dirpath, name))
+                    if st is None:
                         continue
                     newest = max(newest, st.st_mtime)
                     count += 1
@@ -218,7 +217,7 @@ class SweepJournal:
                     os.rename(directory, doomed)
                 except FileNotFoundError:
                     continue
-                shutil.rmtree(doomed, ignore_errors=True)
+                remove_tree(doomed, None)
         return removed, files, size
 
     def _has_results(self, sweep_id: str) -> bool:
@@ -256,12 +255,8 @@ def writer_info() -> dict[str, Any]:
 
 def _listdir(path: Path) -> list[str]:
     """Names in ``path`` that could be ours (no temporary files, no hidden debris)."""
-    try:
-        names = os.listdir(path)
-    except FileNotFoundError:
-        return []
     out = []
-    for name in names:
+    for name in list_dir(path):
         try:
             validate_name("name", name)
         except InvalidNameError:

@@ -237,8 +237,8 @@ def _resolve_symbols(store: Store, symbols: Sequence[str] | str, timeframe: str)
     if isinstance(symbols, str):
         symbols = [s.strip() for s in symbols.split(",") if s.strip()]
     symbols = list(symbols)
-    stored = [s for s, t in store.market.list_series() if t == timeframe]
-    if symbols in (["all"], ["*"]):
+    if symbols in (["all"], ["*"]):  # the only case that needs a listing
+        stored = [s for s, t in store.market.list_series() if t == timeframe]
         if not stored:
             raise NotFoundError(
                 f"no {timeframe} series in the store at {store.root}; ingest some with "
@@ -371,7 +371,7 @@ def run_sweep(
     started = time.perf_counter()
     parallelism = _cluster_cpus() if executor == "ray" else 1
     if max_parallel is not None:
-        parallelism = min(parallelism, max_parallel) if executor == "ray" else 1
+        parallelism = min(parallelism, max_parallel)
     plan = near_the_store(
         prepare_sweep,
         str(root),
