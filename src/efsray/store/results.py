@@ -381,11 +381,15 @@ class ResultStore:
     # --- reading -------------------------------------------------------------------------
 
     def _find(self, run_id: str, strategy: str | None) -> tuple[str, Path]:
+        """The strategy and JSON path of run ``run_id``. With the strategy given, the path
+        is computed, not checked: the read that follows is the check (one round trip, not
+        two) and raises NotFoundError if the run is not there."""
+        if strategy is not None:
+            return strategy, self.run_path(strategy, run_id)
         _check_id(run_id)
-        candidates = [validate_name("strategy id", strategy)] if strategy else self.strategies()
         found = [
             (name, path)
-            for name in candidates
+            for name in self.strategies()
             if kind_of(path := self._run_dir(name, run_id) / f"{run_id}.json") == "file"
         ]
         if len(found) > 1:
@@ -396,8 +400,7 @@ class ResultStore:
         if found:
             return found[0]
         raise NotFoundError(
-            f"no run {run_id}{' of strategy ' + strategy if strategy else ''} in "
-            f"{self.layout.root} (removed by retention, or never saved)"
+            f"no run {run_id} in {self.layout.root} (removed by retention, or never saved)"
         )
 
     def info(self, run_id: str, *, strategy: str | None = None) -> RunInfo:
@@ -818,7 +821,9 @@ def _read_record(path: Path) -> dict[str, Any]:
     try:
         raw = read_bytes(path)
     except FileNotFoundError:
-        raise NotFoundError(f"run file {path} was removed (by retention?)") from None
+        raise NotFoundError(
+            f"no run {path.stem} in {path.parent} (removed by retention, or never saved)"
+        ) from None
     try:
         record = jsonsafe.loads(raw)
     except ValueError as exc:
