@@ -30,7 +30,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +61,7 @@ from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
     VersionLog,
+    committed_time,
     create_exclusive,
     ensure_dir,
     fsync_dir,
@@ -83,7 +83,6 @@ DEFAULT_GRACE_S = 3600.0
 _RECHECK_AFTER_S = 60.0
 _ALIAS_RESTORE_WAIT_S = 2.0
 _SHARD_CHARS = 5
-_READ_WORKERS = 8
 
 Kind = Literal["bytes", "directory"]
 
@@ -493,35 +492,11 @@ class CheckpointStore:
                 out.append(name)
         return sorted(out)
 
-    def _versions(self, m: _Model) -> tuple[int, list[int]]:
-        """(latest, every version that may exist, ascending). Listing plus probing."""
-        found = m.log.latest()
-        if found is None:
-            return 0, []
-        latest = found[0]
-        listed = sorted(set(m.log.listed_versions()))
-        top = listed[-1] if listed else 0
-        return latest, sorted({v for v in listed if v <= latest} | set(range(top + 1, latest + 1)))
-
-    def _manifests(self, m: _Model, versions: list[int]) -> dict[int, dict[str, Any]]:
-        def one(v: int) -> tuple[int, dict[str, Any] | None]:
-            try:
-                return v, m.log.read(v)
-            except VersionNotFoundError:
-                return v, None  # removed meanwhile
-
-        if len(versions) <= 2:
-            pairs = [one(v) for v in versions]
-        else:
-            with ThreadPoolExecutor(min(_READ_WORKERS, len(versions))) as pool:
-                pairs = list(pool.map(one, versions))
-        return {v: man for v, man in pairs if man is not None}
-
     def list(self, model: str) -> list[CheckpointInfo]:
         """Every version of ``model`` retention has kept, oldest first, with its aliases."""
         m = self._model(model)
-        _, versions = self._versions(m)
-        manifests = self._manifests(m, versions)
+        _, versions = m.log.known_versions()
+        manifests = m.log.read_present(versions)
         aliases = self._refs(m)[0]
         by_version: dict[int, list[str]] = {}
         for name, v in aliases.items():
@@ -674,8 +649,8 @@ class CheckpointStore:
         grace_cutoff = now - max(0.0, grace)
         aliases, stored, _ = self._refs(m)
         policy = policy or stored or RetentionPolicy()
-        latest, versions = self._versions(m)
-        manifests = self._manifests(m, versions)
+        latest, versions = m.log.known_versions()
+        manifests = m.log.read_present(versions)
         present = sorted(manifests)
         reasons: dict[int, str] = {}
 
@@ -694,12 +669,8 @@ class CheckpointStore:
             for v in _best(manifests, policy):
                 keep(v, f"keep-best-{policy.keep_best} by {policy.metric}")
         for i, v in enumerate(present):
-            committed = _timestamp(manifests[v].get("committed_at"))
-            successor = (
-                _timestamp(manifests[present[i + 1]].get("committed_at"))
-                if i + 1 < len(present)
-                else now
-            )
+            committed = committed_time(manifests[v])
+            successor = committed_time(manifests[present[i + 1]]) if i + 1 < len(present) else now
             if (
                 committed is None
                 or committed >= grace_cutoff
@@ -744,7 +715,7 @@ class CheckpointStore:
         version, manifest = found
         while True:
             out.update(int(v) for v in (manifest.get("aliases") or {}).values())
-            when = _timestamp(manifest.get("committed_at"))
+            when = committed_time(manifest)
             if (when is not None and when < cutoff) or version <= 1:
                 return out
             version -= 1
@@ -810,15 +781,6 @@ def _encode_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             "data as checkpoint files (save_directory) instead"
         )
     return encoded
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
 
 
 def _best(manifests: dict[int, dict[str, Any]], policy: RetentionPolicy) -> list[int]:

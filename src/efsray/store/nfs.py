@@ -51,6 +51,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -69,6 +70,7 @@ __all__ = [
     "ManifestCache",
     "VersionLog",
     "atomic_write",
+    "committed_time",
     "create_exclusive",
     "ensure_dir",
     "fsync_dir",
@@ -425,6 +427,7 @@ def reading(path: Path, func: Callable[[], T]) -> T:
 # --- 5. the version log ---------------------------------------------------------------------
 
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
+_READ_WORKERS = 8  # manifests read at once (round trips overlapped)
 
 
 class ManifestCache:
@@ -452,6 +455,18 @@ class ManifestCache:
             self._newest[directory] = version
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)
+
+
+def committed_time(manifest: dict[str, Any]) -> float | None:
+    """When ``manifest`` was committed (its ``committed_at``), in epoch seconds; None if it
+    does not say (retention then keeps it)."""
+    value = manifest.get("committed_at")
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 class VersionLog:
@@ -586,6 +601,36 @@ class VersionLog:
             for name in sorted(list_dir(self._versions / shard)):
                 if name.startswith("v") and name.endswith(".json") and name[1:-5].isdigit():
                     yield int(name[1:-5])
+
+    def known_versions(self) -> tuple[int, list[int]]:
+        """(latest, every version that may exist up to it, ascending); (0, []) when nothing
+        is committed. The listed versions and, since a listing can lag other hosts' newest
+        commits, every number after the newest listed one up to the latest found by probing.
+        """
+        found = self.latest()
+        if found is None:
+            return 0, []
+        latest = found[0]
+        listed = sorted(set(self.listed_versions()))
+        top = listed[-1] if listed else 0
+        return latest, sorted({v for v in listed if v <= latest} | set(range(top + 1, latest + 1)))
+
+    def read_present(self, versions: list[int]) -> dict[int, dict[str, Any]]:
+        """The manifests of ``versions`` that exist (retention may have removed some), read
+        in parallel: each read is a round trip on EFS."""
+
+        def one(v: int) -> tuple[int, dict[str, Any] | None]:
+            try:
+                return v, self.read(v)
+            except VersionNotFoundError:
+                return v, None
+
+        if len(versions) <= 2:
+            pairs = [one(v) for v in versions]
+        else:
+            with ThreadPoolExecutor(min(_READ_WORKERS, len(versions))) as pool:
+                pairs = list(pool.map(one, versions))
+        return {v: manifest for v, manifest in pairs if manifest is not None}
 
     # committing ----------------------------------------------------------------------------
 

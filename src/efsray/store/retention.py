@@ -28,12 +28,10 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from efsray.errors import EfsrayError, InvalidDataError, VersionNotFoundError, storage_error_from
+from efsray.errors import EfsrayError, InvalidDataError, storage_error_from
 from efsray.store.checkpoints import (
     DEFAULT_GRACE_S,
     CheckpointStore,
@@ -43,7 +41,7 @@ from efsray.store.checkpoints import (
 )
 from efsray.store.layout import StoreLayout
 from efsray.store.market import list_series
-from efsray.store.nfs import VersionLog, is_temp_name, list_dir, walk
+from efsray.store.nfs import VersionLog, committed_time, is_temp_name, list_dir, walk
 from efsray.store.results import ResultStore
 from efsray.store.segments import is_segment_name
 
@@ -52,7 +50,6 @@ __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
 log = logging.getLogger("efsray.store")
 
 AREAS = ("market_data", "checkpoints", "results", "logs", "temp")
-_READ_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,45 +167,21 @@ def cleanup(
 # --- market data -------------------------------------------------------------------------
 
 
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return None
-
-
-def _read_all(vlog: VersionLog, versions: list[int]) -> dict[int, dict[str, Any]]:
-    def one(v: int) -> tuple[int, dict[str, Any] | None]:
-        try:
-            return v, vlog.read(v)
-        except VersionNotFoundError:
-            return v, None
-
-    with ThreadPoolExecutor(max(1, min(_READ_WORKERS, len(versions)))) as pool:
-        return {v: m for v, m in pool.map(one, versions) if m is not None}
-
-
 def _market_series(
     directory: Path, kind: str, cutoff: float, grace_cutoff: float, dry_run: bool, tally: _Tally
 ) -> None:
     vlog = VersionLog(directory, kind)
     head = vlog.head_hint()
-    found = vlog.latest()
-    if found is None:
+    latest, versions = vlog.known_versions()
+    if not latest:
         return
-    latest = found[0]
-    listed = sorted(set(vlog.listed_versions()))
-    top = listed[-1] if listed else 0
-    versions = sorted({v for v in listed if v <= latest} | set(range(top + 1, latest + 1)))
-    manifests = _read_all(vlog, versions)
+    manifests = vlog.read_present(versions)
     present = sorted(manifests)
     doomed: list[int] = []
     if head > 0:  # without HEAD, a reader probing from version 1 needs version 1
         for i, v in enumerate(present[:-1]):
-            committed = _timestamp(manifests[v].get("committed_at"))
-            superseded = _timestamp(manifests[present[i + 1]].get("committed_at"))
+            committed = committed_time(manifests[v])
+            superseded = committed_time(manifests[present[i + 1]])
             if (
                 v >= min(latest, head)
                 or committed is None
