@@ -137,12 +137,16 @@ def write_segment(directory: Path, table: pa.Table, fmt: str = "arrow") -> Segme
 
 def _load(directory: Path, seg: Segment) -> pa.Buffer:
     data = read_bytes(directory / seg.file)  # FileNotFoundError passes through
-    if len(data) != seg.bytes:
-        raise CorruptionError(
-            f"segment {directory / seg.file} has {len(data)} bytes, its manifest says "
-            f"{seg.bytes}; the file was damaged after commit: restore it from a backup"
-        )
+    _check_size(directory / seg.file, len(data), seg)
     return pa.py_buffer(data)
+
+
+def _check_size(path: Path, size: int, seg: Segment) -> None:
+    if size != seg.bytes:
+        raise CorruptionError(
+            f"segment {path} has {size} bytes, its manifest says {seg.bytes}; the file was "
+            "damaged after commit: restore it from a backup"
+        )
 
 
 def _decode(
@@ -166,10 +170,11 @@ def _decode(
         ) from None
 
 
-def _sliced(seg: Segment, start_ns: int | None, end_ns: int | None) -> bool:
-    """Whether only part of ``seg`` lies in [start_ns, end_ns]."""
-    return (start_ns is not None and seg.ts_min < start_ns) or (
-        end_ns is not None and seg.ts_max > end_ns
+def _cuts(seg: Segment, start_ns: int | None, end_ns: int | None) -> tuple[bool, bool]:
+    """Whether [start_ns, end_ns] cuts ``seg`` at its start and at its end."""
+    return (
+        start_ns is not None and seg.ts_min < start_ns,
+        end_ns is not None and seg.ts_max > end_ns,
     )
 
 
@@ -177,8 +182,7 @@ def _time_slice(
     table: pa.Table, seg: Segment, start_ns: int | None, end_ns: int | None
 ) -> pa.Table:
     """Rows in [start_ns, end_ns] of a time-sorted table, as a zero-copy slice."""
-    lo_needed = start_ns is not None and seg.ts_min < start_ns
-    hi_needed = end_ns is not None and seg.ts_max > end_ns
+    lo_needed, hi_needed = _cuts(seg, start_ns, end_ns)
     if not (lo_needed or hi_needed):
         return table
     ts = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -195,9 +199,10 @@ def _decode_parquet(
     end_ns: int | None,
 ) -> pa.Table:
     filters: list[tuple[str, str, Any]] = []
-    if start_ns is not None and seg.ts_min < start_ns:
+    lo_needed, hi_needed = _cuts(seg, start_ns, end_ns)
+    if lo_needed:
         filters.append(("timestamp", ">=", pa.scalar(start_ns, pa.timestamp("ns", tz="UTC"))))
-    if end_ns is not None and seg.ts_max > end_ns:
+    if hi_needed:
         filters.append(("timestamp", "<=", pa.scalar(end_ns, pa.timestamp("ns", tz="UTC"))))
     pf = pq.ParquetFile(pa.BufferReader(buffer))
     wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
@@ -226,7 +231,7 @@ def read_range(
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
     big = len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES
-    if contiguous and big and not any(_sliced(s, start_ns, end_ns) for s in chosen):
+    if contiguous and big and not any(any(_cuts(s, start_ns, end_ns)) for s in chosen):
         return _read_into(directory, chosen, schema, columns)
     if big:
         # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
@@ -269,12 +274,7 @@ def _tail_of(
 
     def once() -> list[pa.Table]:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size != seg.bytes:
-                raise CorruptionError(
-                    f"segment {path} has {size} bytes, its manifest says {seg.bytes}; "
-                    "the file was damaged after commit: restore it from a backup"
-                )
+            _check_size(path, os.fstat(f.fileno()).st_size, seg)
             return _last_row_groups(path, f, n, columns)
 
     return reading(path, once)
