@@ -32,8 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
-from efsray.errors import CorruptionError, EfsrayError, storage_error_from
-from efsray.store.nfs import retry_estale
+from efsray.errors import CorruptionError, EfsrayError
+from efsray.store.nfs import reading
 
 __all__ = [
     "CHUNK_SIZE",
@@ -224,12 +224,7 @@ def hash_file(path: Path, algorithm: str) -> tuple[int, str]:
         finally:
             os.close(fd)
 
-    try:
-        return retry_estale(once)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise storage_error_from(exc, "reading", path) from exc
+    return reading(path, once)
 
 
 def read_verified(path: Path, size: int, digest: str, *, what: str) -> bytes:
@@ -258,12 +253,7 @@ def read_verified(path: Path, size: int, digest: str, *, what: str) -> bytes:
         finally:
             os.close(fd)
 
-    try:
-        data, got_size = retry_estale(once)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise storage_error_from(exc, "reading", path) from exc
+    data, got_size = reading(path, once)
     got_digest = hash_buffer(data, algorithm) if got_size == size else ""
     check(what, path, size, digest, got_size, got_digest)
     return data
