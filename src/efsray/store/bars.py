@@ -78,9 +78,7 @@ def _to_table(data: Any) -> pa.Table:
             names = {str(c).lower() for c in frame.columns}
             if not names & ({"timestamp"} | {k for k, v in _ALIASES.items() if v == "timestamp"}):
                 frame = frame.reset_index(names="timestamp")
-        # Arrow's converter threads cost more than they save on typical batches.
-        threads = None if len(frame) * max(len(frame.columns), 1) > 4_000_000 else 1
-        return pa.Table.from_pandas(frame, preserve_index=False, nthreads=threads)
+        return _from_pandas(frame)
     if module.startswith("polars") and hasattr(data, "to_arrow"):
         return data.to_arrow()
     if isinstance(data, list | tuple):
@@ -98,6 +96,24 @@ def _to_table(data: Any) -> pa.Table:
         f"cannot read bars from a {type(data).__name__}; pass a pandas or polars DataFrame, "
         "a pyarrow Table, a list of bar dicts or a dict of columns"
     )
+
+
+def _from_pandas(frame: Any) -> pa.Table:
+    """A pandas DataFrame as a Table, one column at a time: plain numeric columns are wrapped
+    straight from their NumPy arrays (NaN read as null, as pandas means it), which is about
+    three times quicker on a typical batch than ``Table.from_pandas`` and its metadata."""
+    names = [str(c) for c in frame.columns]
+    if len(set(names)) != len(names):
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        raise InvalidDataError(f"column(s) {', '.join(duplicated)} appear more than once")
+    columns: dict[str, pa.Array] = {}
+    for name, (_, series) in zip(names, frame.items(), strict=True):
+        values = series.to_numpy() if series.dtype.kind in "fiu" else None
+        if values is not None and values.dtype.kind in "fiu":
+            columns[name] = pa.array(values, from_pandas=True)
+        else:  # datetimes with a timezone, strings, nullable and object columns
+            columns[name] = pa.Array.from_pandas(series)
+    return pa.table(columns) if columns else pa.table({})
 
 
 def normalize_bars(
@@ -132,10 +148,16 @@ def normalize_bars(
             columns[name] = _numeric(table.column(name), name, allow_null=True)
     out = pa.table(columns)
     _check_values(out)
-    order = pc.sort_indices(out.column("timestamp"))
-    out = out.take(order)
+    if _strictly_increasing(ts):  # the usual batch: already in order, nothing repeated
+        return out
+    out = out.take(pc.sort_indices(out.column("timestamp")))
     _check_unique(out.column("timestamp"))
     return out
+
+
+def _strictly_increasing(ts: pa.Array) -> bool:
+    values = ts.cast(pa.int64()).to_numpy()
+    return bool(np.all(values[1:] > values[:-1]))
 
 
 def _rename(table: pa.Table, column_map: Mapping[str, str]) -> pa.Table:

@@ -12,7 +12,10 @@ up to a minute) and on any local POSIX filesystem.
 
 2. **Publish by rename** (``atomic_write``): rename() within a directory is atomic on NFS and
    replaces the target, so a reader sees the old file or the new one, never a mix. Used for
-   immutable data files (unique names) and for hints that may be overwritten (HEAD).
+   files published whole under their final names (checkpoint files). A *hint* (HEAD), which a
+   reader checks before trusting, is instead overwritten in place (``overwrite_hint``): one
+   small write at offset 0, about 40 times cheaper than a new file and a rename, and on NFS
+   three round trips instead of five.
 
 3. **Create if absent** (``create_exclusive``): link(temp, final) fails with EEXIST atomically
    on the server, so of many hosts racing to create one name exactly one wins, and the
@@ -78,6 +81,7 @@ __all__ = [
     "kind_of",
     "list_dir",
     "list_subdirs",
+    "overwrite_hint",
     "read_bytes",
     "reading",
     "retry_estale",
@@ -324,6 +328,32 @@ def atomic_write(
         raise storage_error_from(exc, "publishing", final) from exc
     if durable and sync_dir:
         fsync_dir(final.parent)
+
+
+def overwrite_hint(final: Path, payload: bytes) -> None:
+    """Overwrite the hint ``final`` in place with ``payload`` (creating it by rename the
+    first time), without fsync.
+
+    For small files that readers treat as hints and check before trusting (HEAD names a
+    version; a reader then opens that version's manifest). Give every payload the same length
+    so that a new one covers the old one exactly. A reader racing the write may see a mix of
+    old and new bytes: at worst a wrong hint, which costs it a few probes, never correctness.
+    Errors are StorageErrors.
+    """
+    try:
+        fd = os.open(final, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        atomic_write(final, payload, durable=False)
+        return
+    except OSError as exc:
+        raise storage_error_from(exc, "opening", final) from exc
+    try:
+        try:
+            os.pwrite(fd, payload, 0)
+        finally:
+            os.close(fd)  # NFS flushes the write here and reports its errors
+    except OSError as exc:
+        raise storage_error_from(exc, "writing", final) from exc
 
 
 # --- 3. create if absent ------------------------------------------------------------------
@@ -685,7 +715,11 @@ class VersionLog:
                         f"{target} exists but cannot be read; check `efsray health`",
                         str(target),
                     ) from None
+                # Rebuild on the newest version, not just on the one that beat us: a writer
+                # that stepped one version at a time would lose every race to a faster one.
                 base_version, base = version, newer
+                while (following := self._try_read(base_version + 1)) is not None:
+                    base_version, base = base_version + 1, following
                 if losses > 3:  # many writers at once: spread the next attempts out
                     time.sleep(random.uniform(0, min(0.05, 0.001 * losses)))  # noqa: S311
                 continue
@@ -699,5 +733,6 @@ class VersionLog:
 
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
+        # Fixed width, so that each write covers the previous one exactly.
         with contextlib.suppress(StorageError):
-            atomic_write(self._head, f"{version}\n".encode(), durable=False)
+            overwrite_hint(self._head, f"{version:020d}\n".encode())
