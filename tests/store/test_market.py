@@ -347,3 +347,26 @@ def test_latest_survives_a_removed_head_version_and_never_restarts_at_one(store:
         (series / f"versions/000000/v{v:012d}.json").unlink()
     with pytest.raises(StorageError, match="HEAD names version 2"):
         Store(store.root).market.append("AAPL", "1m", batch(9))
+
+
+def test_a_writer_that_loses_rebuilds_on_the_newest_version(tmp_path: Path) -> None:
+    """Others commit five versions while a writer builds its change: it loses one race, then
+    rebuilds on the newest version. Stepping one version at a time, a slower writer would lose
+    every race to a faster one."""
+    from efsray.store.nfs import VersionLog
+
+    mine = VersionLog(tmp_path / "log", "test log")
+    others = VersionLog(tmp_path / "log", "test log")
+    others.commit(lambda v, m: {"n": 1})
+    bases: list[int] = []
+
+    def build(base_version: int, base: dict[str, object] | None) -> dict[str, object]:
+        bases.append(base_version)
+        if len(bases) == 1:
+            for _ in range(5):
+                others.commit(lambda v, m: {"n": 1})
+        return {"n": 1}
+
+    committed = mine.commit(build)
+    assert committed is not None and committed[0] == 7
+    assert bases == [1, 6]
