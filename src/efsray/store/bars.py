@@ -280,7 +280,7 @@ def _numeric(column: pa.ChunkedArray, name: str, *, allow_null: bool) -> pa.Arra
     if not allow_null and arr.null_count:
         row = int(pc.index(pc.is_null(arr), True).as_py())
         raise InvalidDataError(f"column {name!r} is missing (null) in row {row}")
-    return arr.cast(pa.float64())
+    return arr if t == pa.float64() else arr.cast(pa.float64())
 
 
 def _check_values(table: pa.Table) -> None:

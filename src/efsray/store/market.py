@@ -305,8 +305,7 @@ class MarketDataStore:
         pending: PendingSegments,
     ) -> tuple[list[Segment], int, int]:
         ts = bars.column("timestamp")
-        lo = ts[0].cast(pa.int64()).as_py()
-        hi = ts[-1].cast(pa.int64()).as_py()
+        lo, hi = ts[0].value, ts[-1].value  # UTC nanoseconds
         hit = [s for s in segments if s.overlaps(lo, hi)]
         key = ("merge", tuple(s.file for s in hit))
         cached = pending.get(key, seg_dir)
