@@ -242,3 +242,53 @@ def test_validator_accepts_exactly_the_valid_batches(rows: list[dict]) -> None:
     assert out.num_rows == len(rows)
     hi = out.column("high").to_numpy()
     assert np.all(hi >= np.maximum(out.column("open").to_numpy(), out.column("close").to_numpy()))
+
+
+@st.composite
+def pandas_frames(draw):
+    """DataFrames as vendors hand them over: any zone and unit, NaN and NaT, ints, an extra
+    column, rows out of order, views into a bigger frame."""
+    n = draw(st.integers(min_value=1, max_value=8))
+    zone = draw(st.sampled_from(["UTC", "America/New_York", "Asia/Kolkata", None]))
+    unit = draw(st.sampled_from(["ns", "us", "ms", "s"]))
+    minutes = draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n))
+    stamps = pd.DatetimeIndex(
+        [pd.Timestamp("2020-03-08", tz=zone) + pd.Timedelta(minutes=m) for m in minutes]
+    ).as_unit(unit)
+    if draw(st.booleans()):
+        stamps = stamps.insert(draw(st.integers(0, n - 1)), pd.NaT)[:n]
+    value = st.one_of(finite, st.just(float("nan")), st.just(-1.0))
+    frame = pd.DataFrame(
+        {
+            "timestamp": stamps,
+            "open": draw(st.lists(value, min_size=n, max_size=n)),
+            "high": [1e7] * n,
+            "low": [0.0] * n,
+            "close": draw(st.lists(finite, min_size=n, max_size=n)),
+            "volume": draw(st.lists(st.integers(0, 10**6), min_size=n, max_size=n)),
+            "vwap": draw(st.lists(value, min_size=n, max_size=n)),
+        }
+    )
+    if draw(st.booleans()):  # a view into a bigger frame, as frame.iloc[a:b] gives
+        frame = pd.concat([frame, frame.iloc[:1]], ignore_index=True).iloc[:n]
+    return frame
+
+
+def _outcome(data) -> pa.Table | str:
+    try:
+        return normalize_bars(data)
+    except InvalidDataError as exc:
+        return type(exc).__name__
+
+
+@settings(max_examples=300, deadline=None)
+@given(pandas_frames())
+def test_pandas_fast_path_equals_arrows_own_conversion(frame: pd.DataFrame) -> None:
+    """Bars from a DataFrame, converted column by column, normalize exactly as the same
+    frame converted by ``Table.from_pandas`` (NaN as null, every zone's instants, units)."""
+    ours = _outcome(frame)
+    reference = _outcome(pa.Table.from_pandas(frame, preserve_index=False))
+    if isinstance(ours, str) or isinstance(reference, str):
+        assert ours == reference
+    else:
+        assert ours.equals(reference), (ours, reference)
