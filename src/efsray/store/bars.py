@@ -168,7 +168,7 @@ def normalize_bars(
 
 
 def _strictly_increasing(ts: pa.Array) -> bool:
-    values = ts.cast(pa.int64()).to_numpy()
+    values = ts.view(pa.int64()).to_numpy()
     return bool(np.all(values[1:] > values[:-1]))
 
 
@@ -215,6 +215,8 @@ def _timestamps(
 
 
 def _cast_ts(arr: pa.Array) -> pa.Array:
+    if arr.type == TIMESTAMP_TYPE:
+        return arr
     try:
         return arr.cast(TIMESTAMP_TYPE)
     except pa.ArrowInvalid as exc:
