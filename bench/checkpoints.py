@@ -12,6 +12,7 @@ this host's cache).
 Cases (throughput = 1 GiB / wall time; medians):
   save bytes   efsray save(model, data)          vs dd if=warm-file of=new conv=fsync
   load bytes   efsray load_bytes (verified)      vs dd if=cold-file of=/dev/null
+  map bytes    efsray map_bytes (verified view)  vs dd if=cold-file of=/dev/null
   save dir     efsray save_directory(20 files)   vs cp -r dir new && sync new/*
   load dir     efsray load_directory (verified)  vs cp -r cold-dir new && sync new/*
 
@@ -135,6 +136,11 @@ def bench(work: Path, size: int, reps: int, algorithms: list[str]) -> dict[str, 
     def load_into(ck: CheckpointStore, model: str) -> Any:
         return lambda: loaded.append(ck.load_bytes(model)[0])
 
+    mapped: list[memoryview] = []
+
+    def map_into(ck: CheckpointStore, model: str) -> Any:
+        return lambda: mapped.append(ck.map_bytes(model)[0])
+
     for rep in range(reps):
         print(f"rep {rep + 1}/{reps}", flush=True)
         contest("save_bytes", rep, [
@@ -152,6 +158,16 @@ def bench(work: Path, size: int, reps: int, algorithms: list[str]) -> dict[str, 
         ])  # fmt: skip
         assert len(loaded) == len(stores) and all(got == data for got in loaded)
         loaded.clear()
+        contest("map_bytes", rep, [
+            ("dd", lambda: evict(dst), lambda: run(f"dd if={dst} of=/dev/null bs=8M status=none")),
+            *[(f"efsray-{a}", lambda ck=ck, a=a: evict(Path(ck.info(f"bytes-{a}").directory)),
+               map_into(ck, f"bytes-{a}"))
+              for a, ck in stores.items()],
+        ])  # fmt: skip
+        assert len(mapped) == len(stores) and all(view == data for view in mapped)
+        for view in mapped:
+            view.release()
+        mapped.clear()
         contest("save_dir", rep, [
             ("cp", lambda: (warm(src), fresh(dst_dir.name)),
              lambda: run(f"cp -r {src} {dst_dir} && sync {dst_dir}/*")),
@@ -176,7 +192,7 @@ def bench(work: Path, size: int, reps: int, algorithms: list[str]) -> dict[str, 
     mib = size / (1 << 20)
     cases: dict[str, Any] = {}
     plan = (("save_bytes", "dd"), ("load_bytes", "dd"), ("load_bytes", "read"),
-            ("save_dir", "cp"), ("load_dir", "cp"))  # fmt: skip
+            ("map_bytes", "dd"), ("save_dir", "cp"), ("load_dir", "cp"))  # fmt: skip
     for case, baseline in plan:
         base_samples = samples[f"{case}/{baseline}"]
         entry: dict[str, Any] = {
@@ -246,7 +262,8 @@ def markdown(result: dict[str, Any], algorithms: list[str]) -> str:
         "",
         "Goal: ratio >= 0.80. Baselines: `dd conv=fsync` (save bytes), `dd of=/dev/null` and a "
         "plain `read()` into a new buffer (load bytes: the floor for any loader that returns "
-        "the bytes), `cp -r && sync FILES` (directories).",
+        "the bytes in new memory), `dd of=/dev/null` (map bytes: the verified zero-copy view "
+        "`map_bytes` returns), `cp -r && sync FILES` (directories).",
         "",
     ]
     return "\n".join(lines)

@@ -52,6 +52,27 @@ def test_bytes_round_trip_with_metadata(store: Store) -> None:
     assert os.stat(info.path).st_mode & 0o777 == 0o444  # immutable once saved
 
 
+def test_map_bytes_is_a_verified_read_only_view(store: Store, tmp_path: Path) -> None:
+    data = w.payload("a", 3_000_000)
+    store.checkpoints.save("m", data)
+    view, info = store.checkpoints.map_bytes("m")
+    assert view.readonly and view.nbytes == len(data) and view == data
+    with pytest.raises(TypeError):
+        view[0] = 0  # type: ignore[index]
+    store.checkpoints.save("m", b"")  # an empty file cannot be mapped: an empty view
+    assert store.checkpoints.map_bytes("m")[0] == b""
+    assert store.checkpoints.map_bytes("m", 1)[0] == data
+    store.checkpoints.save_directory("d", _one_file_dir(tmp_path))
+    with pytest.raises(InvalidDataError, match="directory checkpoint"):
+        store.checkpoints.map_bytes("d")
+
+
+def _one_file_dir(tmp_path: Path) -> Path:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.bin").write_bytes(b"x")
+    return tmp_path / "src"
+
+
 def test_versions_and_explicit_loads(store: Store) -> None:
     for i in range(3):
         store.checkpoints.save("m", f"v{i + 1}".encode())
@@ -101,6 +122,8 @@ def test_flipped_byte_is_detected_naming_the_file(tmp_path: Path, algorithm: str
     _flip_byte(Path(info.path), 12_345_678)
     with pytest.raises(CorruptionError, match=r"checkpoint\.bin.*does not match its checksum"):
         ckpts.load_bytes("m")
+    with pytest.raises(CorruptionError, match=r"checkpoint\.bin.*does not match its checksum"):
+        ckpts.map_bytes("m")
     with pytest.raises(CorruptionError):
         ckpts.verify("m")
     with pytest.raises(CorruptionError):
@@ -128,6 +151,8 @@ def test_truncated_file_is_detected(store: Store) -> None:
     Path(info.path).write_bytes(b"01234")
     with pytest.raises(CorruptionError, match="shorter than recorded"):
         store.checkpoints.load_bytes("m")
+    with pytest.raises(CorruptionError, match="shorter than recorded"):
+        store.checkpoints.map_bytes("m")
 
 
 def test_tampered_manifest_cannot_escape_the_store(store: Store) -> None:

@@ -25,6 +25,7 @@ from efsray.store.hashing import (
     check,
     copy_fd,
     hash_file,
+    map_verified,
     read_verified,
     split_digest,
     write_buffer,
@@ -43,6 +44,7 @@ __all__ = [
     "DATA_FILE_MODE",
     "CheckpointFile",
     "copy_out",
+    "map_one",
     "read_one",
     "scan_source",
     "verify_tree",
@@ -204,6 +206,11 @@ def write_tree(
 def read_one(directory: Path, entry: CheckpointFile, what: str) -> bytes:
     """The verified content of one file. FileNotFoundError passes through."""
     return read_verified(directory / entry.path, entry.bytes, entry.digest, what=what)
+
+
+def map_one(directory: Path, entry: CheckpointFile, what: str) -> memoryview:
+    """A verified read-only view of one file (see :func:`map_verified`)."""
+    return map_verified(directory / entry.path, entry.bytes, entry.digest, what=what)
 
 
 def verify_tree(directory: Path, files: Sequence[CheckpointFile], what: str) -> None:

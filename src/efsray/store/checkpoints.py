@@ -49,6 +49,7 @@ from efsray.store.checkpoint_files import (
     CheckpointFile,
     check_relpath,
     copy_out,
+    map_one,
     read_one,
     scan_source,
     verify_tree,
@@ -396,15 +397,34 @@ class CheckpointStore:
         """The verified bytes of a bytes checkpoint, and its info."""
 
         def run(info: CheckpointInfo) -> tuple[bytes, CheckpointInfo]:
-            if info.kind != "bytes":
-                raise InvalidDataError(
-                    f"model {model} v{info.version} is a directory checkpoint "
-                    f"({len(info.files)} files); use load_directory or path"
-                )
+            _require_bytes(model, info)
             what = f"checkpoint {model} v{info.version}"
             return read_one(Path(info.directory), info.files[0], what), info
 
         result: tuple[bytes, CheckpointInfo] = self._with_retry(model, version, alias, run)
+        return result
+
+    def map_bytes(
+        self, model: str, version: int | None = None, *, alias: str | None = None
+    ) -> tuple[memoryview, CheckpointInfo]:
+        """A bytes checkpoint as a read-only view of the stored file, verified, zero-copy.
+
+        The file is mapped from the page cache and every byte hashed in place before the
+        view is returned: no copy and no fresh memory, so a 1 GiB load costs what reading the
+        disk costs (``load_bytes`` must also fill 1 GiB of new memory). For consumers that
+        take a buffer: ``numpy.frombuffer``, ``torch.frombuffer``, ``safetensors``' load,
+        ``io.BytesIO`` (which copies). The view stays valid while the version's file exists;
+        retention keeps a version for its grace period after it stops being the latest. On
+        NFS a page read after another host removed the file fails the process (SIGBUS), so a
+        view kept for longer than the grace period should be copied: ``bytes(view)``.
+        """
+
+        def run(info: CheckpointInfo) -> tuple[memoryview, CheckpointInfo]:
+            _require_bytes(model, info)
+            what = f"checkpoint {model} v{info.version}"
+            return map_one(Path(info.directory), info.files[0], what), info
+
+        result: tuple[memoryview, CheckpointInfo] = self._with_retry(model, version, alias, run)
         return result
 
     def load_directory(
@@ -877,3 +897,11 @@ def _ray_checkpoint_class() -> Any:
             "checkpoints to Ray"
         ) from None
     return Checkpoint
+
+
+def _require_bytes(model: str, info: CheckpointInfo) -> None:
+    if info.kind != "bytes":
+        raise InvalidDataError(
+            f"model {model} v{info.version} is a directory checkpoint "
+            f"({len(info.files)} files); use load_directory or path"
+        )
