@@ -37,6 +37,8 @@ from efsray.store.nfs import (
     ensure_dir,
     fsync_dir,
     is_temp_name,
+    sync_files,
+    write_new,
 )
 
 __all__ = [
@@ -183,11 +185,12 @@ def write_tree(
         except OSError as exc:
             raise storage_error_from(exc, "reading checkpoint file", src.path) from exc
         try:
-            atomic_write(
+            # under its final name: no manifest names ``target`` yet (see write_new)
+            write_new(
                 target / src.rel,
                 lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
                 mode=DATA_FILE_MODE,
-                sync_dir=False,  # once per directory below, before the manifest names them
+                fsync=False,  # all files together below, as ``cp -r && sync`` does
             )
         finally:
             os.close(src_fd)
@@ -195,9 +198,15 @@ def write_tree(
         return CheckpointFile(src.rel, size, digest)
 
     written = parallel(one, files)
-    for directory in sorted({(target / f.rel).parent for f in files}):
-        fsync_dir(directory)
+    _make_durable(target, [f.path for f in written])
     return written
+
+
+def _make_durable(root: Path, rels: Sequence[str]) -> None:
+    """fsync the files just written under ``root``, then their directories."""
+    sync_files(root / rel for rel in rels)
+    for directory in sorted({(root / rel).parent for rel in rels}):
+        fsync_dir(directory)
 
 
 # --- reading out of the store -------------------------------------------------------------
@@ -261,13 +270,13 @@ def copy_out(
             src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)  # ENOENT passes through
             try:
                 ensure_dir((staging / entry.path).parent)
-                atomic_write(staging / entry.path, writer, mode=FILE_MODE, sync_dir=False)
+                # final names inside the staging directory, which is renamed whole below
+                write_new(staging / entry.path, writer, mode=FILE_MODE, fsync=False)
             finally:
                 os.close(src_fd)
 
         parallel(one, files)
-        for directory in sorted({(staging / f.path).parent for f in files}):
-            fsync_dir(directory)
+        _make_durable(staging, [f.path for f in files])
         try:
             os.rename(staging, dest)
         except OSError as exc:
