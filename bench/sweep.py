@@ -3,15 +3,19 @@
 20 symbols x 100 parameter sets (a 10 x 10 moving-average grid) over the store on local disk,
 as the distributed sweep runs them: every task reads its symbol from the store at the pinned
 version and saves each backtest's result with ``store.results`` (one file per backtest, the
-equity curve embedded, on writer threads that overlap the next backtests). One local Ray
-with 4 CPUs serves every run; the number of workers is the number of tasks allowed to run
-at once. Runs are interleaved (1, 2, 4, 1, 2, 4, ...) so machine noise hits every
-configuration alike, and every run recomputes everything (its results are removed before
-the next run). A single-process run without Ray is the reference for the results, which
-must be identical. Beside every Ray run, the same work split over N plain OS processes (no
-Ray, started together) measures the scaling the machine offers at that moment: this
-machine's 2 cores are shared with other jobs, so the Ray speed-up is reported next to that
-baseline from the same run.
+equity curve embedded, on writer threads that overlap the next backtests).
+
+N workers get N cores: every run is a fresh driver process confined (CPU affinity) to the
+first N cores of the machine (all of them when N exceeds the count), with its own local Ray
+of N CPUs, whose processes inherit the confinement. Without it, the one-worker run's writer
+threads and Ray's own processes borrow the idle second core (measured: 1.29 cores for "one
+worker"), and the speed-up of two workers is measured against more than one core's worth.
+Runs are interleaved (1, 2, 4, 1, 2, 4, ...) so machine noise hits every configuration
+alike; every run recomputes everything (its results are removed first), after a warm-up
+sweep that starts Ray's worker processes. A single-process run without Ray is the reference
+for the results, which must be identical. Beside every Ray run, the same work split over N
+plain OS processes (no Ray, started together, confined the same way) measures the scaling
+the machine offers at that moment.
 
 Reported: wall time and backtests/s per configuration (medians), the speed-up against one
 worker, the share of summed task time spent reading from the store, computing and waiting
@@ -76,10 +80,11 @@ def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> Sw
 
 
 _CHILD = """
-import json, sys, time
+import json, os, sys, time
+args = json.loads(sys.argv[1])
+os.sched_setaffinity(0, args["cpus"])
 from efsray.backtest import BacktestConfig
 from efsray.cluster.sweep import run_sweep
-args = json.loads(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
 report = run_sweep(args["root"], symbols=args["symbols"], timeframe=args["timeframe"],
@@ -98,7 +103,8 @@ def process_pool_run(root: Path, symbols: list[str], timeframe: str, n: int) -> 
     procs = []
     for i in range(n):
         share = symbols[i::n]
-        arg = {"root": str(root), "symbols": ",".join(share), "timeframe": timeframe, "grid": GRID}
+        arg = {"root": str(root), "symbols": ",".join(share), "timeframe": timeframe,
+               "grid": GRID, "cpus": cpus_for(n)}  # fmt: skip
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", _CHILD, json.dumps(arg)],
@@ -127,18 +133,61 @@ def process_pool_run(root: Path, symbols: list[str], timeframe: str, n: int) -> 
     return wall
 
 
-def shares(report: SweepReport) -> dict[str, float]:
-    total = report.task_s or float("nan")
+def cpus_for(workers: int) -> list[int]:
+    """The first ``workers`` cores this process may use (all of them if there are fewer)."""
+    return sorted(os.sched_getaffinity(0))[:workers]
+
+
+def summary(report: SweepReport) -> dict[str, Any]:
+    """What the benchmark keeps of a run (a child sends it as JSON)."""
     return {
-        "read": report.read_s / total,
-        "compute": report.compute_s / total,
-        "write": report.write_s / total,
+        "wall_s": report.wall_s,
+        "task_s": report.task_s,
+        "read_s": report.read_s,
+        "compute_s": report.compute_s,
+        "write_s": report.write_s,
+        "cpu_s": report.cpu_s,
+        "tasks": report.tasks,
+        "computed": report.computed,
+        "save_s": sum(o.save_s for o in report.outcomes),
+        "metrics": sorted([p.symbol, p.key, dict(p.metrics)] for p in report.points),
     }
 
 
-def save_ms_per_backtest(report: SweepReport) -> float:
+def shares(run: dict[str, Any]) -> dict[str, float]:
+    total = run["task_s"] or float("nan")
+    return {k: run[f"{k}_s"] / total for k in ("read", "compute", "write")}
+
+
+def save_ms_per_backtest(run: dict[str, Any]) -> float:
     """Wall time of a save on its writer thread (overlapped with the next backtests)."""
-    return 1000 * sum(o.save_s for o in report.outcomes) / max(1, report.computed)
+    return 1000 * run["save_s"] / max(1, run["computed"])
+
+
+def ray_run(root: Path, symbols: list[str], timeframe: str, workers: int) -> dict[str, Any]:
+    """One Ray sweep with ``workers`` workers, in a fresh driver confined to as many cores."""
+    arg = {"root": str(root), "symbols": symbols, "timeframe": timeframe, "workers": workers}
+    out = subprocess.run(
+        [sys.executable, __file__, "--ray-child", json.dumps(arg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the {workers}-worker run failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ray_child(arg: dict[str, Any]) -> None:
+    workers = int(arg["workers"])
+    os.sched_setaffinity(0, cpus_for(workers))  # Ray's processes, started below, inherit it
+    root, symbols = Path(arg["root"]), list(arg["symbols"])
+    with connect(num_cpus=workers):
+        # warm-up: Ray starts its worker processes (and they import everything) off the clock
+        one_run(root, symbols[:workers], arg["timeframe"], executor="ray", chunk_size=20)
+        report = one_run(root, symbols, arg["timeframe"], executor="ray", max_parallel=workers)
+    print(json.dumps(summary(report)), flush=True)
 
 
 def main() -> None:
@@ -148,6 +197,7 @@ def main() -> None:
     parser.add_argument("--timeframe", default="5m")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ray-child", help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, default=None, help="store directory (default: tmp)")
     parser.add_argument(
         "--simfs",
@@ -163,6 +213,9 @@ def main() -> None:
         "acregmin 3 s by default; 0 makes every path lookup a round trip)",
     )
     args = parser.parse_args()
+    if args.ray_child:
+        ray_child(json.loads(args.ray_child))
+        return
     if args.simfs:
         from efsray.simfs import SimFSConfig, SimFSProcess
 
@@ -200,55 +253,54 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
 
     print("reference: one process, no Ray")
     reference = one_run(root, names, args.timeframe, executor="local")
-    expected = {(p.symbol, p.key): dict(p.metrics) for p in reference.points}
+    expected = summary(reference)["metrics"]
     files_per_backtest = result_files(root) / reference.expected_points
-    runs: dict[int, list[SweepReport]] = {w: [] for w in workers}
+    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
     pool: dict[int, list[float]] = {w: [] for w in workers}
     loads: list[float] = []
-    with connect(num_cpus=max(workers)) as cluster:
-        print(f"Ray {cluster.mode}: {cluster.cpus:g} CPUs; warming up the workers")
-        one_run(root, names[: max(workers)], args.timeframe, executor="ray", chunk_size=20)
-        for repeat in range(args.repeats):
-            for w in workers:
-                pool[w].append(process_pool_run(root, names, args.timeframe, w))
-                print(f"  run {repeat + 1}: {w} plain process(es) {pool[w][-1]:6.2f} s")
-                report = one_run(root, names, args.timeframe, executor="ray", max_parallel=w)
-                got = {(p.symbol, p.key): dict(p.metrics) for p in report.points}
-                if got != expected:
-                    raise SystemExit(f"{w} workers gave other results than one process")
-                runs[w].append(report)
-                loads.append(os.getloadavg()[0])
-                print(
-                    f"  run {repeat + 1}: {w} worker(s) {report.wall_s:6.2f} s "
-                    f"{report.expected_points / report.wall_s:7.1f} backtests/s "
-                    f"(reads {shares(report)['read']:.1%} of task time)"
-                )
+    for repeat in range(args.repeats):
+        for w in workers:
+            pool[w].append(process_pool_run(root, names, args.timeframe, w))
+            print(f"  run {repeat + 1}: {w} plain process(es) {pool[w][-1]:6.2f} s")
+            result = ray_run(root, names, args.timeframe, w)
+            # through JSON on both sides: NaN metrics compare as their text
+            if json.dumps(result["metrics"]) != json.dumps(expected):
+                raise SystemExit(f"{w} workers gave other results than one process")
+            runs[w].append(result)
+            loads.append(os.getloadavg()[0])
+            print(
+                f"  run {repeat + 1}: {w} worker(s) on {len(cpus_for(w))} core(s) "
+                f"{result['wall_s']:6.2f} s "
+                f"{reference.expected_points / result['wall_s']:7.1f} backtests/s "
+                f"(reads {shares(result)['read']:.1%} of task time)"
+            )
 
     points = reference.expected_points
-    base = median([r.wall_s for r in runs[workers[0]]])
+    base = median([r["wall_s"] for r in runs[workers[0]]])
     pool_base = median(pool[workers[0]])
     rows = []
     for w in workers:
-        wall = median([r.wall_s for r in runs[w]])
+        wall = median([r["wall_s"] for r in runs[w]])
         pool_wall = median(pool[w])
         share = {k: median([shares(r)[k] for r in runs[w]]) for k in ("read", "compute", "write")}
         rows.append(
             {
                 "workers": w,
                 "wall_s": round(wall, 3),
-                "wall_s_runs": [round(r.wall_s, 3) for r in runs[w]],
+                "wall_s_runs": [round(r["wall_s"], 3) for r in runs[w]],
+                "cores": len(cpus_for(w)),
                 "backtests_per_s": round(points / wall, 1),
                 "speedup_vs_1": round(base / wall, 3),
                 "task_time_share": {k: round(v, 4) for k, v in share.items()},
-                "tasks": runs[w][0].tasks,
+                "tasks": runs[w][0]["tasks"],
                 "save_ms_per_backtest": round(
                     median([save_ms_per_backtest(r) for r in runs[w]]), 3
                 ),
                 "task_cpu_ms_per_backtest": round(
-                    1000 * median([r.cpu_s for r in runs[w]]) / points, 3
+                    1000 * median([r["cpu_s"] for r in runs[w]]) / points, 3
                 ),
                 "cpu_share_of_workers": round(
-                    median([r.cpu_s / (r.wall_s * w) for r in runs[w]]), 3
+                    median([r["cpu_s"] / (r["wall_s"] * len(cpus_for(w))) for r in runs[w]]), 3
                 ),
                 "plain_processes_wall_s": round(pool_wall, 3),
                 "plain_processes_wall_s_runs": [round(x, 3) for x in pool[w]],
@@ -256,7 +308,7 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
                 "ray_speedup_over_plain_speedup": round((base / wall) / (pool_base / pool_wall), 3),
             }
         )
-    ref_share = shares(reference)
+    ref_share = shares(summary(reference))
     two = next((r for r in rows if r["workers"] == 2), rows[-1])
     goals = {
         "speedup_2_workers": two["speedup_vs_1"],
@@ -294,19 +346,20 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         "",
         f"{args.symbols} symbols x {points // args.symbols} parameter sets = {points} backtests "
         f"per run, {args.bars:,} {args.timeframe} bars per symbol, median of {args.repeats} "
-        f"interleaved runs, store on {medium}, one local Ray with "
-        f"{max(workers)} CPUs on a {os.cpu_count()}-core machine. Every run "
-        "recomputes everything and its results equal the single-process reference exactly.",
+        f"interleaved runs, store on {medium}, {os.cpu_count()}-core machine. N workers: a "
+        "fresh driver and local Ray of N CPUs confined to N cores (all cores when N exceeds "
+        "them). Every run recomputes everything and its results equal the single-process "
+        "reference exactly.",
         "",
-        "| workers | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
+        "| workers | cores | wall (s) | backtests/s | vs 1 worker | plain processes: wall (s), "
         "vs 1 | reads | compute | final writes | save ms (overlapped) | CPU ms/backtest "
         "| CPU got |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         s = r["task_time_share"]
         md.append(
-            f"| {r['workers']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
+            f"| {r['workers']} | {r['cores']} | {r['wall_s']:.2f} | {r['backtests_per_s']:.1f} | "
             f"{r['speedup_vs_1']:.2f}x | {r['plain_processes_wall_s']:.2f}, "
             f"{r['plain_processes_speedup_vs_1']:.2f}x | {s['read']:.1%} | "
             f"{s['compute']:.1%} | {s['write']:.1%} | {r['save_ms_per_backtest']:.2f} | "
@@ -326,12 +379,13 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         "of one save on a task's writer thread, while the next backtests computed.",
         "",
         "CPU ms/backtest: CPU time the tasks used per backtest (flat across rows: Ray adds no "
-        "work per backtest). CPU got: that CPU time over wall time x workers, i.e. how much of "
-        "its workers' cores the sweep actually got from the machine.",
+        "work per backtest). CPU got: that CPU time over wall time x cores, i.e. how much of "
+        "its cores the sweep's workers used (the rest: Ray's own processes, the driver, "
+        "waits).",
         "",
         "Plain processes: the same work split over N OS processes without Ray (local sweeps of "
-        "1/N of the symbols each, started together), in the same run: the scaling the machine "
-        "offered at that moment (other jobs share its 2 cores; load average "
+        "1/N of the symbols each, started together, confined to the same cores), in the same "
+        "run: the scaling the machine offered at that moment (load average "
         f"{load_at_start:.1f} at the start, median {median(loads):.1f} and at most "
         f"{max(loads):.1f} after the Ray runs, {os.getloadavg()[0]:.1f} at the end).",
         "",
