@@ -56,7 +56,7 @@ def test_map_bytes_is_a_verified_read_only_view(store: Store, tmp_path: Path) ->
     data = w.payload("a", 3_000_000)
     store.checkpoints.save("m", data)
     view, info = store.checkpoints.map_bytes("m")
-    assert view.readonly and view.nbytes == len(data) and view == data
+    assert view.readonly and view.nbytes == len(data) and view == data and info.version == 1
     with pytest.raises(TypeError):
         view[0] = 0  # type: ignore[index]
     store.checkpoints.save("m", b"")  # an empty file cannot be mapped: an empty view

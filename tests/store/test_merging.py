@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import itertools
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from efsray.store.merging import find_run, tier
@@ -42,3 +42,17 @@ def test_merging_keeps_rows_and_respects_the_cap(rows, factor, cap, tiered) -> N
     assert all(m <= cap or m in rows for m in merged)
     if not tiered:  # compaction leaves no two neighbours that would fit together
         assert all(a + b > cap for a, b in itertools.pairwise(merged))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=10**9), min_size=1, max_size=60),
+    st.integers(min_value=1, max_value=16),
+)
+def test_reader_groups_cover_every_segment_once_in_order(sizes: list[int], n: int) -> None:
+    from efsray.store.segments import Segment, _balanced
+
+    segments = [Segment(f"s{i}", 1, b, i, i) for i, b in enumerate(sizes)]
+    groups = _balanced(segments, n)
+    assert 1 <= len(groups) <= n and all(groups)
+    assert [k for g in groups for k in g] == list(range(len(sizes)))

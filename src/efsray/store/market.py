@@ -105,7 +105,8 @@ class SeriesInfo:
 class MarketDataStore:
     """Versioned OHLCV series under ``layout.ohlcv``.
 
-    ``merge_factor`` and ``max_segment_rows`` tune the background merging of ``append``;
+    ``merge_factor`` and ``max_segment_rows`` tune the merging that follows appends (see
+    docs/store.md for the factor's trade-off between appends and reads);
     ``auto_compact=False`` turns it off (then run ``compact``). ``segment_format`` is the
     format new segment files are written in: "arrow" (Arrow IPC, zero-copy reads) or
     "parquet" (about half the bytes, decoded on read); both are read whatever the setting.
@@ -115,7 +116,7 @@ class MarketDataStore:
         self,
         layout: StoreLayout,
         *,
-        merge_factor: int = 8,
+        merge_factor: int = 16,
         max_segment_rows: int = 2**21,
         auto_compact: bool = True,
         segment_format: SegmentFormat = "arrow",

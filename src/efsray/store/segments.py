@@ -387,8 +387,11 @@ def _read_into(
                 unfit.add(name)
         return part
 
-    with ThreadPoolExecutor(min(_READ_THREADS, len(chosen))) as pool:
-        parts = list(pool.map(one, range(len(chosen))))
+    # One task per thread, each a run of neighbouring segments of about equal bytes: a task
+    # per segment made 20 segments read ~30% slower than 4 of the same bytes (hand-offs).
+    groups = _balanced(chosen, _READ_THREADS)
+    with ThreadPoolExecutor(len(groups)) as pool:
+        parts = [p for group in pool.map(lambda g: [one(k) for k in g], groups) for p in group]
     arrays = []
     for f in fields:
         if f.name in outputs and f.name not in unfit:
@@ -397,6 +400,19 @@ def _read_into(
         else:
             arrays.append(conform(parts, schema, [f.name]).column(0).combine_chunks())
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _balanced(chosen: Sequence[Segment], n: int) -> list[list[int]]:
+    """Indexes of ``chosen`` cut into at most ``n`` runs of neighbours of about equal bytes."""
+    total = sum(s.bytes for s in chosen)
+    groups: list[list[int]] = [[]]
+    acc = 0
+    for k, seg in enumerate(chosen):
+        if groups[-1] and acc >= total * len(groups) / n:
+            groups.append([])
+        groups[-1].append(k)
+        acc += seg.bytes
+    return groups
 
 
 def _fixed(arrow_type: pa.DataType) -> bool:
