@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from efsray.errors import (
+    CorruptionError,
     InvalidDataError,
     NotFoundError,
     StoreFormatError,
@@ -370,3 +371,17 @@ def test_a_writer_that_loses_rebuilds_on_the_newest_version(tmp_path: Path) -> N
     committed = mine.commit(build)
     assert committed is not None and committed[0] == 7
     assert bases == [1, 6]
+
+
+@pytest.mark.parametrize("change", ["longer", "shorter"])
+def test_a_damaged_segment_is_reported_by_every_read_path(tmp_path: Path, change: str) -> None:
+    store = Store(tmp_path / "s", merge_factor=16)
+    for i in range(3):  # 3 x 7.2 MB: a whole read to pandas takes the contiguous path
+        store.market.append("AAPL", "1m", batch(i, n=150_000))
+    segments = sorted((store.layout.series_dir("AAPL", "1m") / "segments").iterdir())
+    victim = segments[1]
+    data = victim.read_bytes()
+    victim.write_bytes(data + b"!" if change == "longer" else data[:-1])
+    for output in ("pandas", "polars", "arrow"):
+        with pytest.raises(CorruptionError, match=rf"{victim.name} has \d+ bytes"):
+            store.market.read("AAPL", "1m", output=output)  # type: ignore[arg-type]
