@@ -116,7 +116,7 @@ class MarketDataStore:
         self,
         layout: StoreLayout,
         *,
-        merge_factor: int = 16,
+        merge_factor: int = 8,
         max_segment_rows: int = 2**21,
         auto_compact: bool = True,
         segment_format: SegmentFormat = "arrow",

@@ -379,8 +379,8 @@ def _read_into(
 
     Each reader thread takes a run of neighbouring segments (about equal bytes per thread: a
     task per segment made 20 segments read ~30% slower than 4 of the same bytes). It reads
-    each file into one scratch buffer it reuses (fresh memory costs a page fault every 4 KiB,
-    as much as the read itself on a VM), decodes it zero-copy and at once copies its columns
+    each file into one scratch buffer it reuses for the run (fresh memory costs a page fault
+    every 4 KiB, on a VM as much as the read), decodes it zero-copy and at once copies its columns
     into place at the segment's row offset (known from the manifest) while the bytes are still
     in the CPU cache: one pass over memory instead of a read pass and a concatenation pass.
     Columns that some segment lacks, holds nulls in or stores as another type are then read
@@ -394,7 +394,8 @@ def _read_into(
     unfit: set[str] = set()
 
     def run(group: list[int]) -> None:
-        scratch = memoryview(bytearray(max(chosen[k].bytes for k in group)))
+        # not zeroed: it is read into
+        scratch = memoryview(np.empty(max(chosen[k].bytes for k in group), np.uint8).data)
         for k in group:
             part = _decode(directory, chosen[k], columns, None, None, scratch[: chosen[k].bytes])
             if part.num_rows != chosen[k].rows:
