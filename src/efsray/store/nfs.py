@@ -196,11 +196,12 @@ def sync_files(paths: Iterable[Path]) -> None:
         except OSError as exc:
             raise storage_error_from(exc, "opening", path) from exc
         try:
-            os.fdatasync(fd)  # the file's data and size, whichever descriptor wrote them
+            try:
+                os.fdatasync(fd)  # the file's data and size, whichever descriptor wrote them
+            finally:
+                os.close(fd)  # NFS reports deferred write errors here too
         except OSError as exc:
             raise storage_error_from(exc, "syncing", path) from exc
-        finally:
-            os.close(fd)
 
 
 def _unlink_quietly(path: Path) -> None:
