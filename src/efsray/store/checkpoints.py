@@ -29,10 +29,10 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from efsray.errors import (
     CommitConflictError,
@@ -75,6 +75,7 @@ from efsray.store.nfs import (
 
 __all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
 
+R = TypeVar("R")
 log = logging.getLogger("efsray.store")
 
 MAX_METADATA_BYTES = 1 << 20
@@ -395,14 +396,7 @@ class CheckpointStore:
         self, model: str, version: int | None = None, *, alias: str | None = None
     ) -> tuple[bytes, CheckpointInfo]:
         """The verified bytes of a bytes checkpoint, and its info."""
-
-        def run(info: CheckpointInfo) -> tuple[bytes, CheckpointInfo]:
-            _require_bytes(model, info)
-            what = f"checkpoint {model} v{info.version}"
-            return read_one(Path(info.directory), info.files[0], what), info
-
-        result: tuple[bytes, CheckpointInfo] = self._with_retry(model, version, alias, run)
-        return result
+        return self._bytes_file(model, version, alias, read_one)
 
     def map_bytes(
         self, model: str, version: int | None = None, *, alias: str | None = None
@@ -418,13 +412,27 @@ class CheckpointStore:
         NFS a page read after another host removed the file fails the process (SIGBUS), so a
         view kept for longer than the grace period should be copied: ``bytes(view)``.
         """
+        return self._bytes_file(model, version, alias, map_one)
 
-        def run(info: CheckpointInfo) -> tuple[memoryview, CheckpointInfo]:
-            _require_bytes(model, info)
+    def _bytes_file(
+        self,
+        model: str,
+        version: int | None,
+        alias: str | None,
+        reader: Callable[[Path, CheckpointFile, str], R],
+    ) -> tuple[R, CheckpointInfo]:
+        """``reader`` (read_one or map_one) applied to a bytes checkpoint's one file."""
+
+        def run(info: CheckpointInfo) -> tuple[R, CheckpointInfo]:
+            if info.kind != "bytes":
+                raise InvalidDataError(
+                    f"model {model} v{info.version} is a directory checkpoint "
+                    f"({len(info.files)} files); use load_directory or path"
+                )
             what = f"checkpoint {model} v{info.version}"
-            return map_one(Path(info.directory), info.files[0], what), info
+            return reader(Path(info.directory), info.files[0], what), info
 
-        result: tuple[memoryview, CheckpointInfo] = self._with_retry(model, version, alias, run)
+        result: tuple[R, CheckpointInfo] = self._with_retry(model, version, alias, run)
         return result
 
     def load_directory(
@@ -897,11 +905,3 @@ def _ray_checkpoint_class() -> Any:
             "checkpoints to Ray"
         ) from None
     return Checkpoint
-
-
-def _require_bytes(model: str, info: CheckpointInfo) -> None:
-    if info.kind != "bytes":
-        raise InvalidDataError(
-            f"model {model} v{info.version} is a directory checkpoint "
-            f"({len(info.files)} files); use load_directory or path"
-        )
