@@ -154,53 +154,53 @@ def bench(work: Path, size: int, reps: int, algorithms: list[str]) -> dict[str, 
             os.sync()  # nobody's dirty pages are flushed on somebody else's clock
             add(f"{case}/{name}", timed(action))
 
-    loaded: list[bytes] = []  # checked after the timing: comparing 1 GiB takes ~0.1 s
+    dd_read = ("dd", lambda: evict(dst), lambda: run(f"dd if={dst} of=/dev/null bs=1M status=none"))
 
-    def load_into(ck: CheckpointStore, model: str) -> Any:
-        return lambda: loaded.append(ck.load_bytes(model)[0])
+    def loads(case: str, rep: int, load: Callable[..., Any], baselines: list[Any]) -> None:
+        """A contest of ``load`` (load_bytes or map_bytes) of every store's bytes model."""
+        got: list[Any] = []  # checked after the timing: comparing 1 GiB takes ~0.1 s
+        contest(case, rep, [
+            *baselines,
+            *[(f"efsray-{a}", lambda ck=ck, a=a: evict(Path(ck.info(f"bytes-{a}").directory)),
+               lambda ck=ck, a=a: got.append(load(ck, f"bytes-{a}")[0]))
+              for a, ck in stores.items()],
+        ])  # fmt: skip
+        assert len(got) == len(stores) and all(value == data for value in got)
 
-    mapped: list[memoryview] = []
-
-    def map_into(ck: CheckpointStore, model: str) -> Any:
-        return lambda: mapped.append(ck.map_bytes(model)[0])
+    def saves(
+        case: str,
+        rep: int,
+        source: Path,
+        out: Path,
+        baseline: tuple[str, str],
+        save: Callable[[CheckpointStore, str], Any],
+    ) -> None:
+        """A contest of every store's ``save`` against the ``baseline`` (name, command)
+        copying ``source`` to ``out``. efsray saves from memory or from ``source``; both sides
+        warm ``source`` first, so that both take the same pages from the free pool before the
+        clock starts (see drop_caches)."""
+        name, command = baseline
+        contest(case, rep, [
+            (name, lambda: (warm(source), fresh(out.name)), lambda: run(command)),
+            *[(f"efsray-{a}", lambda: warm(source), lambda ck=ck, a=a: save(ck, a))
+              for a, ck in stores.items()],
+        ])  # fmt: skip
 
     for rep in range(reps):
         print(f"rep {rep + 1}/{reps}", flush=True)
-        contest("save_bytes", rep, [
-            ("dd", lambda: (warm(blob), fresh(dst.name)),
-             lambda: run(f"dd if={blob} of={dst} bs=1M conv=fsync status=none")),
-            # efsray saves from memory; it warms the file too, so that both turns take the
-            # same pages from the free pool before the clock starts (see drop_caches)
-            *[(f"efsray-{a}", lambda: warm(blob),
-               lambda ck=ck, a=a: ck.save(f"bytes-{a}", data))
-              for a, ck in stores.items()],
-        ])  # fmt: skip
-        contest("load_bytes", rep, [
-            ("dd", lambda: evict(dst), lambda: run(f"dd if={dst} of=/dev/null bs=1M status=none")),
-            ("read", lambda: evict(dst), lambda: read_into_memory(dst)),
-            *[(f"efsray-{a}", lambda ck=ck, a=a: evict(Path(ck.info(f"bytes-{a}").directory)),
-               load_into(ck, f"bytes-{a}"))
-              for a, ck in stores.items()],
-        ])  # fmt: skip
-        assert len(loaded) == len(stores) and all(got == data for got in loaded)
-        loaded.clear()
-        contest("map_bytes", rep, [
-            ("dd", lambda: evict(dst), lambda: run(f"dd if={dst} of=/dev/null bs=1M status=none")),
-            *[(f"efsray-{a}", lambda ck=ck, a=a: evict(Path(ck.info(f"bytes-{a}").directory)),
-               map_into(ck, f"bytes-{a}"))
-              for a, ck in stores.items()],
-        ])  # fmt: skip
-        assert len(mapped) == len(stores) and all(view == data for view in mapped)
-        for view in mapped:
-            view.release()
-        mapped.clear()
-        contest("save_dir", rep, [
-            ("cp", lambda: (warm(src), fresh(dst_dir.name)),
-             lambda: run(f"cp -r {src} {dst_dir} && sync {dst_dir}/*")),
-            *[(f"efsray-{a}", lambda: warm(src),
-               lambda ck=ck, a=a: ck.save_directory(f"dir-{a}", src))
-              for a, ck in stores.items()],
-        ])  # fmt: skip
+        saves("save_bytes", rep, blob, dst,
+              ("dd", f"dd if={blob} of={dst} bs=1M conv=fsync status=none"),
+              lambda ck, a: ck.save(f"bytes-{a}", data))  # fmt: skip
+        loads(
+            "load_bytes",
+            rep,
+            CheckpointStore.load_bytes,
+            [dd_read, ("read", lambda: evict(dst), lambda: read_into_memory(dst))],
+        )
+        loads("map_bytes", rep, CheckpointStore.map_bytes, [dd_read])
+        saves("save_dir", rep, src, dst_dir,
+              ("cp", f"cp -r {src} {dst_dir} && sync {dst_dir}/*"),
+              lambda ck, a: ck.save_directory(f"dir-{a}", src))  # fmt: skip
         contest("load_dir", rep, [
             ("cp", lambda: (evict(dst_dir), fresh(again.name)),
              lambda: run(f"cp -r {dst_dir} {again} && sync {again}/*")),

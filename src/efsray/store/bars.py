@@ -125,7 +125,7 @@ def _from_pandas(frame: Any) -> pa.Table:
             )
         else:  # naive datetimes, strings, nullable and object columns
             columns[name] = pa.Array.from_pandas(series)
-    return pa.table(columns) if columns else pa.table({})
+    return pa.table(columns)
 
 
 def normalize_bars(

@@ -103,7 +103,7 @@ def _encode(table: pa.Table, fmt: str, sink: pa.NativeFile) -> None:
         with ipc.new_file(sink, table.schema) as writer:
             # whole 64 Ki-row batches, however the table happens to be chunked
             writer.write_table(table.combine_chunks(), max_chunksize=ROW_GROUP_ROWS)
-    elif fmt == "parquet":
+    else:  # "parquet" (write_segment checked the format)
         pq.write_table(
             table,
             sink,
@@ -113,8 +113,6 @@ def _encode(table: pa.Table, fmt: str, sink: pa.NativeFile) -> None:
             column_encoding=_encodings(table.schema),
             write_statistics=True,
         )
-    else:
-        raise InvalidDataError(f"segment format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
 def write_segment(directory: Path, table: pa.Table, fmt: str = "arrow") -> Segment:
@@ -148,27 +146,10 @@ def write_segment(directory: Path, table: pa.Table, fmt: str = "arrow") -> Segme
     )
 
 
-def _load(directory: Path, seg: Segment, into: memoryview | None = None) -> pa.Buffer:
-    """The bytes of ``seg``'s file, in a new buffer or in ``into`` (exactly their size).
-    FileNotFoundError passes through."""
-    path = directory / seg.file
-    if into is None:
-        data = read_bytes(path)
-        _check_size(path, len(data), seg)
-        return pa.py_buffer(data)
-
-    def once() -> None:
-        with open(path, "rb", buffering=0) as f:
-            _check_size(path, os.fstat(f.fileno()).st_size, seg)
-            got = 0
-            while got < len(into):
-                n = f.readinto(into[got:])
-                if not n:
-                    _check_size(path, got, seg)  # it shrank while we read it
-                got += n
-
-    reading(path, once)
-    return pa.py_buffer(into)
+def _load(directory: Path, seg: Segment) -> pa.Buffer:
+    data = read_bytes(directory / seg.file)  # FileNotFoundError passes through
+    _check_size(directory / seg.file, len(data), seg)
+    return pa.py_buffer(data)
 
 
 def _check_size(path: Path, size: int, seg: Segment) -> None:
@@ -185,9 +166,8 @@ def _decode(
     columns: Sequence[str] | None,
     start_ns: int | None,
     end_ns: int | None,
-    into: memoryview | None = None,
 ) -> pa.Table:
-    buffer = _load(directory, seg, into)
+    buffer = _load(directory, seg)
     try:
         if seg.file.endswith(".arrow"):
             table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
@@ -272,8 +252,7 @@ def read_range(
             )
     else:  # small reads: thread hand-offs would cost more than they save
         parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
-    table = conform(parts, schema, columns)
-    return table
+    return conform(parts, schema, columns)
 
 
 def read_tail(
@@ -378,13 +357,12 @@ def _read_into(
     """Whole segments read into one preallocated buffer per fixed-width column.
 
     Each reader thread takes a run of neighbouring segments (about equal bytes per thread: a
-    task per segment made 20 segments read ~30% slower than 4 of the same bytes). It reads
-    each file into one scratch buffer it reuses for the run (fresh memory costs a page fault
-    every 4 KiB, on a VM as much as the read), decodes it zero-copy and at once copies its columns
-    into place at the segment's row offset (known from the manifest) while the bytes are still
-    in the CPU cache: one pass over memory instead of a read pass and a concatenation pass.
-    Columns that some segment lacks, holds nulls in or stores as another type are then read
-    again the ordinary way and concatenated by :func:`conform`.
+    task per segment made 20 segments read ~30% slower than 4 of the same bytes), decodes each
+    file zero-copy and at once copies its columns into place at the segment's row offset
+    (known from the manifest) while the bytes are still in the CPU cache: one pass over memory
+    instead of a read pass and a concatenation pass. A column that some segment lacks, holds
+    nulls in or stores as another type is concatenated from the decoded segments by
+    :func:`conform` instead.
     """
     fields = [f for f in schema if columns is None or f.name in columns]
     total = sum(s.rows for s in chosen)
@@ -393,31 +371,26 @@ def _read_into(
     offsets = np.cumsum([0, *(s.rows for s in chosen)])
     unfit: set[str] = set()
 
-    def run(group: list[int]) -> None:
-        # not zeroed: it is read into
-        scratch = memoryview(np.empty(max(chosen[k].bytes for k in group), np.uint8).data)
-        for k in group:
-            part = _decode(directory, chosen[k], columns, None, None, scratch[: chosen[k].bytes])
-            if part.num_rows != chosen[k].rows:
-                raise CorruptionError(
-                    f"segment {directory / chosen[k].file} holds {part.num_rows} rows, its "
-                    f"manifest says {chosen[k].rows}; restore it from a backup"
-                )
-            unfit.update(_copy_columns(part, outputs, types, int(offsets[k])))
-            del part  # nothing may refer to the scratch buffer when it is reused
+    def one(k: int) -> pa.Table:
+        part = _decode(directory, chosen[k], columns, None, None)
+        if part.num_rows != chosen[k].rows:
+            raise CorruptionError(
+                f"segment {directory / chosen[k].file} holds {part.num_rows} rows, its "
+                f"manifest says {chosen[k].rows}; restore it from a backup"
+            )
+        unfit.update(_copy_columns(part, outputs, types, int(offsets[k])))
+        return part
 
     groups = _balanced(chosen, _READ_THREADS)
     with ThreadPoolExecutor(len(groups)) as pool:
-        list(pool.map(run, groups))
-    rest_names = [f.name for f in fields if f.name not in outputs or f.name in unfit]
-    rest = read_range(directory, chosen, schema, rest_names) if rest_names else None
+        parts = [p for group in pool.map(lambda g: [one(k) for k in g], groups) for p in group]
     arrays = []
     for f in fields:
-        if rest is not None and f.name in rest_names:
-            arrays.append(rest.column(f.name).combine_chunks())
-        else:
+        if f.name in outputs and f.name not in unfit:
             buffers = [None, pa.py_buffer(outputs[f.name])]
             arrays.append(pa.Array.from_buffers(f.type, total, buffers))
+        else:
+            arrays.append(conform(parts, schema, [f.name]).column(0).combine_chunks())
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
