@@ -65,6 +65,27 @@ def test_appends_under_efs_latency_with_random_faults_lose_nothing(simfs_factory
     assert failed + len(acknowledged) == 20
 
 
+def test_a_segment_whose_background_fsync_fails_is_never_committed(
+    simfs: SimFSProcess,
+) -> None:
+    """Segment files are synced in the background while the manifest is written; an EIO from
+    that fsync must fail the append before the manifest is linked, not be lost in a thread."""
+    from efsray.errors import StorageError
+
+    simfs.control.reset()
+    store = Store(simfs.path / "store", auto_compact=False)
+    store.market.append("SPY", "1m", batch(0, 30))
+    simfs.control.inject("EIO", ops="fsync", path="*/segments/seg-*", times=1)
+    with pytest.raises(StorageError, match="syncing"):
+        store.market.append("SPY", "1m", batch(1, 30))
+    simfs.control.clear_faults()
+    assert simfs.control.counters().faults_total == 1
+    assert store.market.info("SPY", "1m").version == 1
+    assert Store(simfs.path / "store").market.read("SPY", "1m").num_rows == 30
+    store.market.append("SPY", "1m", batch(1, 30))  # the next attempt commits
+    assert store.market.info("SPY", "1m").version == 2
+
+
 def tail_bars(root: str) -> int:  # runs in a deadline child
     return Store(root).market.tail("SPY", "1m", 10).num_rows
 

@@ -201,6 +201,29 @@ def test_auto_merge_bounds_segments_and_compact_merges_the_rest(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("fmt", ["arrow", "parquet"])
+def _append_in_child(root: str) -> None:
+    Store(root).market.append("SPY", "1m", batch(1, 20))
+
+
+def test_a_forked_child_appends_after_its_parent_did(tmp_path: Path) -> None:
+    """Segment fsyncs run on a thread pool; a child forked after the parent used it must
+    start its own (a copied pool has no threads: its first append would wait forever)."""
+    import multiprocessing
+
+    store = Store(tmp_path)
+    store.market.append("SPY", "1m", batch(0, 20))
+    child = multiprocessing.get_context("fork").Process(
+        target=_append_in_child, args=(str(tmp_path),)
+    )
+    child.start()
+    child.join(timeout=120)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert sorted(set(batch_ids(store.market.read("SPY", "1m")))) == [0, 1]
+
+
 def test_segment_files_are_read_directly_by_pyarrow_polars_and_duckdb(
     tmp_path: Path, fmt: str
 ) -> None:

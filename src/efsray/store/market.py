@@ -246,7 +246,8 @@ class MarketDataStore:
             stats.update(written=written, replaced=replaced)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
-        committed = vlog.commit(build)
+        with pending.syncs:
+            committed = vlog.commit(build, before_publish=pending.syncs.wait)
         if committed is None:
             pending.discard_unused(seg_dir, ())
             return None  # only compact declines
@@ -289,13 +290,16 @@ class MarketDataStore:
             "segments": [s.to_json() for s in segments],
         }
 
-    def _write_rows(self, seg_dir: Path, table: pa.Table) -> list[Segment]:
-        """Write a sorted table as one or more segments of at most max_segment_rows."""
-        out = []
+    def _write_rows(
+        self, seg_dir: Path, table: pa.Table, pending: PendingSegments
+    ) -> list[Segment]:
+        """Write a sorted table as one or more segments of at most max_segment_rows (durable
+        once ``pending.syncs`` has been waited for)."""
         step = self.max_segment_rows
-        for offset in range(0, table.num_rows, step):
-            out.append(write_segment(seg_dir, table.slice(offset, step), self.segment_format))
-        return out
+        return [
+            write_segment(seg_dir, table.slice(offset, step), self.segment_format, pending.syncs)
+            for offset in range(0, table.num_rows, step)
+        ]
 
     def _merge_in(
         self,
@@ -321,7 +325,7 @@ class MarketDataStore:
                 merged = both.take(pc.sort_indices(both.column("timestamp")))
             else:
                 merged = conform([bars], schema).combine_chunks()
-            cached = (self._write_rows(seg_dir, merged), replaced)
+            cached = (self._write_rows(seg_dir, merged, pending), replaced)
             pending.put(key, *cached)
         new_segments, replaced = cached
         untouched = [s for s in segments if s not in hit]
@@ -333,7 +337,8 @@ class MarketDataStore:
     ) -> tuple[list[Segment], int, int]:
         cached = pending.get(("write",), seg_dir)
         if cached is None:
-            cached = (self._write_rows(seg_dir, conform([bars], schema).combine_chunks()), 0)
+            table = conform([bars], schema).combine_chunks()
+            cached = (self._write_rows(seg_dir, table, pending), 0)
             pending.put(("write",), *cached)
         return list(cached[0]), bars.num_rows, 0
 
@@ -364,7 +369,7 @@ class MarketDataStore:
             cached = pending.get(key, seg_dir)
             if cached is None:
                 table = read_range(seg_dir, group, schema)
-                cached = (self._write_rows(seg_dir, table), 0)
+                cached = (self._write_rows(seg_dir, table, pending), 0)
                 pending.put(key, *cached)
             segments[start:stop] = cached[0]
 

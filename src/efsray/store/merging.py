@@ -17,7 +17,7 @@ import time
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
-from efsray.store.nfs import kind_of
+from efsray.store.nfs import BackgroundSyncs, kind_of
 from efsray.store.segments import Segment
 
 __all__ = ["PendingSegments", "find_run", "tier"]
@@ -62,11 +62,13 @@ class PendingSegments:
 
     Keyed by what they were computed from (the files they replace), so that when another
     writer commits first and the change is rebuilt, work whose inputs did not change is not
-    redone. Files that end up in no committed manifest are deleted at the end.
+    redone. Files that end up in no committed manifest are deleted at the end. ``syncs``
+    makes the files durable in the background; wait for it before publishing them.
     """
 
     def __init__(self) -> None:
         self._written: dict[Hashable, tuple[list[Segment], int, float]] = {}
+        self.syncs = BackgroundSyncs()
 
     def get(self, key: Hashable, directory: Path) -> tuple[list[Segment], int] | None:
         hit = self._written.get(key)

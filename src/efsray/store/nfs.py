@@ -8,7 +8,10 @@ up to a minute) and on any local POSIX filesystem.
    directory: ``.efsray-tmp.<final>.<host>.<pid>.<random>``, created with O_EXCL, written
    fully, fsync'ed, and closed with close()'s result checked (NFS reports deferred write
    errors there). A writer killed at any instant leaves at most such a file; it is never
-   visible under a real name, and ``is_temp_name`` lets cleanup find it.
+   visible under a real name, and ``is_temp_name`` lets cleanup find it. Data files that no
+   reader can find until a manifest names them are created under their final names instead
+   (``write_new``), and their fsyncs may run in the background (``BackgroundSyncs``) while
+   the writer goes on: the manifest is published only after all of them have returned.
 
 2. **Publish by rename** (``atomic_write``): rename() within a directory is atomic on NFS and
    replaces the target, so a reader sees the old file or the new one, never a mix. Used for
@@ -54,7 +57,7 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +73,7 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "TEMP_PREFIX",
+    "BackgroundSyncs",
     "ManifestCache",
     "VersionLog",
     "atomic_write",
@@ -183,7 +187,8 @@ def write_new(
 
     ``fsync=False`` leaves the sync to the caller, who writes many files and then makes them
     durable together with :func:`sync_files` (as ``cp -r && sync`` does): one flush of all
-    the data instead of a wait after each file.
+    the data instead of a wait after each file; or in the background, with
+    :class:`BackgroundSyncs`.
     """
     _create_and_write(final, payload, mode, fsync=fsync)
 
@@ -202,6 +207,60 @@ def sync_files(paths: Iterable[Path]) -> None:
                 os.close(fd)  # NFS reports deferred write errors here too
         except OSError as exc:
             raise storage_error_from(exc, "syncing", path) from exc
+
+
+_SYNC_THREADS = 4
+_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _forget_sync_pool() -> None:
+    global _sync_pool  # the pool's threads do not survive a fork
+    _sync_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_sync_pool)
+
+
+class BackgroundSyncs:
+    """fdatasyncs of new files, running in the background while their writer goes on.
+
+    A commit writes its data files with ``fsync=False``, hands each to :meth:`add`, and
+    calls :meth:`wait` before it publishes the manifest that names them (``create_exclusive``'s
+    ``before_link``). The waits for the disk (on NFS, the COMMIT round trips) then overlap
+    one another and the writing of the manifest instead of following one another: appends
+    1.13-1.18x faster on the benchmark's disk. Used as a context manager, it also waits for
+    what an aborted commit left running (ignoring their errors: the abort's error is the one
+    that matters, and cleanup removes the unpublished files).
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[Future[None]] = []
+
+    def add(self, path: Path) -> None:
+        global _sync_pool  # created on first use, once per process
+        if _sync_pool is None:
+            _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="efsray-sync")
+        self._pending.append(_sync_pool.submit(sync_files, [path]))
+
+    def wait(self) -> None:
+        """Return once every added file is durable; raise the first failure (a
+        :class:`StorageError`) after all of them have finished."""
+        pending, self._pending = self._pending, []
+        error: BaseException | None = None
+        for future in pending:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, after the rest
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> BackgroundSyncs:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(Exception):
+            self.wait()
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -382,14 +441,24 @@ def overwrite_hint(final: Path, payload: bytes) -> None:
 # --- 3. create if absent ------------------------------------------------------------------
 
 
-def create_exclusive(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+def create_exclusive(
+    final: Path,
+    payload: bytes | Writer,
+    *,
+    mode: int = FILE_MODE,
+    before_link: Callable[[], None] | None = None,
+) -> None:
     """Create ``final`` with ``payload`` only if no file of that name exists.
 
     Raises ``FileExistsError`` if another writer (on any host) created it first. The file
-    appears complete or not at all.
+    appears complete or not at all. ``before_link`` runs once the payload is durable and
+    before ``final`` appears: the moment to wait for the files ``final`` will name
+    (:meth:`BackgroundSyncs.wait`); if it raises, nothing is created.
     """
     tmp = write_temp(final, payload, mode=mode)
     try:
+        if before_link is not None:
+            before_link()
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -691,6 +760,7 @@ class VersionLog:
         self,
         build: Callable[[int, dict[str, Any] | None], dict[str, Any] | None],
         *,
+        before_publish: Callable[[], None] | None = None,
         max_attempts: int = 1000,
     ) -> tuple[int, dict[str, Any]] | None:
         """Commit the manifest ``build(base_version, base_manifest)`` as the next version.
@@ -698,7 +768,9 @@ class VersionLog:
         ``build`` is called again whenever another writer commits first, with that writer's
         version as the new base; it must be a pure function of its arguments (plus files it
         wrote earlier, which it may reuse). It returns None to commit nothing. Returns the
-        committed (version, manifest), or None if ``build`` declined.
+        committed (version, manifest), or None if ``build`` declined. ``before_publish``
+        runs before each attempt to publish a manifest, once it is durable (see
+        ``create_exclusive``): it makes the files the manifest names durable.
         """
         found = self.latest()
         if found is None and self.head_hint() > 0:
@@ -728,7 +800,11 @@ class VersionLog:
             target = self.path(version)
             ensure_dir(target.parent)
             try:
-                create_exclusive(target, json.dumps(manifest, separators=(",", ":")).encode())
+                create_exclusive(
+                    target,
+                    json.dumps(manifest, separators=(",", ":")).encode(),
+                    before_link=before_publish,
+                )
             except FileExistsError:
                 losses += 1
                 newer = self._try_read(version)

@@ -30,7 +30,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError, InvalidDataError
-from efsray.store.nfs import read_bytes, reading, write_new
+from efsray.store.nfs import BackgroundSyncs, read_bytes, reading, write_new
 
 __all__ = [
     "FORMATS",
@@ -115,8 +115,13 @@ def _encode(table: pa.Table, fmt: str, sink: pa.NativeFile) -> None:
         )
 
 
-def write_segment(directory: Path, table: pa.Table, fmt: str = "arrow") -> Segment:
-    """Write ``table`` (sorted, non-empty) as a new segment file in ``directory``."""
+def write_segment(
+    directory: Path, table: pa.Table, fmt: str = "arrow", syncs: BackgroundSyncs | None = None
+) -> Segment:
+    """Write ``table`` (sorted, non-empty) as a new segment file in ``directory``.
+
+    Durable on return, or, with ``syncs``, once ``syncs.wait()`` has returned.
+    """
     if fmt not in FORMATS:
         raise InvalidDataError(f"segment format {fmt!r} is not one of {', '.join(FORMATS)}")
     name = f"seg-{uuid.uuid4().hex}{FORMATS[fmt]}"
@@ -135,7 +140,9 @@ def write_segment(directory: Path, table: pa.Table, fmt: str = "arrow") -> Segme
             size = file.tell()
 
     # Unreferenced until a manifest names it: created under its final, unique name.
-    write_new(directory / name, encode_into)
+    write_new(directory / name, encode_into, fsync=syncs is None)
+    if syncs is not None:
+        syncs.add(directory / name)
     ts = table.column("timestamp")
     return Segment(
         file=name,
