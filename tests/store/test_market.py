@@ -200,7 +200,6 @@ def test_auto_merge_bounds_segments_and_compact_merges_the_rest(tmp_path: Path) 
     assert raw.market.read("AAPL", "1m", version=70).num_rows == 700
 
 
-@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
 def _append_in_child(root: str) -> None:
     Store(root).market.append("SPY", "1m", batch(1, 20))
 
@@ -224,6 +223,7 @@ def test_a_forked_child_appends_after_its_parent_did(tmp_path: Path) -> None:
     assert sorted(set(batch_ids(store.market.read("SPY", "1m")))) == [0, 1]
 
 
+@pytest.mark.parametrize("fmt", ["arrow", "parquet"])
 def test_segment_files_are_read_directly_by_pyarrow_polars_and_duckdb(
     tmp_path: Path, fmt: str
 ) -> None:

@@ -81,6 +81,7 @@ __all__ = [
     "create_exclusive",
     "ensure_dir",
     "fsync_dir",
+    "io_pool",
     "is_temp_name",
     "kind_of",
     "list_dir",
@@ -209,16 +210,26 @@ def sync_files(paths: Iterable[Path]) -> None:
             raise storage_error_from(exc, "syncing", path) from exc
 
 
-_SYNC_THREADS = 4
-_sync_pool: ThreadPoolExecutor | None = None
+_IO_THREADS = 8
+_io_pool: ThreadPoolExecutor | None = None
 
 
-def _forget_sync_pool() -> None:
-    global _sync_pool  # the pool's threads do not survive a fork
-    _sync_pool = None
+def io_pool() -> ThreadPoolExecutor:
+    """The process's threads for blocking file I/O (fsyncs, reads of many files), started
+    once instead of per call. Submit to it only from outside it: a task that waited for
+    another task of the pool could wait forever once every thread does the same."""
+    global _io_pool  # created on first use, once per process
+    if _io_pool is None:
+        _io_pool = ThreadPoolExecutor(_IO_THREADS, thread_name_prefix="efsray-io")
+    return _io_pool
 
 
-os.register_at_fork(after_in_child=_forget_sync_pool)
+def _forget_io_pool() -> None:
+    global _io_pool  # a forked child has none of the parent's threads
+    _io_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_io_pool)
 
 
 class BackgroundSyncs:
@@ -237,10 +248,7 @@ class BackgroundSyncs:
         self._pending: list[Future[None]] = []
 
     def add(self, path: Path) -> None:
-        global _sync_pool  # created on first use, once per process
-        if _sync_pool is None:
-            _sync_pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="efsray-sync")
-        self._pending.append(_sync_pool.submit(sync_files, [path]))
+        self._pending.append(io_pool().submit(sync_files, [path]))
 
     def wait(self) -> None:
         """Return once every added file is durable; raise the first failure (a
@@ -549,7 +557,6 @@ def reading(path: Path, func: Callable[[], T]) -> T:
 # --- 5. the version log ---------------------------------------------------------------------
 
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
-_READ_WORKERS = 8  # manifests read at once (round trips overlapped)
 
 
 class ManifestCache:
@@ -750,8 +757,7 @@ class VersionLog:
         if len(versions) <= 2:
             pairs = [one(v) for v in versions]
         else:
-            with ThreadPoolExecutor(min(_READ_WORKERS, len(versions))) as pool:
-                pairs = list(pool.map(one, versions))
+            pairs = list(io_pool().map(one, versions))
         return {v: manifest for v, manifest in pairs if manifest is not None}
 
     # committing ----------------------------------------------------------------------------
