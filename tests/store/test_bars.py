@@ -292,3 +292,27 @@ def test_pandas_fast_path_equals_arrows_own_conversion(frame: pd.DataFrame) -> N
         assert ours == reference
     else:
         assert ours.equals(reference), (ours, reference)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", None])
+def test_pandas_without_its_column_accessor_normalizes_the_same(
+    monkeypatch: pytest.MonkeyPatch, zone: str | None
+) -> None:
+    """The fast path reads columns with pandas' ``_get_column_array``; a pandas without it
+    takes the public route, with the same result."""
+    frame = pd.DataFrame(
+        {
+            "timestamp": pd.date_range("2024-01-02", periods=4, freq="min", tz=zone),
+            "open": [1.0, 2.0, 3.0, 4.0],
+            "high": [2.0, 3.0, 4.0, 5.0],
+            "low": [0.5, 1.0, 2.0, 3.0],
+            "close": [1.5, 2.5, 3.5, 4.5],
+            "volume": [1, 2, 3, 4],
+            "vwap": [float("nan"), 2.0, 3.0, 4.0],
+        }
+    ).iloc[1:]
+    expected = normalize_bars(frame)
+    assert expected.column("vwap").null_count == 0  # the NaN row was cut off by iloc
+    monkeypatch.delattr(pd.DataFrame, "_get_column_array")
+    assert normalize_bars(frame).equals(expected)
+    assert normalize_bars(frame.iloc[::-1]).equals(expected)

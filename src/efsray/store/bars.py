@@ -109,23 +109,41 @@ def _from_pandas(frame: Any) -> pa.Table:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         raise InvalidDataError(f"column(s) {', '.join(duplicated)} appear more than once")
     columns: dict[str, pa.Array] = {}
-    for name, (_, series) in zip(names, frame.items(), strict=True):
-        dtype = series.dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "fiu":
-            values = series.to_numpy()
+    for i, name in enumerate(names):
+        values = _column_values(frame, i)
+        dtype = values.dtype
+        if isinstance(values, np.ndarray) and dtype.kind in "fiu":
             # NaN means missing in pandas: null (as Table.from_pandas has it), then refused
             # in a price and allowed in an extra column
             missing = dtype.kind == "f" and bool(np.isnan(values).any())
             columns[name] = pa.array(values, from_pandas=missing)
-        elif isinstance(dtype, pd.DatetimeTZDtype) and not series.hasnans:
-            # the int64 values of any zone's timestamps are UTC instants
-            instants = np.ascontiguousarray(series.array.asi8)
-            columns[name] = pa.Array.from_buffers(
-                pa.timestamp(dtype.unit, tz="UTC"), len(instants), [None, pa.py_buffer(instants)]
-            )
-        else:  # naive datetimes, strings, nullable and object columns
-            columns[name] = pa.Array.from_pandas(series)
+            continue
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            # the int64 values of any zone's timestamps are UTC instants (NaT is the minimum)
+            instants = np.ascontiguousarray(values.asi8)
+            if not (instants == _NAT).any():
+                columns[name] = pa.Array.from_buffers(
+                    pa.timestamp(dtype.unit, tz="UTC"),
+                    len(instants),
+                    [None, pa.py_buffer(instants)],
+                )
+                continue
+        # naive datetimes, strings, nullable and object columns, timestamps with NaT
+        columns[name] = pa.Array.from_pandas(frame.iloc[:, i])
     return pa.table(columns)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _column_values(frame: Any, i: int) -> Any:
+    """The values of ``frame``'s column ``i`` (a NumPy array or a pandas extension array),
+    without boxing them in a Series (pandas' own accessor, when this pandas has it)."""
+    get = getattr(frame, "_get_column_array", None)
+    if get is not None:
+        return get(i)
+    series = frame.iloc[:, i]
+    return series.to_numpy() if isinstance(series.dtype, np.dtype) else series.array
 
 
 def normalize_bars(
@@ -192,7 +210,7 @@ def _rename(table: pa.Table, column_map: Mapping[str, str]) -> pa.Table:
 def _timestamps(
     column: pa.ChunkedArray, naive_tz: str, unit: str | None, fmt: str | None
 ) -> pa.Array:
-    arr = column.combine_chunks()
+    arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     if arr.null_count:
         row = int(pc.index(pc.is_null(arr), True).as_py())
         raise InvalidDataError(f"timestamp is missing (null) in row {row}; every bar needs one")
@@ -283,7 +301,7 @@ def _parse_strings(arr: pa.Array, naive_tz: str, fmt: str | None) -> pa.Array:
 
 
 def _numeric(column: pa.ChunkedArray, name: str, *, allow_null: bool) -> pa.Array:
-    arr = column.combine_chunks()
+    arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     t = arr.type
     if pa.types.is_null(t) and allow_null:
         return pa.nulls(len(arr), pa.float64())
@@ -302,6 +320,15 @@ def _check_values(table: pa.Table) -> None:
     o, h, lo, c, v = (
         table.column(n).to_numpy() for n in ("open", "high", "low", "close", "volume")
     )
+    # One pass for the usual, valid batch: a comparison with NaN is false, so these hold
+    # only if high, low and volume are finite and low <= open, close <= high (finite too).
+    if (
+        ((h >= np.maximum(o, c)) & (lo <= np.minimum(o, c)) & (v >= 0)).all()
+        and np.isfinite(h).all()
+        and np.isfinite(lo).all()
+        and np.isfinite(v).all()
+    ):
+        return
 
     def fail(mask: np.ndarray, what: str) -> None:
         bad = np.flatnonzero(mask)
