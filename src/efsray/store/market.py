@@ -317,7 +317,7 @@ class MarketDataStore:
         if cached is None:
             replaced = 0
             if hit:
-                old = read_range(seg_dir, hit, schema)
+                old = read_range(seg_dir, hit, schema, drop_cache=True)
                 dup = pc.is_in(old.column("timestamp"), value_set=ts.combine_chunks())
                 replaced = int(pc.sum(dup).as_py() or 0)
                 kept = old.filter(pc.invert(dup))
@@ -368,7 +368,7 @@ class MarketDataStore:
             key = ("compact", tuple(s.file for s in group))
             cached = pending.get(key, seg_dir)
             if cached is None:
-                table = read_range(seg_dir, group, schema)
+                table = read_range(seg_dir, group, schema, drop_cache=True)
                 cached = (self._write_rows(seg_dir, table, pending), 0)
                 pending.put(key, *cached)
             segments[start:stop] = cached[0]

@@ -516,12 +516,14 @@ def retry_estale(func: Callable[[], T], *, attempts: int = ESTALE_ATTEMPTS) -> T
     raise AssertionError("unreachable")
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
     """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through.
 
     Plain open/fstat/read/close: the fewest calls, hence round trips, a whole-file read can
     make. Our files never change after they are published, so the size fstat reports is the
-    size to read.
+    size to read. ``drop_cache``: this is the file's last read for a while (a merge's input,
+    which only old versions name from now on); its pages leave the page cache, and the
+    memory serves the merge's output instead of growing the cache.
     """
 
     def once() -> bytes:
@@ -536,6 +538,9 @@ def read_bytes(path: Path) -> bytes:
                     break
                 parts.append(chunk)
                 got += len(chunk)
+            if drop_cache:
+                with contextlib.suppress(OSError):  # a hint
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             return parts[0] if len(parts) == 1 else b"".join(parts)
         finally:
             os.close(fd)

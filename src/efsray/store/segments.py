@@ -154,8 +154,8 @@ def write_segment(
     )
 
 
-def _load(directory: Path, seg: Segment) -> pa.Buffer:
-    data = read_bytes(directory / seg.file)  # FileNotFoundError passes through
+def _load(directory: Path, seg: Segment, drop_cache: bool = False) -> pa.Buffer:
+    data = read_bytes(directory / seg.file, drop_cache=drop_cache)  # FileNotFoundError passes
     _check_size(directory / seg.file, len(data), seg)
     return pa.py_buffer(data)
 
@@ -174,8 +174,9 @@ def _decode(
     columns: Sequence[str] | None,
     start_ns: int | None,
     end_ns: int | None,
+    drop_cache: bool = False,
 ) -> pa.Table:
-    buffer = _load(directory, seg)
+    buffer = _load(directory, seg, drop_cache)
     try:
         if seg.file.endswith(".arrow"):
             table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
@@ -239,6 +240,7 @@ def read_range(
     end_ns: int | None = None,
     *,
     contiguous: bool = False,
+    drop_cache: bool = False,
 ) -> pa.Table:
     """Rows of ``segments`` with ``start_ns <= timestamp <= end_ns`` in time order.
 
@@ -246,7 +248,8 @@ def read_range(
     the series' full schema: columns missing from older segments come back as nulls.
     ``contiguous``: a big read of whole segments comes back with its fixed-width columns in
     one buffer each (see :func:`_read_into`), for a caller that converts the table to pandas
-    or polars, which would otherwise concatenate the chunks.
+    or polars, which would otherwise concatenate the chunks. ``drop_cache``: the files' last
+    read for a while (see :func:`~efsray.store.nfs.read_bytes`).
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
     big = len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES
@@ -255,10 +258,10 @@ def read_range(
     if big:
         # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         parts = _on_threads(
-            chosen, lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns)
+            chosen, lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns, drop_cache)
         )
     else:  # small reads: thread hand-offs would cost more than they save
-        parts = [_decode(directory, s, columns, start_ns, end_ns) for s in chosen]
+        parts = [_decode(directory, s, columns, start_ns, end_ns, drop_cache) for s in chosen]
     return conform(parts, schema, columns)
 
 
