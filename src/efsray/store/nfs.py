@@ -137,17 +137,37 @@ def _create_and_write(path: Path, payload: bytes | Writer, mode: int, fsync: boo
 
     On any error the file is removed and a StorageError (or StorageFullError) is raised.
     """
+    _finish(_create_written(path, payload, mode), path, fsync)
+
+
+def _create_written(path: Path, payload: bytes | Writer, mode: int) -> int:
+    """Create ``path`` (O_EXCL) and write ``payload``; the open descriptor, for
+    :func:`_finish`. On any error the file is removed and a StorageError is raised."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     except OSError as exc:
         raise storage_error_from(exc, "creating", path) from exc
     try:
+        os.fchmod(fd, mode)  # explicit mode, whatever the umask
+        if callable(payload):
+            payload(fd)
+        else:
+            _write_all(fd, payload)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        _unlink_quietly(path)
+        if isinstance(exc, OSError):
+            raise storage_error_from(exc, "writing", path) from exc
+        raise
+    return fd
+
+
+def _finish(fd: int, path: Path, fsync: bool) -> None:
+    """fdatasync ``fd`` (with ``fsync``) and close it, close's result checked; on an error
+    the file is removed and a StorageError is raised."""
+    try:
         try:
-            os.fchmod(fd, mode)  # explicit mode, whatever the umask
-            if callable(payload):
-                payload(fd)
-            else:
-                _write_all(fd, payload)
             if fsync:
                 os.fdatasync(fd)  # data and size; the timestamps need not be durable
         finally:
@@ -155,9 +175,6 @@ def _create_and_write(path: Path, payload: bytes | Writer, mode: int, fsync: boo
     except OSError as exc:
         _unlink_quietly(path)
         raise storage_error_from(exc, "writing", path) from exc
-    except BaseException:
-        _unlink_quietly(path)
-        raise
 
 
 def write_temp(
@@ -188,8 +205,8 @@ def write_new(
 
     ``fsync=False`` leaves the sync to the caller, who writes many files and then makes them
     durable together with :func:`sync_files` (as ``cp -r && sync`` does): one flush of all
-    the data instead of a wait after each file; or in the background, with
-    :class:`BackgroundSyncs`.
+    the data instead of a wait after each file. :meth:`BackgroundSyncs.write_new` runs the
+    fsync in the background instead.
     """
     _create_and_write(final, payload, mode, fsync=fsync)
 
@@ -233,22 +250,25 @@ os.register_at_fork(after_in_child=_forget_io_pool)
 
 
 class BackgroundSyncs:
-    """fdatasyncs of new files, running in the background while their writer goes on.
+    """New files whose fsync and close run in the background while their writer goes on.
 
-    A commit writes its data files with ``fsync=False``, hands each to :meth:`add`, and
-    calls :meth:`wait` before it publishes the manifest that names them (``create_exclusive``'s
-    ``before_link``). The waits for the disk (on NFS, the COMMIT round trips) then overlap
-    one another and the writing of the manifest instead of following one another: appends
-    1.13-1.18x faster on the benchmark's disk. Used as a context manager, it also waits for
-    what an aborted commit left running (ignoring their errors: the abort's error is the one
-    that matters, and cleanup removes the unpublished files).
+    A commit creates its data files with :meth:`write_new`, which returns once the bytes are
+    written, and calls :meth:`wait` before it publishes the manifest that names them
+    (``create_exclusive``'s ``before_link``). Each file's fdatasync and close (on NFS, where
+    its data goes to the server: the WRITE and COMMIT round trips) then run on the I/O threads,
+    overlapping one another and the writing of the manifest instead of following one another:
+    appends 1.13-1.18x faster on the benchmark's disk. Used as a context manager, it also waits
+    for what an aborted commit left running (ignoring their errors: the abort's error is the
+    one that matters, and cleanup removes the unpublished files).
     """
 
     def __init__(self) -> None:
         self._pending: list[Future[None]] = []
 
-    def add(self, path: Path) -> None:
-        self._pending.append(io_pool().submit(sync_files, [path]))
+    def write_new(self, final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+        """:func:`write_new`, durable once :meth:`wait` has returned."""
+        fd = _create_written(final, payload, mode)
+        self._pending.append(io_pool().submit(_finish, fd, final, True))
 
     def wait(self) -> None:
         """Return once every added file is durable; raise the first failure (a

@@ -141,9 +141,10 @@ def write_segment(
             size = file.tell()
 
     # Unreferenced until a manifest names it: created under its final, unique name.
-    write_new(directory / name, encode_into, fsync=syncs is None)
-    if syncs is not None:
-        syncs.add(directory / name)
+    if syncs is None:
+        write_new(directory / name, encode_into)
+    else:
+        syncs.write_new(directory / name, encode_into)
     ts = table.column("timestamp")
     return Segment(
         file=name,
