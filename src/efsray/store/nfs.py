@@ -271,7 +271,7 @@ class BackgroundSyncs:
         self._pending.append(io_pool().submit(_finish, fd, final, True))
 
     def wait(self) -> None:
-        """Return once every added file is durable; raise the first failure (a
+        """Return once every file of :meth:`write_new` is durable; raise the first failure (a
         :class:`StorageError`) after all of them have finished."""
         pending, self._pending = self._pending, []
         error: BaseException | None = None
