@@ -33,12 +33,11 @@ from efsray.store.hashing import (
 from efsray.store.nfs import (
     FILE_MODE,
     TEMP_PREFIX,
+    BackgroundSyncs,
     atomic_write,
     ensure_dir,
     fsync_dir,
     is_temp_name,
-    sync_files,
-    write_new,
 )
 
 __all__ = [
@@ -177,6 +176,7 @@ def write_tree(
     """Copy the scanned ``files`` into ``target`` (hashing as they are copied)."""
     for rel in dirs:
         ensure_dir(target / rel)
+    syncs = BackgroundSyncs()
 
     def one(src: SourceFile) -> CheckpointFile:
         result: list[tuple[int, str]] = []
@@ -186,25 +186,26 @@ def write_tree(
             raise storage_error_from(exc, "reading checkpoint file", src.path) from exc
         try:
             # under its final name: no manifest names ``target`` yet (see write_new)
-            write_new(
+            syncs.write_new(
                 target / src.rel,
                 lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
                 mode=DATA_FILE_MODE,
-                fsync=False,  # all files together below, as ``cp -r && sync`` does
             )
         finally:
             os.close(src_fd)
         size, digest = result[-1]
         return CheckpointFile(src.rel, size, digest)
 
-    written = parallel(one, files)
-    _make_durable(target, [f.path for f in written])
+    with syncs:
+        written = parallel(one, files)
+        _make_durable(syncs, target, [f.path for f in written])
     return written
 
 
-def _make_durable(root: Path, rels: Sequence[str]) -> None:
-    """fsync the files just written under ``root``, then their directories."""
-    sync_files(root / rel for rel in rels)
+def _make_durable(syncs: BackgroundSyncs, root: Path, rels: Sequence[str]) -> None:
+    """Wait for the fsyncs of the files just written under ``root`` (each started on the I/O
+    threads as soon as its file was written), then fsync their directories."""
+    syncs.wait()
     for directory in sorted({(root / rel).parent for rel in rels}):
         fsync_dir(directory)
 
@@ -253,6 +254,7 @@ def copy_out(
     ensure_dir(dest.parent)
     staging = dest.parent / f"{TEMP_PREFIX}{dest.name[:150]}.{secrets.token_hex(4)}"
     ensure_dir(staging)
+    syncs = BackgroundSyncs()
     try:
         for rel in dirs:
             ensure_dir(staging / rel)
@@ -271,12 +273,13 @@ def copy_out(
             try:
                 ensure_dir((staging / entry.path).parent)
                 # final names inside the staging directory, which is renamed whole below
-                write_new(staging / entry.path, writer, mode=FILE_MODE, fsync=False)
+                syncs.write_new(staging / entry.path, writer, mode=FILE_MODE)
             finally:
                 os.close(src_fd)
 
-        parallel(one, files)
-        _make_durable(staging, [f.path for f in files])
+        with syncs:
+            parallel(one, files)
+            _make_durable(syncs, staging, [f.path for f in files])
         try:
             os.rename(staging, dest)
         except OSError as exc:

@@ -56,7 +56,7 @@ import socket
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -90,7 +90,6 @@ __all__ = [
     "read_bytes",
     "reading",
     "retry_estale",
-    "sync_files",
     "walk",
     "write_new",
     "write_temp",
@@ -191,9 +190,7 @@ def write_temp(
     return tmp
 
 
-def write_new(
-    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, fsync: bool = True
-) -> None:
+def write_new(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
     """Create ``final`` (which must not exist) with ``payload``, durably.
 
     Only for files no reader can find until a manifest names them (immutable data files
@@ -202,29 +199,10 @@ def write_new(
     unreferenced file, which cleanup removes after its grace period. The fsync of a newly
     created file also makes its name durable (ext4, XFS, btrfs; NFS creates are synchronous
     on the server), so no directory sync is needed before the manifest that names it.
-
-    ``fsync=False`` leaves the sync to the caller, who writes many files and then makes them
-    durable together with :func:`sync_files` (as ``cp -r && sync`` does): one flush of all
-    the data instead of a wait after each file. :meth:`BackgroundSyncs.write_new` runs the
-    fsync in the background instead.
+    :meth:`BackgroundSyncs.write_new` does the same with the fsync in the background, for a
+    writer of several files.
     """
-    _create_and_write(final, payload, mode, fsync=fsync)
-
-
-def sync_files(paths: Iterable[Path]) -> None:
-    """fdatasync each of ``paths`` (files this process wrote with ``fsync=False``)."""
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise storage_error_from(exc, "opening", path) from exc
-        try:
-            try:
-                os.fdatasync(fd)  # the file's data and size, whichever descriptor wrote them
-            finally:
-                os.close(fd)  # NFS reports deferred write errors here too
-        except OSError as exc:
-            raise storage_error_from(exc, "syncing", path) from exc
+    _create_and_write(final, payload, mode, fsync=True)
 
 
 _IO_THREADS = 8
