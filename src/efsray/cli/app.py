@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.markup import escape
+from typer.exceptions import Abort, Exit, TyperException
 
 from efsray import __version__
 from efsray.cli._common import EnvFileOpt, JsonOpt, console, err_console, print_json, settings_from
@@ -66,14 +66,20 @@ def main(argv: list[str] | None = None) -> int:
             f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
         )
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except Exit as exc:
+        return int(exc.exit_code)
+    except Abort:
         err_console.print("aborted")
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
+    except TyperException as exc:
+        # typer >= 0.29 bundles its own click: usage errors (unknown option, missing argument,
+        # bad value) are typer._click exceptions, all TyperException subclasses with show().
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
