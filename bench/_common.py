@@ -55,10 +55,12 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(
+    name: str, payload: dict[str, Any], markdown: str, directory: Path = RESULTS
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
-    out = RESULTS / f"{name}.json"
+    out = directory / f"{name}.json"
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    (directory / f"{name}.md").write_text(markdown.rstrip() + "\n")
     return out

@@ -134,7 +134,9 @@ def make_data(work: Path, size: int) -> tuple[bytes, Path, Path]:
     return data, blob, src
 
 
-def bench(medium: Medium, size: int, reps: int, algorithms: list[str]) -> dict[str, Any]:
+def bench(
+    medium: Medium, size: int, reps: int, algorithms: list[str], *, drop: bool = True
+) -> dict[str, Any]:
     work = medium.root
     data, blob, src = make_data(work, size)
     store = Store(work / "store")
@@ -164,7 +166,8 @@ def bench(medium: Medium, size: int, reps: int, algorithms: list[str]) -> dict[s
         k = rep % len(contestants)
         for name, prepare, action in contestants[k:] + contestants[:k]:
             os.sync()
-            drop_caches()  # the same memory state for everybody (see drop_caches)
+            if drop:
+                drop_caches()  # the same memory state for everybody (see drop_caches)
             prepare()
             os.sync()  # nobody's dirty pages are flushed on somebody else's clock
             seconds, _, delta = measured(medium, action)
@@ -413,6 +416,10 @@ def main() -> None:
         help="checksums on counted media (default: the store's default)",
     )  # fmt: skip
     parser.add_argument("--name", default="checkpoints", help="results file name")
+    parser.add_argument(
+        "--no-drop-caches", action="store_true", help="leave the machine's page cache alone"
+    )
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     args = parser.parse_args()
     result: dict[str, Any] = {
@@ -429,23 +436,23 @@ def main() -> None:
             mib = args.efs_mib if counted else args.mib
             reps = args.efs_reps if counted else args.reps
             algorithms = args.efs_algorithms if counted else args.algorithms
-            cases = bench(medium, mib << 20, reps, algorithms)
+            cases = bench(medium, mib << 20, reps, algorithms, drop=not args.no_drop_caches)
             result["media"][medium.name] = {
                 "description": medium.description,
                 "counters": medium.counters.name if medium.counters else None,
                 "mib": mib,
                 "reps": reps,
                 "algorithms": algorithms,
-                "drop_caches": drop_caches(),
+                "drop_caches": not args.no_drop_caches and drop_caches(),
                 "machine": machine(medium.root),
                 "cases": cases,
             }
     text = markdown(result)
     print(text)
     if not args.no_write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (RESULTS / f"{args.name}.md").write_text(text)
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.results_dir / f"{args.name}.md").write_text(text)
 
 
 if __name__ == "__main__":

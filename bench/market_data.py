@@ -44,7 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import disk_bytes, median, write_results
+from bench._common import RESULTS, disk_bytes, median, write_results
 from bench._efs import (
     EFS_CLIENT_MIB_S,
     EFS_GP_MS,
@@ -579,6 +579,7 @@ def main() -> None:
     parser.add_argument("--name", default="market_data", help="results file name (bench/results)")
     parser.add_argument("--no-arcticdb", action="store_true")
     parser.add_argument("--no-strace", action="store_true")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
     parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     parser.add_argument("--strace-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -613,7 +614,7 @@ def main() -> None:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        out = write_results(args.name, result, text)
+        out = write_results(args.name, result, text, args.results_dir)
         print(f"\nwritten to {out}")
 
 

@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import write_results
+from bench._common import RESULTS, write_results
 from bench._efs import (
     EFS_CLIENT_MIB_S,
     EFS_GP_MS,
@@ -271,6 +271,7 @@ def main() -> None:
     parser.add_argument("--attr-timeout", type=float, default=3.0)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--name", default="readers", help="results file name")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     args.appended = 0
@@ -332,7 +333,7 @@ def main() -> None:
     text = markdown(result)
     print(text)
     if not args.no_write:
-        out = write_results(args.name, result, text)
+        out = write_results(args.name, result, text, args.results_dir)
         print(f"\nwritten to {out}")
 
 
