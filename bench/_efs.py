@@ -22,6 +22,7 @@ bytes / per-client throughput. It is one table, documented in docs/performance.m
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -284,6 +285,19 @@ MEDIA_HELP = (
     "EFS mount, efsray.simfs), nfs:PATH (an existing NFS mount; round trips from "
     "/proc/self/mountstats)"
 )
+
+
+def add_media_arguments(parser: argparse.ArgumentParser, media: str | None) -> None:
+    """--media (unless ``media`` is None: fixed by the script), --profile, --attr-timeout."""
+    if media is not None:
+        parser.add_argument("--media", default=media, help=MEDIA_HELP)
+    parser.add_argument("--profile", default="efs-gp", help="simfs latency profile")
+    parser.add_argument(
+        "--attr-timeout",
+        type=float,
+        default=3.0,
+        help="simfs attribute cache, s (EFS clients: acregmin 3 s; 0: every lookup a round trip)",
+    )
 
 
 @contextlib.contextmanager

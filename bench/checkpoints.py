@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -50,12 +49,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._common import add_output_arguments, emit
 from bench._efs import (
     EFS_CLIENT_MIB_S,
     EFS_GP_MS,
-    MEDIA_HELP,
     Medium,
     OpTally,
+    add_media_arguments,
     kinds_cell,
     measured,
     model_table,
@@ -64,7 +64,6 @@ from bench._efs import (
 from efsray.store import CheckpointStore, RetentionPolicy, Store
 from efsray.store.hashing import available_algorithms
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FILES = 20
 
 
@@ -399,14 +398,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--media", default="local,efs-like", help=MEDIA_HELP)
+    add_media_arguments(parser, "local,efs-like")
     parser.add_argument("--mib", type=int, default=256, help="checkpoint size, local disk")
     parser.add_argument("--reps", type=int, default=3, help="reps, local disk")
     parser.add_argument("--efs-mib", type=int, default=16, help="checkpoint size, counted media")
     parser.add_argument("--efs-reps", type=int, default=3, help="reps, counted media")
-    parser.add_argument("--profile", default="efs-gp", help="simfs latency profile")
-    parser.add_argument("--attr-timeout", type=float, default=3.0,
-                        help="simfs attribute cache, s (EFS clients: acregmin 3 s)")  # fmt: skip
     parser.add_argument(
         "--dir", type=Path, default=None, help="work directory (default: a temp dir)"
     )
@@ -415,15 +411,12 @@ def main() -> None:
         "--efs-algorithms", nargs="*", default=list(available_algorithms())[:1],
         help="checksums on counted media (default: the store's default)",
     )  # fmt: skip
-    parser.add_argument("--name", default="checkpoints", help="results file name")
+    add_output_arguments(parser, "checkpoints")
     parser.add_argument(
         "--no-drop-caches", action="store_true", help="leave the machine's page cache alone"
     )
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     args = parser.parse_args()
     result: dict[str, Any] = {
-        "benchmark": "checkpoints",
         "command": "python bench/checkpoints.py " + " ".join(sys.argv[1:]),
         "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
         "media": {},
@@ -447,12 +440,7 @@ def main() -> None:
                 "machine": machine(medium.root),
                 "cases": cases,
             }
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        (args.results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.results_dir / f"{args.name}.md").write_text(text)
+    emit(args, result, markdown(result))
 
 
 if __name__ == "__main__":

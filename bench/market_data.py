@@ -44,13 +44,13 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, disk_bytes, median, write_results
+from bench._common import add_output_arguments, disk_bytes, emit, median
 from bench._efs import (
     EFS_CLIENT_MIB_S,
     EFS_GP_MS,
-    MEDIA_HELP,
     Medium,
     OpTally,
+    add_media_arguments,
     disk_root,
     kinds_cell,
     measured,
@@ -557,7 +557,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--media", default="local,efs-like", help=MEDIA_HELP)
+    add_media_arguments(parser, "local,efs-like")
     parser.add_argument("--rows", type=int, default=200_000, help="bars, local disk")
     parser.add_argument("--appends", type=int, default=40, help="appends, local disk")
     parser.add_argument("--ingests", type=int, default=5, help="ingests, local disk (medians)")
@@ -568,19 +568,10 @@ def main() -> None:
     parser.add_argument("--efs-ingests", type=int, default=1)
     parser.add_argument("--efs-reads", type=int, default=6)
     parser.add_argument("--efs-tails", type=int, default=10)
-    parser.add_argument("--profile", default="efs-gp", help="simfs latency profile")
-    parser.add_argument(
-        "--attr-timeout",
-        type=float,
-        default=3.0,
-        help="simfs attribute cache, s (EFS clients: acregmin 3 s; 0: every lookup a round trip)",
-    )
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
-    parser.add_argument("--name", default="market_data", help="results file name (bench/results)")
+    add_output_arguments(parser, "market_data")
     parser.add_argument("--no-arcticdb", action="store_true")
     parser.add_argument("--no-strace", action="store_true")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
-    parser.add_argument("--no-write", action="store_true", help="do not write bench/results")
     parser.add_argument("--strace-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.strace_child:
@@ -611,11 +602,7 @@ def main() -> None:
             result["media"][medium.name] = run_medium(medium, plan, with_arctic)
             if medium.name == "local" and not args.no_strace and shutil.which("strace"):
                 result["history"] = history_scaling(medium.root)
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        out = write_results(args.name, result, text, args.results_dir)
-        print(f"\nwritten to {out}")
+    emit(args, result, markdown(result))
 
 
 if __name__ == "__main__":

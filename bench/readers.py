@@ -1,6 +1,7 @@
 """Many readers at once on the EFS-like mount: 32 processes read the same series, then 32
 different series, while one writer on another "host" appends (the sweep's pattern); compared
-with a lone reader in the same run.
+with a lone reader in the same run. Readers read the latest version, or with ``--pinned`` the
+version pinned at the start of each phase (as the sweep's tasks do).
 
 Two simulated EFS mounts (efsray.simfs, profile efs-gp, an EFS client's 3 s attribute cache)
 share one backing directory: two NFS clients of one server. The writer appends on mount W;
@@ -40,13 +41,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS, write_results
+from bench._common import add_output_arguments, emit
 from bench._efs import (
     EFS_CLIENT_MIB_S,
     EFS_GP_MS,
     Medium,
     OpTally,
     SimfsCounters,
+    add_media_arguments,
     kinds_cell,
     model_table,
     nfs_readahead,
@@ -63,7 +65,9 @@ store = Store(args["root"])
 print("ready", flush=True)
 sys.stdin.readline()
 got, started = 0, time.perf_counter()
-for _ in range(args["reads"]):
+for k in range(args["reads"]):
+    if k:
+        time.sleep(args["pace"])  # pacing the load like a task between reads
     version = args.get("version")
     table = store.market.read(args["symbol"], args["timeframe"], version=version)
     got += table.nbytes
@@ -141,6 +145,7 @@ def phase(
                 "timeframe": TIMEFRAME,
                 "reads": args.reads,
                 "version": versions[s],
+                "pace": args.read_every,
             },
         )
         for s in symbols
@@ -223,8 +228,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['chunk']:,} bars every {result['every']:g} s to S00. Each reader makes "
         f"{result['reads_per_reader']} full reads "
         f"({'at the version pinned at the start' if result['pinned'] else 'latest version'}), "
-        "the lone reader as many (the first read of a process is cold, the next ones reuse "
-        "what its store caches, so equal counts keep the comparison fair). "
+        f"the lone reader as many, each reader waiting {result['read_every']:g} s between "
+        "its reads (the first read of a process is cold and later ones reuse what its store "
+        "caches, and a read of the latest version costs more when the writer has appended "
+        "since: equal counts at an equal pace keep the comparison fair). "
         f"Machine: {result['cpus']} CPUs shared with other jobs (load average "
         f"{result['load_average']:.1f} at the start).",
         "",
@@ -266,13 +273,17 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=4, help="full reads per reader")
     parser.add_argument("--chunk", type=int, default=1_000, help="bars per append")
     parser.add_argument("--every", type=float, default=0.5, help="seconds between appends")
+    parser.add_argument(
+        "--read-every",
+        type=float,
+        default=0.5,
+        help="seconds each reader waits between its reads (default: the writer's pace, so "
+        "that every read, alone or in a crowd, finds about one new version; 0: back to back)",
+    )
     parser.add_argument("--pinned", action="store_true", help="read a version pinned at start")
-    parser.add_argument("--profile", default="efs-gp")
-    parser.add_argument("--attr-timeout", type=float, default=3.0)
+    add_media_arguments(parser, None)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--name", default="readers", help="results file name")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
-    parser.add_argument("--no-write", action="store_true")
+    add_output_arguments(parser, "readers")
     args = parser.parse_args()
     args.appended = 0
     from bench.market_data import make_bars
@@ -327,14 +338,11 @@ def main() -> None:
         "every": args.every,
         "reads_per_reader": args.reads,
         "pinned": args.pinned,
+        "read_every": args.read_every,
         "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
         "phases": phases,
     }
-    text = markdown(result)
-    print(text)
-    if not args.no_write:
-        out = write_results(args.name, result, text, args.results_dir)
-        print(f"\nwritten to {out}")
+    emit(args, result, markdown(result))
 
 
 if __name__ == "__main__":
