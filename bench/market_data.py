@@ -390,6 +390,55 @@ def disk_usage(medium: Medium, system: Any) -> dict[str, Any]:
     return out
 
 
+# --- where one call's round trips go (simfs operation trace) -----------------------------------
+
+_HEXISH = re.compile(r"[0-9a-f]{8,}(?:-[0-9a-f]{4,})*")
+_DIGITS = re.compile(r"\d{3,}")
+
+
+def _shape(path: str, prefix: str) -> str:
+    """A traced path, relative to the series and with unique parts folded: ``seg-*.arrow``."""
+    if path.startswith(prefix):
+        path = "<series>" + path[len(prefix) :]
+    return _DIGITS.sub("N", _HEXISH.sub("*", path))
+
+
+def trace_calls(medium: Medium, rows: int) -> dict[str, list[list[Any]]]:
+    """The simulator's operation trace of one efsray append, a cold and a warm tail(1000) and
+    a cold full read on the series the benchmark wrote: every round trip with its path, so
+    that docs/store.md can say where they go. Consecutive equal operations are folded."""
+    control = medium.extra["simfs"].control
+    root = medium.root / "efsray-0"
+    series = f"/{root.relative_to(medium.root)}/market_data/ohlcv/{SYMBOL}/{TIMEFRAME}"
+    more = make_bars(rows + 5000).iloc[rows:]
+    out: dict[str, list[list[Any]]] = {}
+
+    def traced(name: str, call: Callable[[], Any]) -> None:
+        settle(medium)
+        control.start_trace()
+        try:
+            call()
+        finally:
+            events = control.stop_trace()
+        folded: list[list[Any]] = []
+        for op, *paths in events:
+            shape = " -> ".join(_shape(p, series) for p in paths)
+            if folded and folded[-1][:2] == [op, shape]:
+                folded[-1][2] += 1
+            else:
+                folded.append([op, shape, 1])
+        out[name] = folded
+
+    traced("append (5,000 bars, new store handle)",
+           lambda: Efsray(root).append(more))  # fmt: skip
+    traced("tail(1000), new store handle", lambda: Efsray(root).tail(1000))
+    warm = Efsray(root)
+    warm.tail(1000)
+    traced("tail(1000), same handle again", lambda: warm.tail(1000))
+    traced("full read, new store handle", lambda: Efsray(root).read())
+    return out
+
+
 # --- goals and tables -------------------------------------------------------------------------
 
 
@@ -481,9 +530,13 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
             f"### Server round trips per call, by kind ({r['counters']}; means over calls, "
             "appends' merges amortized)",
             "",
+            "Writes counted per 1 MiB wsize of each file, as an NFS client sends them (the "
+            "issue's budgets and the model use this); *as counted*: the simulator's requests, "
+            "one per `write()` call.",
+            "",
             "| system | operation | calls | measured (ms, median) | round trips (min-max) | "
-            "by kind | KiB read / written | modelled EFS (ms) |",
-            "|---|---|---:|---:|---:|---|---:|---:|",
+            "as counted | by kind | KiB read / written | modelled EFS (ms) |",
+            "|---|---|---:|---:|---:|---:|---|---:|---:|",
         ]
         for name, s in r["systems"].items():
             for op in OPS:
@@ -492,8 +545,9 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
                     continue
                 lines.append(
                     f"| {name} | {op} | {o['calls']} | {_ms(o['median_s'])} | "
-                    f"{o['round_trips']:.1f} ({o['round_trips_min']:.0f}-"
-                    f"{o['round_trips_max']:.0f}) | {kinds_cell(o['ops'])} | "
+                    f"{o['round_trips_wsize']:.1f} ({o['round_trips_min']:.0f}-"
+                    f"{o['round_trips_max']:.0f}) | {o['round_trips']:.1f} | "
+                    f"{kinds_cell(o['ops_wsize'])} | "
                     f"{o['bytes_read'] / 1024:,.0f} / {o['bytes_written'] / 1024:,.0f} | "
                     f"{_ms(o['modelled_s'])} |"
                 )
@@ -534,6 +588,15 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for r in result["media"].values():
         lines += [*medium_markdown(r), ""]
+    for r in result["media"].values():
+        for call, events in r.get("traces", {}).items():
+            n = sum(e[2] for e in events)
+            lines += [f"## Where the round trips of one efsray {call} go ({r['medium']})", "",
+                      f"{n} operations, in order (x N: repeated), `<series>` = "
+                      f"`market_data/ohlcv/{SYMBOL}/{TIMEFRAME}`:", ""]  # fmt: skip
+            lines += [f"{i}. {op} `{path}`" + (f" x {k}" if k > 1 else "")
+                      for i, (op, path, k) in enumerate(events, 1)]  # fmt: skip
+            lines.append("")
     if "history" in result:
         lines += [
             "## Filesystem calls of one tail(1000) on local disk (strace)",
@@ -600,6 +663,8 @@ def main() -> None:
             plan = local if medium.counters is None else remote
             print(f"{medium.description}: {plan}", file=sys.stderr, flush=True)
             result["media"][medium.name] = run_medium(medium, plan, with_arctic)
+            if "simfs" in medium.extra:
+                result["media"][medium.name]["traces"] = trace_calls(medium, plan.rows)
             if medium.name == "local" and not args.no_strace and shutil.which("strace"):
                 result["history"] = history_scaling(medium.root)
     emit(args, result, markdown(result))

@@ -111,6 +111,17 @@ def test_measured_counts_what_one_call_sent_to_the_simulator(simfs_factory) -> N
     assert delta.ops["create"] == 1 and delta.ops["fsync"] == 1
     assert delta.ops["write"] == 3  # one WRITE per 1 MiB (wsize)
     assert delta.bytes_written == 3 << 20
+    assert delta.files_written == 1  # from the simulator's trace
+
+    def small_writes() -> None:
+        with open(fs.path / "g", "wb", buffering=0) as f:
+            for _ in range(10):
+                f.write(b"x" * 1000)
+
+    _, _, delta = measured(medium, small_writes)
+    assert delta is not None
+    # (FUSE may split a write() that crosses a page boundary: at least 10 requests)
+    assert delta.ops["write"] >= 10 and delta.nfs_ops()["write"] == 1
 
     def read() -> bytes:
         with open(fs.path / "f", "rb") as f:
@@ -121,3 +132,19 @@ def test_measured_counts_what_one_call_sent_to_the_simulator(simfs_factory) -> N
     assert delta is not None
     if os.geteuid() == 0:  # with an NFS client's read-ahead: one READ per 1 MiB (rsize)
         assert delta.ops["read"] <= 4
+
+
+def test_writes_are_counted_per_wsize_of_each_file_as_an_nfs_client_sends_them() -> None:
+    # 14 write() calls into one 236 KiB segment, 1 into a manifest: two NFS WRITEs
+    small = Snapshot({"write": 15, "fsync": 2}, bytes_written=236 << 10, files_written=2)
+    assert small.nfs_ops() == {"write": 2, "fsync": 2}
+    # one 3 MiB file written in 1 MiB calls stays 3 WRITEs
+    big = Snapshot({"write": 3}, bytes_written=3 << 20, files_written=1)
+    assert big.nfs_ops()["write"] == 3
+    # counts from the kernel's NFS client (no trace) are already RPCs
+    assert Snapshot({"write": 7}, bytes_written=10).nfs_ops() == {"write": 7}
+    tally = OpTally()
+    tally.add(0.1, small)
+    s = tally.summary()
+    assert (s["round_trips"], s["round_trips_wsize"]) == (17, 4)
+    assert s["modelled_s"] == pytest.approx(4 * 2.7e-3 + (236 << 10) / (500 * 2**20))
