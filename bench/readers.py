@@ -9,9 +9,13 @@ every reader runs on mount R, like the Ray workers of one node, so mount R's cou
 exactly the readers' round trips. Phases, each with its own fresh reader processes, started
 together once every one has imported everything:
 
-  lone       1 reader, full reads of S00 (the series being appended to)
+  lone S00   1 reader, full reads of S00 (the series being appended to)
   same       N readers, full reads of S00
+  lone S01   1 reader, full reads of S01 (a quiet series)
   different  N readers, reader i full reads of S(i mod series); S00 is being appended to
+
+A crowd is compared with the lone reader(s) just before it, weighted by what its readers
+read (S00 or a quiet series): "vs lone" = round trips per read / the lone readers' mean.
 
 Reported per phase: reads, aggregate MB/s (Arrow bytes returned / wall time from the start
 signal to the last reader done), server round trips per read by kind, and a modelled EFS
@@ -60,19 +64,23 @@ TIMEFRAME = "1m"
 _READER = """
 import json, sys, time
 args = json.loads(sys.argv[1])
+from efsray.errors import EfsrayError
 from efsray.store import Store
 store = Store(args["root"])
 print("ready", flush=True)
 sys.stdin.readline()
-got, started = 0, time.perf_counter()
+got, errors, started = 0, [], time.perf_counter()
 for k in range(args["reads"]):
     if k:
         time.sleep(args["pace"])  # pacing the load like a task between reads
-    version = args.get("version")
-    table = store.market.read(args["symbol"], args["timeframe"], version=version)
+    try:
+        table = store.market.read(args["symbol"], args["timeframe"], version=args["version"])
+    except EfsrayError as exc:  # a finding to report, not a reason to stop the others
+        errors.append(f"{type(exc).__name__}: {exc}")
+        continue
     got += table.nbytes
-print(json.dumps({"bytes": got, "reads": args["reads"], "s": time.perf_counter() - started}),
-      flush=True)
+print(json.dumps({"bytes": got, "reads": args["reads"], "errors": errors,
+                  "s": time.perf_counter() - started}), flush=True)
 """
 
 _WRITER = """
@@ -127,15 +135,11 @@ def phase(
     reader_mount: Medium,
     writer_mount: Medium,
     args: argparse.Namespace,
+    versions: dict[str, int | None],
 ) -> dict[str, Any]:
-    """One phase: ``len(symbols)`` readers (reader i reads ``symbols[i]``) while the writer
-    appends to S00 on the other mount."""
-    from efsray.store import Store
-
-    versions: dict[str, int | None] = dict.fromkeys(symbols)
-    if args.pinned:  # the sweep pins the versions at the driver, then tasks read them
-        market = Store(reader_mount.root).market
-        versions = {s: market.info(s, TIMEFRAME).version for s in versions}
+    """One phase: ``len(symbols)`` readers (reader i reads ``symbols[i]``, at
+    ``versions[symbol]``, None: the latest) while the writer appends to S00 on the other
+    mount."""
     readers = [
         _child(
             _READER,
@@ -187,6 +191,7 @@ def phase(
                 p.wait()
     assert before is not None and after is not None
     reads = sum(o["reads"] for o in outs)
+    errors = [e for o in outs for e in o["errors"]]
     delta = after - before
     tally = OpTally()
     tally.add(wall, delta)
@@ -205,6 +210,8 @@ def phase(
         "mb_s": nbytes / wall / 1e6,
         "reader_s_median": sorted(o["s"] for o in outs)[len(outs) // 2],
         "writer_appends": appends,
+        "failed_reads": len(errors),
+        "first_errors": sorted(set(errors))[:3],
         "round_trips_per_read": round_trips(per_read),
         "ops_per_read": per_read,
         "server_kib_read_per_read": delta.bytes_read / reads / 1024,
@@ -218,7 +225,6 @@ def phase(
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lone = result["phases"][0]
     lines = [
         "# Many readers on the EFS-like mount",
         "",
@@ -235,18 +241,24 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {result['cpus']} CPUs shared with other jobs (load average "
         f"{result['load_average']:.1f} at the start).",
         "",
-        "| phase | readers | series | reads | wall (s) | aggregate MB/s | round trips per read "
-        "| vs lone | by kind (per read) | server KiB per read | modelled EFS ms per read |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| phase | readers | series | reads | failed | wall (s) | aggregate MB/s | round trips "
+        "per read | vs lone | by kind (per read) | server KiB per read | modelled EFS ms per "
+        "read |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for p in result["phases"]:
-        vs = p["round_trips_per_read"] / lone["round_trips_per_read"]
+        vs = p["round_trips_per_read"] / p["lone_round_trips_per_read"]
         lines.append(
             f"| {p['phase']} | {p['readers']} | {p['series']} | {p['reads']} | "
+            f"{p['failed_reads']} | "
             f"{p['wall_s']:.2f} | {p['mb_s']:.1f} | {p['round_trips_per_read']:.1f} | "
             f"{vs:.2f} | {kinds_cell(p['ops_per_read'])} | "
             f"{p['server_kib_read_per_read']:,.0f} | {p['modelled_s_per_read'] * 1e3:.1f} |"
         )
+    for p in result["phases"]:
+        if p["failed_reads"]:
+            lines += ["", f"**{p['failed_reads']} of the {p['phase']} phase's reads failed**: "
+                      + "; ".join(f"`{e}`" for e in p["first_errors"])]  # fmt: skip
     lines += [
         "",
         "Goal (issue 18.4): each reader costs no more round trips than a lone one (vs lone <= "
@@ -321,11 +333,28 @@ def main() -> None:
             rm = Medium("readers", rfs.path / "store", desc, SimfsCounters(rfs.control))
             wm = Medium("writer", wfs.path / "store", desc, SimfsCounters(wfs.control))
             n = args.readers
+            versions: dict[str, int | None] = dict.fromkeys(symbols)
+            if args.pinned:  # the sweep pins the versions at the driver; tasks read them
+                market = Store(rm.root).market
+                versions = {s: market.info(s, TIMEFRAME).version for s in symbols}
+            # Each crowd runs right after the lone reader it is compared with: S00 changes
+            # (its segments) as the writer appends, phase after phase.
+            crowd = [symbols[i % len(symbols)] for i in range(n)]
             phases = [
-                phase("lone", ["S00"], rm, wm, args),
-                phase("same", ["S00"] * n, rm, wm, args),
-                phase("different", [symbols[i % len(symbols)] for i in range(n)], rm, wm, args),
+                phase("lone S00", ["S00"], rm, wm, args, versions),
+                phase("same", ["S00"] * n, rm, wm, args, versions),
+                phase("lone S01", ["S01"], rm, wm, args, versions),
+                phase("different", crowd, rm, wm, args, versions),
             ]
+            # a crowd's baseline: the lone reader of the written series (S00) for its readers
+            # of S00, the lone reader of a quiet one (S01) for the others
+            lone = {"S00": phases[0], "quiet": phases[2]}
+            for p, who in ((phases[1], ["S00"] * n), (phases[3], crowd)):
+                p["lone_round_trips_per_read"] = sum(
+                    lone["S00" if s == "S00" else "quiet"]["round_trips_per_read"] for s in who
+                ) / len(who)
+            for p in (phases[0], phases[2]):
+                p["lone_round_trips_per_read"] = p["round_trips_per_read"]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result = {

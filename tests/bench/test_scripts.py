@@ -67,13 +67,18 @@ def test_checkpoints_counts_round_trips_against_the_budget(tmp_path: Path) -> No
     assert "budget" not in cases["save_dir/cp"]["sha256"]
 
 
+@pytest.mark.slow  # ten Python processes that import pyarrow and pandas: about a minute
 def test_readers_compares_a_crowd_with_a_lone_reader(tmp_path: Path) -> None:
     result = bench(
         "readers.py", tmp_path, "--readers", "2", "--series", "2", "--reads", "1",
         "--rows", "2000", "--workdir", str(tmp_path),
     )  # fmt: skip
     phases = {p["phase"]: p for p in result["phases"]}
-    assert set(phases) == {"lone", "same", "different"}
-    assert phases["same"]["reads"] == 2 and phases["lone"]["reads"] == 1
+    assert set(phases) == {"lone S00", "same", "lone S01", "different"}
+    assert phases["same"]["reads"] == 2 and phases["lone S00"]["reads"] == 1
     for p in phases.values():
         assert p["round_trips_per_read"] > 0 and p["bytes"] > 0
+        assert p["lone_round_trips_per_read"] > 0
+    # the crowd of S00 is compared with the lone reader of S00 just before it
+    same, lone = phases["same"], phases["lone S00"]
+    assert same["lone_round_trips_per_read"] == lone["round_trips_per_read"]
