@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -55,10 +56,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(
+    name: str, payload: dict[str, Any], markdown: str, directory: Path = RESULTS
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **payload}
-    out = RESULTS / f"{name}.json"
+    out = directory / f"{name}.json"
     out.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    (directory / f"{name}.md").write_text(markdown.rstrip() + "\n")
     return out
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """--name, --results-dir, --no-write: where :func:`emit` writes the results."""
+    parser.add_argument("--name", default=name, help=f"results file name (default: {name})")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="default: bench/results")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], markdown: str) -> None:
+    """Print the markdown; write both files unless --no-write."""
+    print(markdown)
+    if not args.no_write:
+        out = write_results(args.name, result, markdown, args.results_dir)
+        print(f"\nwritten to {out}")

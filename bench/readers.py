@@ -1,0 +1,378 @@
+"""Many readers at once on the EFS-like mount: 32 processes read the same series, then 32
+different series, while one writer on another "host" appends (the sweep's pattern); compared
+with a lone reader in the same run. Readers read the latest version, or with ``--pinned`` the
+version pinned at the start of each phase (as the sweep's tasks do).
+
+Two simulated EFS mounts (efsray.simfs, profile efs-gp, an EFS client's 3 s attribute cache)
+share one backing directory: two NFS clients of one server. The writer appends on mount W;
+every reader runs on mount R, like the Ray workers of one node, so mount R's counters are
+exactly the readers' round trips. Phases, each with its own fresh reader processes, started
+together once every one has imported everything:
+
+  lone S00   1 reader, full reads of S00 (the series being appended to)
+  same       N readers, full reads of S00
+  lone S01   1 reader, full reads of S01 (a quiet series)
+  different  N readers, reader i full reads of S(i mod series); S00 is being appended to
+
+A crowd is compared with the lone reader(s) just before it, weighted by what its readers
+read (S00 or a quiet series): "vs lone" = round trips per read / the lone readers' mean.
+
+Reported per phase: reads, aggregate MB/s (Arrow bytes returned / wall time from the start
+signal to the last reader done), server round trips per read by kind, and a modelled EFS
+time per read (bench/_efs.py). The simulator is one Python process that serves every request
+of a mount from 10 libfuse threads under one GIL: with 32 readers it is the bottleneck, so the
+MB/s here are the simulator's, not EFS's (which serves each client up to 500-1,500 MiB/s):
+the round trips per read are the figure that carries over, and whether a crowd makes each
+reader pay more of them than a lone one.
+
+    python bench/readers.py                    # 32 readers, 8 series of 20,000 bars
+    python bench/readers.py --readers 8 --reads 3 --rows 5000      # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import add_output_arguments, emit
+from bench._efs import (
+    EFS_CLIENT_MIB_S,
+    EFS_GP_MS,
+    Medium,
+    OpTally,
+    SimfsCounters,
+    add_media_arguments,
+    kinds_cell,
+    model_table,
+    nfs_readahead,
+    settle,
+)
+
+TIMEFRAME = "1m"
+
+_READER = """
+import json, sys, time
+args = json.loads(sys.argv[1])
+from efsray.errors import EfsrayError
+from efsray.store import Store
+store = Store(args["root"])
+print("ready", flush=True)
+sys.stdin.readline()
+got, errors, started = 0, [], time.perf_counter()
+for k in range(args["reads"]):
+    if k:
+        time.sleep(args["pace"])  # pacing the load like a task between reads
+    try:
+        table = store.market.read(args["symbol"], args["timeframe"], version=args["version"])
+    except EfsrayError as exc:  # a finding to report, not a reason to stop the others
+        errors.append(f"{type(exc).__name__}: {exc}")
+        continue
+    got += table.nbytes
+print(json.dumps({"bytes": got, "reads": args["reads"], "errors": errors,
+                  "s": time.perf_counter() - started}), flush=True)
+"""
+
+_WRITER = """
+import json, select, sys, time
+args = json.loads(sys.argv[1])
+sys.path.insert(0, args["bench"])
+from bench.market_data import make_bars
+from efsray.store import Store
+store = Store(args["root"])
+bars = make_bars(args["rows"] + args["max_appends"] * args["chunk"])
+print("ready", flush=True)
+n = 0
+while n < args["max_appends"]:
+    lo = args["rows"] + n * args["chunk"]
+    store.market.append(args["symbol"], args["timeframe"], bars.iloc[lo : lo + args["chunk"]])
+    n += 1
+    # pace the appends; a line on stdin (or its end) stops the writer
+    if select.select([sys.stdin], [], [], args["every"])[0]:
+        break
+print(json.dumps({"appends": n}), flush=True)
+"""
+
+
+def _child(code: str, arg: dict[str, Any]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(arg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _ready(proc: subprocess.Popen[str], what: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != "ready":
+        proc.kill()
+        raise SystemExit(f"{what} did not start (said {line!r}); exit {proc.wait()}")
+
+
+def _say(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def phase(
+    name: str,
+    symbols: list[str],
+    reader_mount: Medium,
+    writer_mount: Medium,
+    args: argparse.Namespace,
+    versions: dict[str, int | None],
+) -> dict[str, Any]:
+    """One phase: ``len(symbols)`` readers (reader i reads ``symbols[i]``, at
+    ``versions[symbol]``, None: the latest) while the writer appends to S00 on the other
+    mount."""
+    readers = [
+        _child(
+            _READER,
+            {
+                "root": str(reader_mount.root),
+                "symbol": s,
+                "timeframe": TIMEFRAME,
+                "reads": args.reads,
+                "version": versions[s],
+                "pace": args.read_every,
+            },
+        )
+        for s in symbols
+    ]
+    writer = _child(
+        _WRITER,
+        {"root": str(writer_mount.root), "symbol": "S00", "timeframe": TIMEFRAME,
+         "rows": args.rows + args.appended, "chunk": args.chunk, "every": args.every,
+         "max_appends": 500, "bench": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    try:
+        for i, r in enumerate(readers):
+            _ready(r, f"reader {i}")
+        _ready(writer, "the writer")
+        settle(reader_mount)
+        before = reader_mount.snapshot()
+        started = time.perf_counter()
+        for r in readers:
+            _say(r, "go")
+        outs = []
+        for r in readers:
+            assert r.stdout is not None
+            outs.append(json.loads(r.stdout.readline()))
+        wall = time.perf_counter() - started
+        settle(reader_mount)
+        after = reader_mount.snapshot()
+        _say(writer, "stop")
+        assert writer.stdout is not None
+        appends = json.loads(writer.stdout.readline())["appends"]
+        args.appended += appends * args.chunk
+    finally:
+        for p in [*readers, writer]:
+            if p.poll() is None and p.stdin is not None:
+                p.stdin.close()
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert before is not None and after is not None
+    reads = sum(o["reads"] for o in outs)
+    errors = [e for o in outs for e in o["errors"]]
+    delta = after - before
+    tally = OpTally()
+    tally.add(wall, delta)
+    per_call = tally.summary()
+    per_read = {k: v / reads for k, v in delta.ops.items()}
+    nbytes = sum(o["bytes"] for o in outs)
+    from bench._efs import modelled_seconds, round_trips
+
+    result = {
+        "phase": name,
+        "readers": len(symbols),
+        "series": len(set(symbols)),
+        "reads": reads,
+        "wall_s": wall,
+        "bytes": nbytes,
+        "mb_s": nbytes / wall / 1e6,
+        "reader_s_median": sorted(o["s"] for o in outs)[len(outs) // 2],
+        "writer_appends": appends,
+        "failed_reads": len(errors),
+        "first_errors": sorted(set(errors))[:3],
+        "round_trips_per_read": round_trips(per_read),
+        "ops_per_read": per_read,
+        "server_kib_read_per_read": delta.bytes_read / reads / 1024,
+        "modelled_s_per_read": modelled_seconds(per_read, delta.bytes_read / reads),
+        "round_trips_total": per_call["round_trips"],
+    }
+    rt = result["round_trips_per_read"]
+    print(f"  {name}: {reads} reads, {result['mb_s']:.1f} MB/s, {rt:.1f} round trips per read",
+          file=sys.stderr)  # fmt: skip
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "# Many readers on the EFS-like mount",
+        "",
+        f"One run: `{result['command']}`. {result['description']}. Series of "
+        f"{result['rows']:,} one-minute bars; readers on one mount, the writer on another "
+        f"over the same backing directory (two clients of one server), appending "
+        f"{result['chunk']:,} bars every {result['every']:g} s to S00. Each reader makes "
+        f"{result['reads_per_reader']} full reads "
+        f"({'at the version pinned at the start' if result['pinned'] else 'latest version'}), "
+        f"the lone reader as many, each reader waiting {result['read_every']:g} s between "
+        "its reads (the first read of a process is cold and later ones reuse what its store "
+        "caches, and a read of the latest version costs more when the writer has appended "
+        "since: equal counts at an equal pace keep the comparison fair). "
+        f"Machine: {result['cpus']} CPUs shared with other jobs (load average "
+        f"{result['load_average']:.1f} at the start).",
+        "",
+        "| phase | readers | series | reads | failed | wall (s) | aggregate MB/s | round trips "
+        "per read | vs lone | by kind (per read) | server KiB per read | modelled EFS ms per "
+        "read |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for p in result["phases"]:
+        vs = p["round_trips_per_read"] / p["lone_round_trips_per_read"]
+        lines.append(
+            f"| {p['phase']} | {p['readers']} | {p['series']} | {p['reads']} | "
+            f"{p['failed_reads']} | "
+            f"{p['wall_s']:.2f} | {p['mb_s']:.1f} | {p['round_trips_per_read']:.1f} | "
+            f"{vs:.2f} | {kinds_cell(p['ops_per_read'])} | "
+            f"{p['server_kib_read_per_read']:,.0f} | {p['modelled_s_per_read'] * 1e3:.1f} |"
+        )
+    for p in result["phases"]:
+        if p["failed_reads"]:
+            lines += ["", f"**{p['failed_reads']} of the {p['phase']} phase's reads failed**: "
+                      + "; ".join(f"`{e}`" for e in p["first_errors"])]  # fmt: skip
+    lines += [
+        "",
+        "Goal (issue 18.4): each reader costs no more round trips than a lone one (vs lone <= "
+        "1.00). Aggregate MB/s is the simulator's: one Python process serving every request "
+        "of the mount (10 libfuse threads, one GIL) on a shared 2-core machine, so it "
+        "saturates long before EFS would; the round trips per read carry over to EFS, the "
+        "MB/s do not. Attribute caching is shared by the readers of one mount (one kernel), "
+        "as on one Ray node.",
+        "",
+        "## The EFS model",
+        "",
+        model_table(),
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--readers", type=int, default=32)
+    parser.add_argument("--series", type=int, default=8, help="series for the 'different' phase")
+    parser.add_argument("--rows", type=int, default=20_000, help="bars per series at the start")
+    parser.add_argument("--reads", type=int, default=4, help="full reads per reader")
+    parser.add_argument("--chunk", type=int, default=1_000, help="bars per append")
+    parser.add_argument("--every", type=float, default=0.5, help="seconds between appends")
+    parser.add_argument(
+        "--read-every",
+        type=float,
+        default=0.5,
+        help="seconds each reader waits between its reads (default: the writer's pace, so "
+        "that every read, alone or in a crowd, finds about one new version; 0: back to back)",
+    )
+    parser.add_argument("--pinned", action="store_true", help="read a version pinned at start")
+    add_media_arguments(parser, None)
+    parser.add_argument("--workdir", type=Path, default=None)
+    add_output_arguments(parser, "readers")
+    args = parser.parse_args()
+    args.appended = 0
+    from bench.market_data import make_bars
+    from efsray.simfs import SimFSConfig, SimFSProcess
+    from efsray.store import Store
+
+    base = Path(tempfile.mkdtemp(prefix="efsray-bench-readers-", dir=args.workdir))
+    backing = base / "backing"
+    backing.mkdir()
+    # The series are written straight into the backing directory (the server's disk) before
+    # either client mounts: setup is not what is measured.
+    store = Store(backing / "store")
+    bars = make_bars(args.rows)
+    symbols = [f"S{i:02d}" for i in range(args.series)]
+    for s in symbols:
+        store.market.write(s, TIMEFRAME, bars)
+    load = os.getloadavg()[0]
+    try:
+        configs = [
+            SimFSConfig(
+                mountpoint=base / m,
+                backing=backing,
+                profile=args.profile,
+                attr_timeout=args.attr_timeout,
+            )
+            for m in ("readers", "writer")
+        ]
+        for c in configs:
+            c.mountpoint.mkdir()
+        with SimFSProcess.start(configs[0]) as rfs, SimFSProcess.start(configs[1]) as wfs:
+            ra = nfs_readahead(rfs.path)
+            nfs_readahead(wfs.path)
+            desc = (f"Simulated EFS (efsray.simfs, profile {args.profile}, attribute cache "
+                    f"{args.attr_timeout:g} s, read-ahead {ra})")  # fmt: skip
+            rm = Medium("readers", rfs.path / "store", desc, SimfsCounters(rfs.control))
+            wm = Medium("writer", wfs.path / "store", desc, SimfsCounters(wfs.control))
+            n = args.readers
+            versions: dict[str, int | None] = dict.fromkeys(symbols)
+            if args.pinned:  # the sweep pins the versions at the driver; tasks read them
+                market = Store(rm.root).market
+                versions = {s: market.info(s, TIMEFRAME).version for s in symbols}
+            # Each crowd runs right after the lone reader it is compared with: S00 changes
+            # (its segments) as the writer appends, phase after phase.
+            crowd = [symbols[i % len(symbols)] for i in range(n)]
+            phases = [
+                phase("lone S00", ["S00"], rm, wm, args, versions),
+                phase("same", ["S00"] * n, rm, wm, args, versions),
+                phase("lone S01", ["S01"], rm, wm, args, versions),
+                phase("different", crowd, rm, wm, args, versions),
+            ]
+            # a crowd's baseline: the lone reader of the written series (S00) for its readers
+            # of S00, the lone reader of a quiet one (S01) for the others
+            lone = {"S00": phases[0], "quiet": phases[2]}
+            for p, who in ((phases[1], ["S00"] * n), (phases[3], crowd)):
+                p["lone_round_trips_per_read"] = sum(
+                    lone["S00" if s == "S00" else "quiet"]["round_trips_per_read"] for s in who
+                ) / len(who)
+            for p in (phases[0], phases[2]):
+                p["lone_round_trips_per_read"] = p["round_trips_per_read"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    result = {
+        "command": "python bench/readers.py " + " ".join(sys.argv[1:]),
+        "description": desc,
+        "cpus": os.cpu_count(),
+        "load_average": load,
+        "rows": args.rows,
+        "chunk": args.chunk,
+        "every": args.every,
+        "reads_per_reader": args.reads,
+        "pinned": args.pinned,
+        "read_every": args.read_every,
+        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "phases": phases,
+    }
+    emit(args, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
