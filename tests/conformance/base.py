@@ -1,0 +1,109 @@
+"""The store conformance suite: every store behaviour, written once, run on every backend.
+
+Modelled on zarr-python's ``zarr/testing/store.py``: :class:`StoreConformance` holds the tests;
+a backend is one small subclass that provides the ``site`` fixture (a fresh store root on its
+filesystem for each test) and says what the backend can do::
+
+    class TestOnMyFilesystem(StoreConformance):
+        capabilities = frozenset({"processes"})   # no "heavy" cases here
+
+        @pytest.fixture
+        def site(self, tmp_path): return Site("myfs", root=..., scratch=tmp_path)
+
+Each test method covers one area (market data, checkpoints, results, retention, the seed's
+``EFSDataManager`` face, multi-process concurrency) and is parametrized with the area's cases
+(``tests/conformance/cases/``) that the backend's capabilities allow, so a test id reads
+``TestOnLocalDirectory::test_market[tail]`` and ``-k tail`` selects one behaviour everywhere.
+
+Hooks a subclass may override:
+
+- ``capabilities``: which of ``{"processes", "heavy"}`` the backend supports; a case that
+  needs more is not collected there (see each subclass for why).
+- ``only``: a set of case names: the backend's subset (None: every case its capabilities
+  allow). ``known_failures``: ``{case name: reason}``, collected as non-strict xfail.
+- ``run_case(case, site)``: how a case runs. The default calls it in this process; a
+  backend whose filesystem lives elsewhere (a QEMU guest's kernel NFS client) ships
+  ``case.ref`` and ``site.to_json()`` to a Python there (:func:`tests.conformance.remote.run_case`)
+  and fails the test with the traceback that comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.conformance.site import Case, Site, cases_of
+
+__all__ = ["StoreConformance"]
+
+
+def _area(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        func.conformance_area = name  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+class StoreConformance:
+    """Subclass per backend and provide a ``site`` fixture (see the module docstring)."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.conformance]
+    capabilities: ClassVar[frozenset[str]] = frozenset({"processes", "heavy"})
+    only: ClassVar[frozenset[str] | None] = None
+    known_failures: ClassVar[dict[str, str]] = {}
+
+    # --- selection -----------------------------------------------------------------------
+    def selects(self, case: Case) -> bool:
+        if case.missing(self.capabilities):
+            return False
+        return self.only is None or case.name in self.only
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        area = getattr(metafunc.function, "conformance_area", None)
+        if area is None or "case" not in metafunc.fixturenames:
+            return
+        params = []
+        for c in cases_of(area):
+            if not self.selects(c):
+                continue
+            marks = []
+            if c.name in self.known_failures:
+                marks.append(pytest.mark.xfail(reason=self.known_failures[c.name], strict=False))
+            params.append(pytest.param(c, id=c.name, marks=marks))
+        if not params:  # say why, rather than pytest's bare "got empty parameter set"
+            reason = (f"{type(self).__name__} runs no {area} case (capabilities "
+                      f"{sorted(self.capabilities)}, subset {self.only})")  # fmt: skip
+            params.append(pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason)))
+        metafunc.parametrize("case", params)
+
+    # --- running -------------------------------------------------------------------------
+    def run_case(self, case: Case, site: Site) -> None:
+        case.func(site)
+
+    # --- the areas -----------------------------------------------------------------------
+    @_area("market")
+    def test_market(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("checkpoints")
+    def test_checkpoints(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("results")
+    def test_results(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("retention")
+    def test_retention(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("seed")
+    def test_seed_face(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("concurrency")
+    def test_concurrency(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
