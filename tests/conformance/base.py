@@ -74,8 +74,11 @@ class StoreConformance:
                 marks.append(pytest.mark.xfail(reason=self.known_failures[c.name], strict=False))
             params.append(pytest.param(c, id=c.name, marks=marks))
         if not params:  # say why, rather than pytest's bare "got empty parameter set"
-            reason = (f"{type(self).__name__} runs no {area} case (capabilities "
-                      f"{sorted(self.capabilities)}, subset {self.only})")  # fmt: skip
+            subset = "every case" if self.only is None else f"a subset of {len(self.only)}"
+            reason = (
+                f"{type(self).__name__} runs no {area} case (capabilities "
+                f"{sorted(self.capabilities)}, {subset})"
+            )
             params.append(pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason)))
         metafunc.parametrize("case", params)
 

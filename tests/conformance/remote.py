@@ -35,3 +35,10 @@ def raise_for(answer: dict[str, Any], where: str) -> None:
     """Fail the calling test with the remote traceback when ``answer`` is a failure."""
     if not answer.get("ok"):
         pytest.fail(f"the case failed on {where}:\n{answer.get('error')}", pytrace=False)
+
+
+def run_cases(cases: list[str], sites: list[str]) -> dict[str, dict[str, Any]]:
+    """Run several cases, each on its own site, in one Python: for a remote side where
+    starting Python and importing pyarrow/pandas costs seconds (a TCG guest), pay it once.
+    Returns ``{case ref: answer}``."""
+    return {ref: run_case(ref, site) for ref, site in zip(cases, sites, strict=True)}

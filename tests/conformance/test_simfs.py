@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -42,8 +43,11 @@ def _mount(factory: pytest.TempPathFactory, **config: object) -> Iterator[SimFSP
 
 
 class _OnSimfs(StoreConformance):
-    pytestmark = [*StoreConformance.pytestmark, pytest.mark.fuse]
-    kills = SIMFS_KILLS
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [
+        *StoreConformance.pytestmark,
+        pytest.mark.fuse,
+    ]
+    kills: ClassVar[int] = SIMFS_KILLS
 
     @pytest.fixture
     def site(self, mount: SimFSProcess, tmp_path: Path) -> Site:

@@ -33,8 +33,13 @@ def save_and_load_a_whole_run(site: Site) -> None:
     commit = store.market.append("AAPL", "1d", bars)
     info = store.results.save(
         "momentum",
-        metrics={"sharpe": 1.25, "max_dd": -0.12, "trades": 2, "sortino": math.inf,
-                 "calmar": math.nan},  # fmt: skip
+        metrics={
+            "sharpe": 1.25,
+            "max_dd": -0.12,
+            "trades": 2,
+            "sortino": math.inf,
+            "calmar": math.nan,
+        },
         params={"lookback": 20, "universe": ["AAPL", "MSFT"], "start": dt.date(2024, 1, 1)},
         equity_curve=curve,
         trades=trades,
@@ -142,6 +147,7 @@ def a_chosen_run_id_saves_once(site: Site) -> None:
         ({"metrics": {**run["metrics"], "sharpe": 1.6}}, "metrics"),
         ({"params": {"fast": 6, "slow": [20, 40]}}, "params"),
         ({"equity_curve": pd.DataFrame({"equity": np.linspace(1, 3, 250)})}, "equity_curve"),
+        ({"equity_curve": None}, "tables"),
         ({"tags": {}}, "tags"),
     ):
         with pytest.raises(InvalidDataError, match=f"run {run_id} of ma already exists.*{what}"):
