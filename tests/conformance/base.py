@@ -17,8 +17,8 @@ Each test method covers one area (market data, checkpoints, results, retention, 
 
 Hooks a subclass may override:
 
-- ``capabilities``: which of ``{"processes", "heavy"}`` the backend supports; a case that
-  needs more is not collected there (see each subclass for why).
+- ``capabilities``: which of ``{"processes", "heavy", "two_clients"}`` the backend
+  supports; a case that needs more is not collected there (each subclass says why).
 - ``only``: a set of case names: the backend's subset (None: every case its capabilities
   allow). ``known_failures``: ``{case name: reason}``, collected as non-strict xfail.
 - ``run_case(case, site)``: how a case runs. The default calls it in this process; a
@@ -51,7 +51,7 @@ class StoreConformance:
     """Subclass per backend and provide a ``site`` fixture (see the module docstring)."""
 
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.conformance]
-    capabilities: ClassVar[frozenset[str]] = frozenset({"processes", "heavy"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"processes", "heavy", "two_clients"})
     only: ClassVar[frozenset[str] | None] = None
     known_failures: ClassVar[dict[str, str]] = {}
 
@@ -109,4 +109,8 @@ class StoreConformance:
 
     @_area("concurrency")
     def test_concurrency(self, site: Site, case: Case) -> None:
+        self.run_case(case, site)
+
+    @_area("clients")
+    def test_two_clients(self, site: Site, case: Case) -> None:
         self.run_case(case, site)

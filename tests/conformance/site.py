@@ -31,6 +31,9 @@ class Site:
     ``processes``: cases may start writer processes (multiprocessing) on this site.
     ``heavy``: cases may move tens of megabytes or commit hundreds of versions.
     ``kills``: how many writers a SIGKILL case kills (fewer where every operation is slow).
+    ``peer``: the same store root as another client sees it (another mount of the same
+    export, with its own attribute and lookup caches), or None; cases that need it are the
+    ``two_clients`` ones.
     """
 
     name: str
@@ -39,19 +42,28 @@ class Site:
     processes: bool = True
     heavy: bool = True
     kills: int = 200
+    peer: Path | None = None
 
     def store(self, **options: Any) -> Store:
         """A fresh :class:`Store` on the site's root (a new reader: no cached state)."""
         return Store(self.root, **options)
 
+    def peer_store(self, **options: Any) -> Store:
+        """A fresh :class:`Store` on the same root through the other client."""
+        if self.peer is None:
+            raise RuntimeError(f"site {self.name!r} has no second client")
+        return Store(self.peer, create=False, **options)
+
     def to_json(self) -> str:
-        return json.dumps({k: str(v) if isinstance(v, Path) else v
-                           for k, v in dataclasses.asdict(self).items()})  # fmt: skip
+        return json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Site:
         data = json.loads(text)
-        return cls(**{**data, "root": Path(data["root"]), "scratch": Path(data["scratch"])})
+        paths = {k: Path(data[k]) for k in ("root", "scratch", "peer") if data.get(k) is not None}
+        return cls(**{**data, **paths})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +72,7 @@ class Case:
 
     func: Callable[[Site], None]
     area: str
-    needs: frozenset[str]  # subset of {"processes", "heavy"}
+    needs: frozenset[str]  # subset of {"processes", "heavy", "two_clients"}
 
     @property
     def name(self) -> str:
@@ -75,9 +87,9 @@ class Case:
         return self.needs - site_caps
 
 
-AREAS = ("market", "checkpoints", "results", "retention", "seed", "concurrency")
+AREAS = ("market", "checkpoints", "results", "retention", "seed", "concurrency", "clients")
 _REGISTRY: dict[str, list[Case]] = {area: [] for area in AREAS}
-_NEEDS = frozenset({"processes", "heavy"})
+_NEEDS = frozenset({"processes", "heavy", "two_clients"})
 
 
 def case(area: str, *, needs: tuple[str, ...] = ()) -> Callable[[Callable[[Site], None]], Any]:

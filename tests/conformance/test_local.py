@@ -20,4 +20,5 @@ class TestOnLocalDirectory(StoreConformance):
             root=tmp_path / "store",
             scratch=tmp_path / "scratch",
             kills=int(os.environ.get("EFSRAY_TEST_KILLS", "200")),
+            peer=tmp_path / "store",  # one kernel, one cache: the trivial second client
         )

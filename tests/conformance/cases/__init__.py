@@ -2,6 +2,7 @@
 
 from tests.conformance.cases import (  # noqa: F401
     checkpoints,
+    clients,
     concurrency,
     market,
     results,
