@@ -1,5 +1,6 @@
-"""The remote seam, exercised here: a few cases, one per area, each run in a fresh child
-Python through ``efsray.deadline.run_in_child`` and :func:`tests.conformance.remote.run_case`.
+"""The remote seam, exercised here: three cases (market, checkpoints, results), each in a
+fresh child Python through ``efsray.deadline.run_in_child`` and
+:func:`tests.conformance.remote.run_case`.
 
 This is the shape of a backend whose filesystem lives in another machine (the kernel NFS
 clients of the QEMU guests, tests/guests/): the case travels as ``module:function``, the
@@ -33,8 +34,6 @@ class TestInAChildProcess(StoreConformance):
             "versions_history_and_as_of",
             "directory_round_trip",
             "a_chosen_run_id_saves_once",
-            "dry_run_changes_nothing",
-            "save_and_load_model_checkpoint",
         }
     )
 
