@@ -169,13 +169,7 @@ def eight_checkpoint_savers_get_distinct_gap_free_versions(site: Site) -> None:
         procs.append(p)
         pipes.append(recv)
     go.set()
-    versions: list[int] = []
-    for recv, p in zip(pipes, procs, strict=True):
-        assert recv.poll(120), "a saver did not finish"
-        status, value = recv.recv()
-        assert status == "ok", value
-        versions.extend(value)
-        p.join(10)
+    versions = [v for answer in w.gather(pipes, procs) for v in answer]
     assert sorted(versions) == list(range(1, writers * count + 1))
     store = Store(root)
     for v in versions:

@@ -201,13 +201,7 @@ def concurrent_savers_of_the_same_ids_create_each_run_once(site: Site) -> None:
             procs.append(p)
             pipes.append(recv)
         go.set()
-        answers = []
-        for recv, p in zip(pipes, procs, strict=True):
-            assert recv.poll(120)
-            status, value = recv.recv()
-            assert status == "ok", value
-            answers.append(value)
-            p.join(10)
+        answers = w.gather(pipes, procs)
         assert all(a == answers[0] for a in answers)  # the same run (and writer) for everyone
         results = Store(root).results
         ids = [run_id for run_id, _ in answers[0]]
