@@ -331,3 +331,27 @@ def bad_names_are_refused_and_nothing_is_written(site: Site) -> None:
         "models",
         "results",
     ]
+
+
+@case("market")
+def malformed_bars_are_refused_and_the_series_is_unchanged(site: Site) -> None:
+    """Validation happens before anything is written: a refused append or write leaves the
+    committed series exactly as it was (the full list of malformed inputs is the bars
+    parser's test, tests/store/test_bars.py)."""
+    store = site.store()
+    store.market.append("AAPL", "1m", batch(0))
+    good = batch(1).to_pandas()
+    bad_inputs = {
+        "nan close": good.assign(close=np.where(np.arange(100) == 5, np.nan, good["close"])),
+        "high below low": good.assign(high=good["low"] - 1.0),
+        "negative volume": good.assign(volume=-1.0),
+        "duplicate timestamps": good.assign(timestamp=good["timestamp"].iloc[0]),
+        "missing open": good.drop(columns=["open"]),
+    }
+    for what, bars in bad_inputs.items():
+        for op in (store.market.append, store.market.write):
+            with pytest.raises(InvalidDataError):
+                op("AAPL", "1m", bars)
+            fresh = site.store().market
+            assert fresh.info("AAPL", "1m").version == 1, what
+            assert fresh.read("AAPL", "1m").equals(batch(0)), what
