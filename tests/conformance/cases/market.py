@@ -88,8 +88,9 @@ def tail(site: Site) -> None:
         store.market.tail("AAPL", "1m", -1)
 
 
-@case("market")
+@case("market", needs=("heavy",))
 def tail_equals_the_end_of_a_full_read(site: Site) -> None:
+    """Heavy: 80 merging appends (14 s under EFS latency, where the `tail` case runs)."""
     for fmt, symbol in (("arrow", "AAPL"), ("parquet", "MSFT")):
         # merge often: merged segments are written from many-chunk tables
         store = site.store(merge_factor=3, segment_format=fmt)
