@@ -34,9 +34,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.conformance.site import Case, Site, cases_of
+from tests.conformance import remote as _remote
+from tests.conformance.site import AREAS, Case, Site, cases_of
 
-__all__ = ["StoreConformance"]
+__all__ = ["RemoteConformance", "StoreConformance"]
 
 
 def _area(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -114,3 +115,42 @@ class StoreConformance:
     @_area("clients")
     def test_two_clients(self, site: Site, case: Case) -> None:
         self.run_case(case, site)
+
+
+class RemoteConformance(StoreConformance):
+    """A backend whose filesystem is somewhere else: the class's cases all run in one Python
+    there (:func:`tests.conformance.remote.snippet`, which carries the test modules' sources),
+    once per class, and each test reports its case's answer.
+
+    Subclasses provide a class-scoped ``remote`` fixture, a
+    :class:`~tests.conformance.remote.Remote`: ``name``, ``site(case)``,
+    ``execute(program) -> stdout``.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    @pytest.fixture(scope="class")
+    def remote_answers(self, remote: _remote.Remote) -> dict[str, Any]:
+        selected = [c for area in AREAS for c in cases_of(area) if self.selects(c)]
+        sites = [remote.site(c).to_json() for c in selected]
+        stdout = remote.execute(_remote.snippet([c.ref for c in selected], sites))
+        return {"answers": _remote.parse(stdout), "stdout": stdout, "where": remote.name}
+
+    @pytest.fixture
+    def site(self, remote: _remote.Remote, case: Case) -> Site:
+        return remote.site(case)
+
+    @pytest.fixture(autouse=True)
+    def _answers(self, remote_answers: dict[str, Any]) -> None:
+        self.remote_answers = remote_answers
+
+    def run_case(self, case: Case, site: Site) -> None:
+        batch = self.remote_answers
+        answer = batch["answers"].get(case.ref)
+        if answer is None:
+            pytest.fail(
+                f"{batch['where']} gave no answer for {case.ref}; its output ended with:\n"
+                f"{batch['stdout'][-3000:]}",
+                pytrace=False,
+            )
+        _remote.raise_for(answer, f"{batch['where']} ({case.ref})")

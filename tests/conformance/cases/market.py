@@ -1,14 +1,15 @@
 """Market data through the public API: round trips, ranges, tails, versions, merging,
-compaction, back-fills, validation errors and names."""
+compaction, back-fills, validation errors and names.
+
+polars and DuckDB (test extras) are imported by the cases that use them, so the module
+imports where only efsray's runtime dependencies are installed (the QEMU guests)."""
 
 from __future__ import annotations
 
 import json
 
-import duckdb
 import numpy as np
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -41,6 +42,8 @@ def append_and_read_round_trip(site: Site) -> None:
 
 @case("market")
 def outputs(site: Site) -> None:
+    import polars as pl
+
     store = site.store()
     store.market.append("AAPL", "1m", batch(0))
     frame = store.market.read("AAPL", "1m", output="pandas")
@@ -106,6 +109,8 @@ def pandas_and_polars_reads_equal_the_arrow_read(site: Site) -> None:
     """Big whole-segment reads to pandas/polars take another path (one buffer per column,
     filled by the reader threads): it must give exactly the Arrow read's data, with an extra
     column that older segments lack and that has nulls of its own."""
+    import polars as pl
+
     for fmt, symbol in (("arrow", "AAPL"), ("parquet", "MSFT")):
         store = site.store(segment_format=fmt, merge_factor=2)
         rows = 150_000  # 3 batches of 7.2 MB: over the threshold for parallel reads
@@ -251,6 +256,8 @@ def a_forked_child_appends_after_its_parent_did(site: Site) -> None:
 @case("market")
 def segment_files_are_read_directly_by_pyarrow_polars_and_duckdb(site: Site) -> None:
     """The layout docs/store.md promises: a manifest's segments are plain Arrow/Parquet files."""
+    import duckdb
+    import polars as pl
     import pyarrow.dataset as pads
 
     for fmt, symbol in (("arrow", "AAPL"), ("parquet", "MSFT")):
