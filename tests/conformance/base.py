@@ -11,9 +11,10 @@ filesystem for each test) and says what the backend can do::
         def site(self, tmp_path): return Site("myfs", root=..., scratch=tmp_path)
 
 Each test method covers one area (market data, checkpoints, results, retention, the seed's
-``EFSDataManager`` face, multi-process concurrency) and is parametrized with the area's cases
-(``tests/conformance/cases/``) that the backend's capabilities allow, so a test id reads
-``TestOnLocalDirectory::test_market[tail]`` and ``-k tail`` selects one behaviour everywhere.
+``EFSDataManager`` face, multi-process concurrency, two clients) and is parametrized with
+the area's cases (``tests/conformance/cases/``) that the backend's capabilities allow, so a
+test id reads ``TestOnLocalDirectory::test_market[tail]`` and ``-k tail`` selects one
+behaviour everywhere.
 
 Hooks a subclass may override:
 
@@ -21,10 +22,11 @@ Hooks a subclass may override:
   supports; a case that needs more is not collected there (each subclass says why).
 - ``only``: a set of case names: the backend's subset (None: every case its capabilities
   allow). ``known_failures``: ``{case name: reason}``, collected as non-strict xfail.
-- ``run_case(case, site)``: how a case runs. The default calls it in this process; a
-  backend whose filesystem lives elsewhere (a QEMU guest's kernel NFS client) ships
-  ``case.ref`` and ``site.to_json()`` to a Python there (:func:`tests.conformance.remote.run_case`)
-  and fails the test with the traceback that comes back.
+- ``run_case(case, site)``: how a case runs; the default calls it in this process.
+
+A backend whose filesystem lives elsewhere (a QEMU guest's kernel NFS client) subclasses
+:class:`RemoteConformance` instead: its cases run in one Python there and each test reports
+the answer (tests/conformance/test_child.py, test_guests.py).
 """
 
 from __future__ import annotations
