@@ -147,11 +147,14 @@ def cleanup_under_live_readers_and_writers_loses_nothing_protected(site: Site) -
         procs.append(p)
         pipes[name] = recv
     try:
-        # Run until cleanup has removed plenty while everyone works (bounded by a deadline).
+        # Run until cleanup has removed plenty while everyone works, or until the deadline
+        # (a cleanup pass through FUSE on a loaded machine takes seconds); whether it
+        # removed enough is asserted below, and a silent cleanup fails its report there.
         removed = runs = 0
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (removed < 200 or runs < 5):
-            assert pipes["cleanup"].poll(deadline - time.monotonic()), "cleanup went silent"
+            if not pipes["cleanup"].poll(max(0.0, deadline - time.monotonic())):
+                break
             status, value = pipes["cleanup"].recv()
             assert status == "progress", value
             runs, removed = value
