@@ -1,9 +1,10 @@
-"""Checkpoints and results on the simulated EFS: NFS rename/link semantics, real round
-trips, injected faults. The concurrency and SIGKILL bodies are the store suite's."""
+"""Checkpoints on the simulated EFS: round-trip counts and injected faults (a full volume,
+read errors, random EIO under EFS latency).
+
+Checkpoints and results without faults, concurrent and SIGKILLed savers included, are the
+conformance suite's (tests/conformance/test_simfs.py)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
@@ -12,24 +13,6 @@ from efsray.simfs import SimFSProcess
 from efsray.store import Store
 from efsray.store.nfs import is_temp_name
 from tests.store import _ckpt_workers as w
-from tests.store import test_checkpoint_crash, test_checkpoints
-
-KILLS_ON_SIMFS = int(os.environ.get("EFSRAY_SIMFS_KILLS", "40"))
-
-
-def test_eight_checkpoint_savers_on_simfs(simfs: SimFSProcess) -> None:
-    simfs.control.reset()
-    test_checkpoints.test_eight_processes_get_distinct_gap_free_versions(simfs.path)
-    counts = simfs.control.counters()
-    assert counts["link"] >= 48  # one commit link per version at least
-    assert counts.open_append == 0 and counts.renames_rejected == 0
-
-
-def test_sigkilled_checkpoint_savers_on_simfs(
-    simfs: SimFSProcess, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(test_checkpoint_crash, "KILLS", KILLS_ON_SIMFS)
-    test_checkpoint_crash.test_sigkilled_savers_never_leave_a_broken_version(simfs.path)
 
 
 def test_loading_the_latest_costs_the_same_whatever_the_history(simfs: SimFSProcess) -> None:
@@ -104,9 +87,3 @@ def test_saves_under_efs_latency_and_random_faults(simfs_factory) -> None:
             assert data == saved[v]
     assert failed + len(saved) == 15
 
-
-def test_results_on_simfs(simfs: SimFSProcess) -> None:
-    store = Store(simfs.path / "store")
-    ids = [store.results.save("s", metrics={"i": i}).run_id for i in range(5)]
-    assert sorted(store.results.query("s")["run_id"]) == sorted(ids)
-    assert simfs.control.counters().open_append == 0

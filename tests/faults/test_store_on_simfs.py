@@ -1,13 +1,12 @@
-"""The store's own concurrency and SIGKILL tests, run on the simulated EFS; a hung mount.
+"""Market data on the simulated EFS under faults: random EIO under EFS latency, a failing
+background fsync, a hung mount, a killed server.
 
-The test bodies are the store suite's (tests/store/), called with a directory in a simfs
-mount instead of a local one: many writer processes, killed writers and a concurrent reader
-go through FUSE, NFS-like rename/link semantics and real per-operation round trips.
+The store's behaviour on simfs without faults (many writer processes, SIGKILLed writers, a
+concurrent reader included) is the conformance suite's (tests/conformance/test_simfs.py).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,7 @@ from efsray.deadline import ChildError, run_in_child
 from efsray.errors import DeadlineExceeded
 from efsray.simfs import SimFSProcess
 from efsray.store import Store
-from tests.store import test_concurrency, test_crash
 from tests.store._bars import batch
-
-KILLS_ON_SIMFS = int(os.environ.get("EFSRAY_SIMFS_KILLS", "40"))
-
-
-def test_eight_processes_append_concurrently_on_simfs(simfs: SimFSProcess) -> None:
-    simfs.control.reset()
-    test_concurrency.test_eight_processes_append_concurrently(simfs.path)
-    counts = simfs.control.counters()
-    assert counts["link"] >= test_concurrency.APPENDS  # one commit link per append at least
-    assert counts.open_append == 0  # the store never relies on O_APPEND
-    assert counts.renames_rejected == 0  # nor on renameat2 flags
-
-
-def test_sigkill_writers_on_simfs(simfs: SimFSProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(test_crash, "KILLS", KILLS_ON_SIMFS)
-    test_crash.test_sigkill_writers_never_tear_and_never_lose_commits(simfs.path)
 
 
 def test_appends_under_efs_latency_with_random_faults_lose_nothing(simfs_factory) -> None:

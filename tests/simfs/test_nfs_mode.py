@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
 from efsray.simfs import SimFSProcess
 from efsray.store import Store
-from tests.store import test_concurrency
+from tests.conformance.cases.concurrency import eight_processes_append_concurrently
+from tests.conformance.site import Site
 from tests.store._bars import batch
 
 
@@ -69,7 +71,8 @@ def test_store_round_trip_over_nfs(nfs_simfs: SimFSProcess) -> None:
     strict=False,
 )
 def test_eight_processes_append_concurrently_over_nfs(
-    nfs_simfs: SimFSProcess, monkeypatch: pytest.MonkeyPatch
+    nfs_simfs: SimFSProcess, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(test_concurrency, "APPENDS", 80)
-    test_concurrency.test_eight_processes_append_concurrently(nfs_simfs.path)
+    """The conformance suite's 8-writer case, over libnfs (80 appends)."""
+    site = Site("simfs over libnfs", root=nfs_simfs.path / "store", scratch=tmp_path)
+    eight_processes_append_concurrently(site, appends=80)

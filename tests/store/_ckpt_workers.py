@@ -56,6 +56,19 @@ def expected_content(meta: dict[str, Any]) -> bytes:
     return payload(str(meta["seed"]), int(meta["size"]))
 
 
+def gather(pipes: list[Any], procs: list[Any], timeout: float = 120) -> list[Any]:
+    """Each worker's ``("ok", value)`` answer, in order; a worker that reported an error (or
+    nothing within ``timeout`` s) fails the test with it."""
+    answers = []
+    for recv, p in zip(pipes, procs, strict=True):
+        assert recv.poll(timeout), "a worker did not answer"
+        status, value = recv.recv()
+        assert status == "ok", value
+        answers.append(value)
+        p.join(10)
+    return answers
+
+
 # --- targets ---------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from efsray.errors import InvalidNameError
-from efsray.store import Store, validate_name
+from efsray.store import validate_name
 
 
 @pytest.mark.parametrize(
@@ -69,21 +69,3 @@ def test_accepted_names_stay_one_component_inside_the_root(name: str) -> None:
     assert os.path.normpath(joined) == str(joined)
     assert not name.startswith((".", "-"))
 
-
-@pytest.mark.parametrize("bad", ["../x", "a/b", "", "\x00", "x" * 300])
-def test_store_refuses_bad_names_and_writes_nothing(tmp_path: Path, bad: str) -> None:
-    store = Store(tmp_path / "s")
-    from tests.store._bars import batch
-
-    with pytest.raises(InvalidNameError):
-        store.market.append(bad, "1m", batch(0))
-    with pytest.raises(InvalidNameError):
-        store.market.append("AAPL", bad, batch(0))
-    assert store.market.list_series() == []
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
-        ".efsray-store.json",
-        "logs",
-        "market_data",
-        "models",
-        "results",
-    ]
