@@ -39,6 +39,13 @@ up to a minute) and on any local POSIX filesystem.
    forward by name (an open by name goes to the server under close-to-open consistency,
    unlike a directory listing), so finding the latest version costs a constant number of
    round trips however long the history is.
+
+   Each manifest carries its own checksum as its first field,
+   ``{"checksum":"xxh3-64:<16 hex>",...``: the XXH3-64 of every byte after that field, so a
+   reader verifies the exact bytes it read before trusting any of them (``_parse``; a flipped
+   bit, a hand edit or a torn copy is a CorruptionError naming the file). Manifests written
+   before checksums existed begin ``{"format":`` and are read unverified; ``VersionLog.verified``
+   tells them apart for ``verify`` commands. Whatever else a manifest begins with is corrupt.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+
+import xxhash
 
 from efsray.errors import (
     CommitConflictError,
@@ -560,6 +569,18 @@ def reading(path: Path, func: Callable[[], T]) -> T:
 # --- 5. the version log ---------------------------------------------------------------------
 
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
+_SUM_START = b'{"checksum":"xxh3-64:'
+_SUM_LEN = len(_SUM_START) + 16 + 2  # the prefix, 16 hex digits, '",'
+_LEGACY_START = b'{"format":'
+
+
+def _with_checksum(manifest: dict[str, Any]) -> bytes:
+    """``manifest`` as JSON, its checksum first (over every byte after the checksum field)."""
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    rest = body[1:]  # after the opening brace
+    if rest == b"}":  # never: a committed manifest always has fields
+        raise ValueError("empty manifest")
+    return _SUM_START + xxhash.xxh3_64_hexdigest(rest).encode() + b'",' + rest
 
 
 class ManifestCache:
@@ -645,6 +666,7 @@ class VersionLog:
             self._cache.put(self.directory, version, manifest)
 
     def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
+        self._check(version, raw)
         try:
             manifest = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -657,8 +679,40 @@ class VersionLog:
                 f"manifest {self.path(version)} of {self.kind} does not describe version "
                 f"{version}; it was damaged or moved: restore it from a backup"
             )
+        manifest.pop("checksum", None)  # verified above; callers see what build() returned
         self.remember(version, manifest)
         return manifest
+
+    def _check(self, version: int, raw: bytes) -> None:
+        """Verify a manifest's checksum (see the module docstring, 5.); CorruptionError if it
+        does not match, or if the manifest is neither checksummed nor of the old format."""
+        if raw.startswith(_LEGACY_START):  # no damage to a checksummed one makes this start
+            return  # written before manifests had checksums: read unverified
+        if not raw.startswith(_SUM_START) or raw[_SUM_LEN - 2 : _SUM_LEN] != b'",':
+            raise self._damaged(version, "it does not begin with its checksum")
+        expected = raw[len(_SUM_START) : _SUM_LEN - 2]
+        got = xxhash.xxh3_64_hexdigest(memoryview(raw)[_SUM_LEN:]).encode()
+        if got != expected:
+            raise self._damaged(
+                version, f"its checksum is xxh3-64:{expected.decode(errors='replace')}, its "
+                f"bytes hash to xxh3-64:{got.decode()}"
+            )  # fmt: skip
+
+    def _damaged(self, version: int, what: str) -> CorruptionError:
+        return CorruptionError(
+            f"manifest {self.path(version)} of {self.kind} was damaged after it was committed "
+            f"({what}); restore it from a backup, or read another version"
+        )
+
+    def verified(self, version: int) -> bool:
+        """True if ``version``'s manifest carries a checksum (and it matches: a mismatch is a
+        CorruptionError); False for a manifest written before checksums existed."""
+        try:
+            raw = read_bytes(self.path(version))
+        except FileNotFoundError:
+            raise VersionNotFoundError(f"{self.kind} has no version {version}") from None
+        self._parse(version, raw)
+        return not raw.startswith(_LEGACY_START)
 
     def _try_read(self, version: int) -> dict[str, Any] | None:
         cached = self._cache.get(self.directory, version) if self._cache else None
@@ -809,11 +863,7 @@ class VersionLog:
             target = self.path(version)
             ensure_dir(target.parent)
             try:
-                create_exclusive(
-                    target,
-                    json.dumps(manifest, separators=(",", ":")).encode(),
-                    before_link=before_publish,
-                )
+                create_exclusive(target, _with_checksum(manifest), before_link=before_publish)
             except FileExistsError:
                 losses += 1
                 newer = self._try_read(version)
