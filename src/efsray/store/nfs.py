@@ -66,7 +66,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import xxhash
 
@@ -84,8 +84,10 @@ __all__ = [
     "TEMP_PREFIX",
     "BackgroundSyncs",
     "ManifestCache",
+    "PositionalReader",
     "VersionLog",
     "atomic_write",
+    "buffered_writer",
     "committed_time",
     "create_exclusive",
     "ensure_dir",
@@ -553,6 +555,45 @@ def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
             os.close(fd)
 
     return reading(path, once)
+
+
+class PositionalReader:
+    """A file opened for reads at offsets (a big file's footer and last blocks, where reading
+    it whole would move megabytes for kilobytes). ``size`` comes from fstat: our files never
+    change once published. Use it inside :func:`reading`, which retries ESTALE."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # OSError passes to reading()
+        try:
+            self.size = os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer only at the end of the file)."""
+        parts = []
+        while length > 0:
+            chunk = os.pread(self._fd, length, offset)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def __enter__(self) -> PositionalReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self._fd)
+
+
+def buffered_writer(fd: int) -> BinaryIO:
+    """A buffered binary file over ``fd`` (left open on close), for encoders that write many
+    small pieces: a raw descriptor returns short writes on NFS and FUSE."""
+    return open(fd, "wb", closefd=False)
 
 
 def reading(path: Path, func: Callable[[], T]) -> T:

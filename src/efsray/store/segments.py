@@ -16,20 +16,29 @@ by their suffix, are read; the store writes the one it is configured with:
 
 from __future__ import annotations
 
-import os
+import io
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
+import xxhash
 
 from efsray.errors import CorruptionError, InvalidDataError
-from efsray.store.nfs import BackgroundSyncs, io_pool, read_bytes, reading, write_new
+from efsray.store.nfs import (
+    BackgroundSyncs,
+    PositionalReader,
+    buffered_writer,
+    io_pool,
+    read_bytes,
+    reading,
+    write_new,
+)
 
 __all__ = [
     "FORMATS",
@@ -48,6 +57,7 @@ FORMATS: dict[str, str] = {"arrow": ".arrow", "parquet": ".parquet"}
 R = TypeVar("R")
 
 ROW_GROUP_ROWS = 65_536  # Parquet row group, Arrow record batch
+CHECKSUM_BLOCK = 1 << 20  # bytes per checksum: a tail verifies only the blocks it reads
 _READ_THREADS = 4
 _PARALLEL_BYTES = 16 << 20
 _WHOLE_FILE_BYTES = 4 << 20
@@ -60,28 +70,51 @@ def is_segment_name(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One segment as a manifest records it. Timestamps are UTC nanoseconds."""
+    """One segment as a manifest records it. Timestamps are UTC nanoseconds.
+
+    ``blocks``: the XXH3-64 (hex) of each CHECKSUM_BLOCK bytes of the file, in order (the
+    last block may be shorter); empty for segments written before checksums existed, which
+    are checked by size only (``efsray data verify`` reports them).
+    """
 
     file: str
     rows: int
     bytes: int
     ts_min: int
     ts_max: int
+    blocks: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.file,
             "rows": self.rows,
             "bytes": self.bytes,
             "ts_min": self.ts_min,
             "ts_max": self.ts_max,
         }
+        if self.blocks:
+            out["xxh3_64"] = list(self.blocks)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
-        return cls(
-            str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]), int(d["ts_max"])
-        )
+        try:
+            blocks = tuple(str(b) for b in d.get("xxh3_64", ()))
+            seg = cls(
+                str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]),
+                int(d["ts_max"]), blocks,
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptionError(
+                f"a manifest has a malformed segment entry {d!r} ({exc}); restore the "
+                "manifest from a backup, or read another version"
+            ) from None
+        if blocks and len(blocks) != _block_count(seg.bytes):
+            raise CorruptionError(
+                f"the manifest entry of segment {seg.file} lists {len(blocks)} checksums "
+                f"for {seg.bytes} bytes; restore the manifest from a backup"
+            )
+        return seg
 
     def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
         return (start_ns is None or self.ts_max >= start_ns) and (
@@ -127,6 +160,7 @@ def write_segment(
         raise InvalidDataError(f"segment format {fmt!r} is not one of {', '.join(FORMATS)}")
     name = f"seg-{uuid.uuid4().hex}{FORMATS[fmt]}"
     size = 0
+    blocks: tuple[str, ...] = ()
 
     def encode_into(fd: int) -> None:
         # Straight into the file, buffer by buffer: encoding into memory first would cost a
@@ -134,11 +168,13 @@ def write_segment(
         # in ~4 ms this way, ~10-35 ms through a BufferOutputStream and one write). Buffered,
         # because a raw file returns short writes (NFS, FUSE) that PythonFile would ignore;
         # big writes go straight through the buffer.
-        nonlocal size
-        with open(fd, "wb", closefd=False) as file:
-            _encode(table, fmt, pa.PythonFile(file, mode="w"))
+        nonlocal size, blocks
+        with buffered_writer(fd) as file:
+            hashing = _BlockHasher(file)
+            _encode(table, fmt, pa.PythonFile(hashing, mode="w"))
             file.flush()
             size = file.tell()
+            blocks = hashing.digests()
 
     # Unreferenced until a manifest names it: created under its final, unique name.
     if syncs is None:
@@ -152,12 +188,83 @@ def write_segment(
         bytes=size,
         ts_min=ts[0].value,  # UTC nanoseconds
         ts_max=ts[-1].value,
+        blocks=blocks,
     )
+
+
+def _block_count(size: int) -> int:
+    return max(1, -(-size // CHECKSUM_BLOCK))
+
+
+class _BlockHasher:
+    """A binary file for pyarrow's writers that passes writes on to ``file`` and hashes the
+    bytes block by block (CHECKSUM_BLOCK) as they go, while they are in the CPU cache."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._hasher = xxhash.xxh3_64()
+        self._in_block = 0
+        self._done: list[str] = []
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        written = self._file.write(view)
+        while view:
+            part = view[: CHECKSUM_BLOCK - self._in_block]
+            self._hasher.update(part)
+            self._in_block += len(part)
+            view = view[len(part) :]
+            if self._in_block == CHECKSUM_BLOCK:
+                self._done.append(self._hasher.hexdigest())
+                self._hasher.reset()
+                self._in_block = 0
+        return written
+
+    def digests(self) -> tuple[str, ...]:
+        if self._in_block or not self._done:  # the short last block (or an empty file)
+            return (*self._done, self._hasher.hexdigest())
+        return tuple(self._done)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self.closed = True  # the caller owns the file
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+
+def _verify_blocks(path: Path, seg: Segment, data: memoryview, first: int) -> None:
+    """Check ``data``, whole blocks of ``seg`` from block ``first`` on, against the manifest."""
+    for k in range(-(-len(data) // CHECKSUM_BLOCK)):
+        block = data[k * CHECKSUM_BLOCK : (k + 1) * CHECKSUM_BLOCK]
+        got = xxhash.xxh3_64_hexdigest(block)
+        if got != seg.blocks[first + k]:
+            start = (first + k) * CHECKSUM_BLOCK
+            raise CorruptionError(
+                f"segment {path} does not match its checksum: bytes {start}-"
+                f"{start + len(block) - 1} hash to xxh3-64:{got}, its manifest says "
+                f"{seg.blocks[first + k]}; the file was damaged after commit: restore it from "
+                "a backup, or read a version that does not use it"
+            )
 
 
 def _load(directory: Path, seg: Segment, drop_cache: bool = False) -> pa.Buffer:
     data = read_bytes(directory / seg.file, drop_cache=drop_cache)  # FileNotFoundError passes
     _check_size(directory / seg.file, len(data), seg)
+    if seg.blocks:
+        _verify_blocks(directory / seg.file, seg, memoryview(data), 0)
     return pa.py_buffer(data)
 
 
@@ -294,11 +401,77 @@ def _tail_of(
         return _last_row_groups(path, pa.BufferReader(_load(directory, seg)), n, columns)
 
     def once() -> list[pa.Table]:
-        with open(path, "rb") as f:
-            _check_size(path, os.fstat(f.fileno()).st_size, seg)
-            return _last_row_groups(path, f, n, columns)
+        with PositionalReader(path) as file:
+            _check_size(path, file.size, seg)
+            return _last_row_groups(path, _VerifiedFile(file, seg), n, columns)
 
     return reading(path, once)
+
+
+class _VerifiedFile(io.RawIOBase):
+    """A big segment opened for pyarrow's random reads (footer, last batches): each read
+    fetches the whole CHECKSUM_BLOCK blocks it touches and verifies them against the
+    manifest before returning any byte of them, so a tail checks exactly what it reads."""
+
+    def __init__(self, file: PositionalReader, seg: Segment) -> None:
+        super().__init__()
+        self._file = file
+        self._seg = seg
+        self._pos = 0
+        self._blocks: dict[int, bytes] = {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._file.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        end = min(self._pos + len(out), self._file.size)
+        if end <= self._pos:
+            return 0
+        first, last = self._pos // CHECKSUM_BLOCK, (end - 1) // CHECKSUM_BLOCK
+        self._fetch(first, last)
+        done = 0
+        while self._pos < end:
+            k = self._pos // CHECKSUM_BLOCK
+            block = self._blocks[k]
+            start = self._pos - k * CHECKSUM_BLOCK
+            take = min(len(block) - start, end - self._pos)
+            out[done : done + take] = block[start : start + take]
+            done += take
+            self._pos += take
+        return done
+
+    def _fetch(self, first: int, last: int) -> None:
+        """Read and verify the blocks first..last not read yet, in one read per run."""
+        k = first
+        while k <= last:
+            if k in self._blocks:
+                k += 1
+                continue
+            stop = k
+            while stop + 1 <= last and stop + 1 not in self._blocks:
+                stop += 1
+            offset = k * CHECKSUM_BLOCK
+            length = min((stop + 1) * CHECKSUM_BLOCK, self._file.size) - offset
+            data = self._file.pread(offset, length)
+            if len(data) != length:
+                _check_size(self._file.path, offset + len(data), self._seg)
+            if self._seg.blocks:
+                _verify_blocks(self._file.path, self._seg, memoryview(data), k)
+            for j in range(k, stop + 1):
+                self._blocks[j] = data[(j - k) * CHECKSUM_BLOCK : (j - k + 1) * CHECKSUM_BLOCK]
+            k = stop + 1
 
 
 def _last_row_groups(
