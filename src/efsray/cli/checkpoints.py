@@ -151,13 +151,23 @@ def prune_cmd(
         bool, typer.Option("--save-policy", help="Store these settings for `efsray cleanup`.")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Accept a --grace below the safe minimum (600 s): only when no writer or "
+            "reader is running.",
+        ),
+    ] = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove versions that are not latest, aliased, kept by keep-last/keep-best, or recent."""
     from efsray.store import RetentionPolicy
+    from efsray.store.checkpoints import require_safe_grace
 
+    require_safe_grace(grace, force=force, dry_run=dry_run)
     store = _open(root, env_file)
     stored = store.retention(model)
     policy = RetentionPolicy(

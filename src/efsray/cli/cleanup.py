@@ -26,6 +26,14 @@ def cleanup_cmd(
         ),
     ] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Accept a --grace below the safe minimum (600 s): only when no writer or "
+            "reader is running.",
+        ),
+    ] = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
@@ -35,7 +43,9 @@ def cleanup_cmd(
     files. Never the latest version of anything, an aliased or kept checkpoint, or anything
     younger than --grace."""
     from efsray.store import Store
+    from efsray.store.checkpoints import require_safe_grace
 
+    require_safe_grace(grace, force=force, dry_run=dry_run)
     store = Store(store_root(root, env_file), create=False)
     report = store.cleanup(days, grace=grace, dry_run=dry_run)
     if json_out:

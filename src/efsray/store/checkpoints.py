@@ -29,7 +29,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -40,6 +40,7 @@ from efsray.errors import (
     EfsrayError,
     InvalidDataError,
     NotFoundError,
+    StorageError,
     VersionNotFoundError,
     storage_error_from,
 )
@@ -80,6 +81,25 @@ log = logging.getLogger("efsray.store")
 
 MAX_METADATA_BYTES = 1 << 20
 DEFAULT_GRACE_S = 3600.0
+# The shortest grace period the CLI accepts without --force: far longer than a commit takes
+# (a writer re-checks files it wrote more than _RECHECK_AFTER_S ago) and than a full read of
+# a superseded version. Shorter ones can remove a writer's files between its write and its
+# commit; the commit then fails cleanly, or (in the last instant) commits a version that
+# names a missing file, which readers report as a CorruptionError.
+MIN_GRACE_S = 600.0
+
+
+def require_safe_grace(grace: float, *, force: bool, dry_run: bool = False) -> None:
+    """Refuse a grace period below MIN_GRACE_S unless ``force`` (or ``dry_run``: nothing is
+    removed), as Delta's VACUUM refuses a retention below 168 hours. For the CLI, where a
+    person types ``--grace 0``; the library takes the grace it is given."""
+    if grace < MIN_GRACE_S and not force and not dry_run:
+        raise InvalidDataError(
+            f"--grace {grace:g} is below the safe minimum of {MIN_GRACE_S:.0f} s: a writer "
+            "or reader still working on what it would remove would fail, or commit a "
+            "version that names removed files. Use --grace >= "
+            f"{MIN_GRACE_S:.0f}, or add --force if no writer or reader is running"
+        )
 # Files written but not committed for this long are checked again before the commit, in
 # case cleanup (whose grace period is far longer) took them for a crashed saver's debris.
 _RECHECK_AFTER_S = 60.0
@@ -259,9 +279,7 @@ class CheckpointStore:
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any]:
             rel, files, dirs, when = written[-1]
-            if time.monotonic() - when > _RECHECK_AFTER_S and not all(
-                kind_of(m.data / rel / f.path) == "file" for f in files
-            ):
+            if time.monotonic() - when > _RECHECK_AFTER_S and not _all_present(m.data / rel, files):
                 log.warning("files of an uncommitted save of %s vanished; writing again", model)
                 written.append(write_data())
                 rel, files, dirs, _ = written[-1]
@@ -277,7 +295,22 @@ class CheckpointStore:
                 "metadata": meta,
             }
 
-        committed = m.log.commit(build)
+        def before_publish() -> None:
+            # The last look before the version appears: a cleanup run with a grace period
+            # shorter than this save took (``--force``) may have taken its files for a
+            # crashed save's debris. Then nothing is committed.
+            rel, files, _, _ = written[-1]
+            if not _all_present(m.data / rel, files):
+                raise StorageError(
+                    errno.ENOENT,
+                    f"the files of this save of {model} ({m.data / rel}) were removed before "
+                    "its commit, by a cleanup or prune whose grace period was shorter than the "
+                    "save took (--grace with --force); nothing was committed: save again, and "
+                    f"keep --grace >= {MIN_GRACE_S:.0f} s while writers run",
+                    str(m.data / rel),
+                )
+
+        committed = m.log.commit(build, before_publish=before_publish)
         assert committed is not None
         version, manifest = committed
         info = self._info(m, version, manifest)
@@ -372,11 +405,20 @@ class CheckpointStore:
             try:
                 return run(info)
             except FileNotFoundError as exc:
-                if version is not None or attempt == 2:
+                missing = Path(exc.filename or "?").name
+                if version is None and alias is None and attempt == 2:
+                    raise CorruptionError(
+                        f"the latest version {got} of model {model} names file {missing} "
+                        f"({info.directory}), which is missing: removed by a cleanup or prune "
+                        "whose grace period was shorter than a save took (--force), or by "
+                        f"hand. Load an older version (`efsray checkpoints ls {model}`) or "
+                        "save the model again; restore the file from a backup to keep it"
+                    ) from None
+                if version is not None or alias is not None or attempt == 2:
                     raise VersionNotFoundError(
                         f"version {got} of model {model} is no longer complete: its file "
-                        f"{Path(exc.filename or '?').name} was removed by retention; load "
-                        "another version (`efsray checkpoints ls`)"
+                        f"{missing} was removed by retention; load another version "
+                        "(`efsray checkpoints ls`)"
                     ) from None
                 log.info("checkpoint files of %s v%d vanished while reading; retrying", model, got)
         raise AssertionError("unreachable")
@@ -809,6 +851,10 @@ def _encode_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
             "data as checkpoint files (save_directory) instead"
         )
     return encoded
+
+
+def _all_present(directory: Path, files: Sequence[CheckpointFile]) -> bool:
+    return all(kind_of(directory / f.path) == "file" for f in files)
 
 
 def _best(manifests: dict[int, dict[str, Any]], policy: RetentionPolicy) -> list[int]:

@@ -23,6 +23,7 @@ top of the new version (reusing the segment files already written when they stil
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,8 +34,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from efsray.errors import InvalidDataError, NotFoundError, VersionNotFoundError
+from efsray.errors import (
+    CorruptionError,
+    InvalidDataError,
+    NotFoundError,
+    StorageError,
+    VersionNotFoundError,
+)
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
+from efsray.store.checkpoints import MIN_GRACE_S
 from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.names import is_valid_name
@@ -218,6 +226,7 @@ class MarketDataStore:
         ensure_dir(seg_dir)
         pending = PendingSegments()
         stats: dict[str, int] = {}
+        built: list[list[Segment]] = []
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any] | None:
             columns = list(base["columns"]) if base else list(CORE_COLUMNS)
@@ -244,10 +253,27 @@ class MarketDataStore:
             if operation != "compact" and self.auto_compact:
                 segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
             stats.update(written=written, replaced=replaced)
+            built.append(segments)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
 
+        def before_publish() -> None:
+            pending.syncs.wait()
+            missing = pending.missing(seg_dir, built[-1])
+            if missing:
+                raise StorageError(
+                    errno.ENOENT,
+                    f"segment {missing[0]} of this {operation} of {symbol}/{timeframe} was "
+                    "removed before its commit, by a cleanup whose grace period was shorter "
+                    "than the write took (--grace with --force); nothing was committed: "
+                    f"retry, and keep --grace >= {MIN_GRACE_S:.0f} s while writers run",
+                    str(seg_dir / missing[0]),
+                )
+
         with pending.syncs:
-            committed = vlog.commit(build, before_publish=pending.syncs.wait)
+            try:
+                committed = vlog.commit(build, before_publish=before_publish)
+            except FileNotFoundError as exc:  # an input of the merge is missing
+                raise self._missing(symbol, timeframe, None, exc) from None
         if committed is None:
             pending.discard_unused(seg_dir, ())
             return None  # only compact declines
@@ -443,9 +469,23 @@ class MarketDataStore:
                         "Read a newer version (`efsray data history`)."
                     ) from None
                 if attempt == 2:
-                    raise
+                    raise self._missing(symbol, timeframe, got, exc) from None
                 log.info("segment vanished while reading %s/%s; re-reading", symbol, timeframe)
         raise AssertionError("unreachable")
+
+    def _missing(
+        self, symbol: str, timeframe: str, version: int | None, exc: FileNotFoundError
+    ) -> CorruptionError:
+        """The error for a latest version that names a segment file that does not exist."""
+        name = Path(exc.filename or "?").name
+        which = f"version {version}" if version else "the latest version"
+        return CorruptionError(
+            f"{which} of {symbol}/{timeframe} names segment {name}, which is missing from "
+            f"{self.layout.series_dir(symbol, timeframe) / 'segments'}: removed by a cleanup "
+            "whose grace period was shorter than a writer's commit (--force), or by hand. "
+            "Restore the file from a backup, or read an older version (`efsray data history`) "
+            "and write the series again from it or from its source"
+        )
 
     def info(self, symbol: str, timeframe: str, *, version: int | None = None) -> SeriesInfo:
         """Size and time span of a series at a version (latest by default)."""

@@ -85,6 +85,15 @@ class PendingSegments:
     def put(self, key: Hashable, segments: list[Segment], replaced: int) -> None:
         self._written[key] = (segments, replaced, time.monotonic())
 
+    def missing(self, directory: Path, segments: Iterable[Segment]) -> list[str]:
+        """Files of ``segments`` that this write produced and that no longer exist: the last
+        look before its commit, in case a cleanup run with a grace period shorter than the
+        write took (``--force``) removed them."""
+        ours = {seg.file for written, _, _ in self._written.values() for seg in written}
+        return [
+            s.file for s in segments if s.file in ours and kind_of(directory / s.file) is None
+        ]
+
     def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
         keep = set(used)
         for segments, _, _ in self._written.values():
