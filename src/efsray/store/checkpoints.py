@@ -42,7 +42,6 @@ from efsray.errors import (
     NotFoundError,
     StorageError,
     VersionNotFoundError,
-    storage_error_from,
 )
 from efsray.store import jsonsafe
 from efsray.store.checkpoint_files import (
@@ -69,12 +68,17 @@ from efsray.store.nfs import (
     fsync_dir,
     kind_of,
     list_dir,
+    lstat_or_none,
     read_bytes,
-    retry_estale,
-    walk,
+    remove_file,
+    remove_tree,
+    tree_stats,
 )
 
-__all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
+# lstat_or_none, remove_tree and tree_stats moved to efsray.store.nfs; importable from here too.
+__all__ = ["lstat_or_none", "remove_tree", "tree_stats"]
+
+__all__ += ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
 
 R = TypeVar("R")
 log = logging.getLogger("efsray.store")
@@ -100,6 +104,8 @@ def require_safe_grace(grace: float, *, force: bool, dry_run: bool = False) -> N
             "version that names removed files. Use --grace >= "
             f"{MIN_GRACE_S:.0f}, or add --force if no writer or reader is running"
         )
+
+
 # Files written but not committed for this long are checked again before the commit, in
 # case cleanup (whose grace period is far longer) took them for a crashed saver's debris.
 _RECHECK_AFTER_S = 60.0
@@ -330,7 +336,7 @@ class CheckpointStore:
             )
         path = getattr(checkpoint, "path", None)
         filesystem = getattr(checkpoint, "filesystem", None)
-        if type(filesystem).__name__ == "LocalFileSystem" and path and os.path.isdir(path):
+        if type(filesystem).__name__ == "LocalFileSystem" and path and kind_of(path) == "dir":
             return self.save_directory(model, path, metadata)
         with checkpoint.as_directory() as local:  # downloads a remote checkpoint first
             return self.save_directory(model, local, metadata)
@@ -558,7 +564,7 @@ class CheckpointStore:
         """Every model with checkpoints (a listing: may lag other hosts by ~a minute)."""
         out = []
         for name in list_dir(self.layout.checkpoints):
-            if is_valid_name(name) and VersionLog(self.layout.checkpoints / name, "").exists():
+            if is_valid_name(name) and VersionLog(self.layout.checkpoints / name, "").has_history():
                 out.append(name)
         return sorted(out)
 
@@ -799,13 +805,10 @@ class CheckpointStore:
         path = m.log.path(version)
         try:
             raw = read_bytes(path)
-            os.unlink(path)
         except FileNotFoundError:
             return False  # another cleanup got there first
-        except EfsrayError:
-            raise  # read_bytes already said what failed
-        except OSError as exc:
-            raise storage_error_from(exc, "removing checkpoint manifest", path) from exc
+        if not remove_file(path):
+            return False
         # An alias set between our reading the aliases and the unlink must win: look again.
         if version in self._refs(m)[0].values():
             with contextlib.suppress(FileExistsError):
@@ -870,76 +873,6 @@ def _data_dirs(data: Path) -> Iterator[tuple[str, Path]]:
     for shard in list_dir(data):
         for name in list_dir(data / shard):
             yield f"{shard}/{name}", data / shard / name
-
-
-def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
-    """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
-    (cleanup must not take an unreadable file for an absent one)."""
-    try:
-        return retry_estale(lambda: os.lstat(path))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise storage_error_from(exc, "checking", path) from exc
-
-
-def tree_stats(path: Path) -> tuple[float | None, int, int]:
-    """(newest mtime of the directory and everything in it, file count, bytes)."""
-    files = size = 0
-    top = lstat_or_none(path)
-    if top is None:
-        return None, 0, 0
-    newest = top.st_mtime
-    for root, dirs, names in walk(path):
-        for name in dirs + names:
-            st = lstat_or_none(os.path.join(root, name))
-            if st is None:
-                continue
-            newest = max(newest, st.st_mtime)
-            if name in names:
-                files += 1
-                size += st.st_size
-    return newest, files, size
-
-
-def remove_tree(path: Path, files: list[str] | None) -> None:
-    """Delete a checkpoint data directory: the listed files (or all), then the directories."""
-    if files is None:
-        files = [
-            os.path.relpath(os.path.join(root, name), path)
-            for root, _, names in walk(path)
-            for name in names
-        ]
-    for rel in files:
-        try:
-            os.unlink(path / rel)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise storage_error_from(exc, "removing checkpoint file", path / rel) from exc
-    # Leftovers (a crashed save's temporary files) go too, then the directories bottom-up.
-    for root, dirs, names in walk(path, topdown=False):
-        for name in names:
-            try:
-                os.unlink(os.path.join(root, name))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise storage_error_from(exc, "removing", os.path.join(root, name)) from exc
-        for name in dirs:
-            _rmdir(Path(root) / name)
-    _rmdir(path)
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise storage_error_from(exc, "removing directory", path) from exc
-        log.warning("directory %s is not empty after cleanup; leaving it", path)
 
 
 def _ray_checkpoint_class() -> Any:

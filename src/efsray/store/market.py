@@ -167,7 +167,7 @@ class MarketDataStore:
         try:
             return directory, version, vlog.read(version)
         except VersionNotFoundError:
-            if not vlog.exists():
+            if not vlog.has_history():
                 raise NotFoundError(
                     f"no market data for {symbol}/{timeframe} in {self.layout.root}"
                 ) from None
@@ -541,7 +541,7 @@ def list_series(layout: StoreLayout) -> list[tuple[str, str]]:
         (symbol, timeframe)
         for symbol in _dirs(root)
         for timeframe in _dirs(root / symbol)
-        if VersionLog(root / symbol / timeframe, "").exists()
+        if VersionLog(root / symbol / timeframe, "").has_history()
     ]
 
 

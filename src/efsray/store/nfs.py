@@ -46,6 +46,12 @@ up to a minute) and on any local POSIX filesystem.
    bit, a hand edit or a torn copy is a CorruptionError naming the file). Manifests written
    before checksums existed begin ``{"format":`` and are read unverified; ``VersionLog.verified``
    tells them apart for ``verify`` commands. Whatever else a manifest begins with is corrupt.
+
+6. **Removal** (retention) goes through here too (``remove_file``, ``remove_tree``), and so do
+   the few other calls the store makes (``lstat_or_none``, ``opened``, ``publish_dir``): no
+   other module of the store touches the filesystem (a test scans their code for it). What
+   may be removed, and when, is retention's business; that a version never names a file
+   removed before its commit is the writer's, which looks for its files in ``before_link``.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import socket
 import stat
 import time
@@ -90,6 +97,7 @@ __all__ = [
     "buffered_writer",
     "committed_time",
     "create_exclusive",
+    "discard_tree",
     "ensure_dir",
     "fsync_dir",
     "io_pool",
@@ -97,10 +105,17 @@ __all__ = [
     "kind_of",
     "list_dir",
     "list_subdirs",
+    "lstat_or_none",
+    "opened",
     "overwrite_hint",
+    "publish_dir",
     "read_bytes",
     "reading",
+    "remove_file",
+    "remove_tree",
     "retry_estale",
+    "stat_or_none",
+    "tree_stats",
     "walk",
     "write_new",
     "write_temp",
@@ -683,8 +698,11 @@ class VersionLog:
 
     # reading -------------------------------------------------------------------------------
 
-    def exists(self) -> bool:
+    def has_history(self) -> bool:
+        """True once anything was committed to this log (or HEAD says so)."""
         return kind_of(self._head) is not None or kind_of(self._versions) == "dir"
+
+    exists = has_history  # the older name
 
     def read(self, version: int) -> dict[str, Any]:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
@@ -935,3 +953,117 @@ class VersionLog:
         # Fixed width, so that each write covers the previous one exactly.
         with contextlib.suppress(StorageError):
             overwrite_hint(self._head, f"{version:020d}\n".encode())
+
+
+# --- 6. removal, and the other calls the store makes ----------------------------------------
+
+
+def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
+    (cleanup must not take an unreadable file for an absent one)."""
+    try:
+        return retry_estale(lambda: os.lstat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+
+
+def stat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.stat(path)`` (a symbolic link followed), None when it does not exist; any other
+    error is a StorageError."""
+    try:
+        return retry_estale(lambda: os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike[str]) -> Iterator[int]:
+    """A descriptor of ``path`` open for reading, closed on exit. OSError (FileNotFoundError
+    included) passes through: run it inside :func:`reading` to retry ESTALE."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def remove_file(path: str | os.PathLike[str]) -> bool:
+    """Remove one file: True if this call removed it, False if it was already gone; any
+    other error is a StorageError."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error_from(exc, "removing", path) from exc
+    return True
+
+
+def tree_stats(path: Path) -> tuple[float | None, int, int]:
+    """(newest mtime of the directory and everything in it, file count, bytes); None for
+    the time when ``path`` does not exist."""
+    files = size = 0
+    top = lstat_or_none(path)
+    if top is None:
+        return None, 0, 0
+    newest = top.st_mtime
+    for root, dirs, names in walk(path):
+        for name in dirs + names:
+            st = lstat_or_none(os.path.join(root, name))
+            if st is None:
+                continue
+            newest = max(newest, st.st_mtime)
+            if name in names:
+                files += 1
+                size += st.st_size
+    return newest, files, size
+
+
+def remove_tree(path: Path, files: list[str] | None = None) -> None:
+    """Remove a directory tree: the listed files (relative paths) first, or all, then any
+    leftovers (a crashed writer's temporary files) and the directories, bottom-up."""
+    if files is None:
+        files = [
+            os.path.relpath(os.path.join(root, name), path)
+            for root, _, names in walk(path)
+            for name in names
+        ]
+    for rel in files:
+        remove_file(path / rel)
+    for root, dirs, names in walk(path, topdown=False):
+        for name in names:
+            remove_file(os.path.join(root, name))
+        for name in dirs:
+            _rmdir(Path(root) / name)
+    _rmdir(path)
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise storage_error_from(exc, "removing directory", path) from exc
+        log.warning("directory %s is not empty after cleanup; leaving it", path)
+
+
+def discard_tree(path: Path) -> None:
+    """Remove an unpublished directory (a failed copy's staging area), ignoring errors:
+    what is left is a temporary name that cleanup removes."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_dir(staging: Path, final: Path) -> None:
+    """Rename the complete directory ``staging`` to ``final`` (which must not exist or be
+    empty), so that ``final`` appears whole or not at all, and make the rename durable."""
+    try:
+        os.rename(staging, final)
+    except OSError as exc:
+        raise storage_error_from(exc, "publishing", final) from exc
+    fsync_dir(final.parent)
