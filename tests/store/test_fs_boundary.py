@@ -65,9 +65,7 @@ def _violations(source: str) -> list[str]:
 def test_only_nfs_py_touches_the_filesystem() -> None:
     modules = sorted(p for p in STORE.glob("*.py") if p.name not in EXEMPT)
     assert len(modules) >= 10
-    offences = {
-        p.name: bad for p in modules if (bad := _violations(p.read_text(encoding="utf-8")))
-    }
+    offences = {p.name: bad for p in modules if (bad := _violations(p.read_text(encoding="utf-8")))}
     assert offences == {}, offences
 
 
