@@ -20,6 +20,7 @@ import pytest
 
 from efsray.errors import CorruptionError
 from efsray.store import EFSDataManager, Store
+from efsray.store.checkpoints import CheckpointStore
 from efsray.store.market import MarketDataStore
 from efsray.store.segments import CHECKSUM_BLOCK
 from tests.store._bars import batch
@@ -202,9 +203,15 @@ def test_every_byte_of_checkpoint_and_alias_manifests_is_verified(store: Store) 
     cps.save("m", b"weights" * 100, metadata={"loss": 0.5})
     cps.set_alias("m", "best", 1)
     model = store.layout.checkpoints / "m"
-    manifests = {
-        "checkpoint": (model / "versions/000000/v000000000001.json", lambda: cps.info("m", 1)),
-        "aliases": (model / "refs/versions/000000/v000000000001.json", lambda: cps.aliases("m")),
+    manifests = {  # fresh stores: no manifest cached
+        "checkpoint": (
+            model / "versions/000000/v000000000001.json",
+            lambda: CheckpointStore(store.layout).info("m", 1),
+        ),
+        "aliases": (
+            model / "refs/versions/000000/v000000000001.json",
+            lambda: CheckpointStore(store.layout).aliases("m"),
+        ),
     }
     for what, (path, read) in manifests.items():
         raw = path.read_bytes()
@@ -212,7 +219,7 @@ def test_every_byte_of_checkpoint_and_alias_manifests_is_verified(store: Store) 
         for offset in range(len(raw)):
             _flip(path, offset)
             with pytest.raises(CorruptionError, match="damaged"):
-                read()  # checkpoint stores cache no manifests: each call reads the file
+                read()
             path.write_bytes(raw)
     assert cps.load_bytes("m", alias="best")[0] == b"weights" * 100
 

@@ -1,8 +1,9 @@
 """The files of one checkpoint version: written into the store, verified, copied out.
 
 A version's files live in their own directory, created fresh for that save and never
-modified after: every file is written with :func:`efsray.store.nfs.atomic_write` (temporary
-name, fsync once, rename) and hashed while it is written (:mod:`efsray.store.hashing`). The
+modified after: every file is created under its final name (no reader can find the directory
+until the version's manifest names it: :func:`efsray.store.nfs.write_new`), fsync'ed once,
+and hashed while it is written (:mod:`efsray.store.hashing`). The
 manifest that the version log commits afterwards records each file's relative path, size and
 digest; a reader checks both while it reads, so a damaged file is reported by name and its
 bytes are never returned.
@@ -38,7 +39,6 @@ from efsray.store.nfs import (
     FILE_MODE,
     TEMP_PREFIX,
     BackgroundSyncs,
-    atomic_write,
     discard_tree,
     ensure_dir,
     fsync_dir,
@@ -49,6 +49,7 @@ from efsray.store.nfs import (
     publish_dir,
     stat_or_none,
     walk,
+    write_new,
 )
 
 __all__ = [
@@ -121,7 +122,8 @@ def write_bytes(
     def writer(fd: int) -> None:
         digests.append(write_buffer(fd, view, algorithm))
 
-    atomic_write(target / BYTES_NAME, writer, mode=DATA_FILE_MODE)
+    # under its final name: no manifest names ``target`` yet (see write_new)
+    write_new(target / BYTES_NAME, writer, mode=DATA_FILE_MODE)
     return [CheckpointFile(BYTES_NAME, len(view), digests[-1])]
 
 

@@ -61,6 +61,7 @@ from efsray.store.ids import new_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
+    ManifestCache,
     VersionLog,
     committed_time,
     create_exclusive,
@@ -223,6 +224,7 @@ class CheckpointStore:
         self.algorithm = algorithm or DEFAULT_ALGORITHM
         new_hasher(self.algorithm)  # unknown or missing algorithm: fail now, not mid-save
         self._clock = clock
+        self._manifests = ManifestCache(256)  # committed manifests never change
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -232,8 +234,8 @@ class CheckpointStore:
         return _Model(
             model,
             directory,
-            VersionLog(directory, f"checkpoints of model {model}"),
-            VersionLog(directory / "refs", f"aliases of model {model}"),
+            VersionLog(directory, f"checkpoints of model {model}", self._manifests),
+            VersionLog(directory / "refs", f"aliases of model {model}", self._manifests),
         )
 
     # --- saving --------------------------------------------------------------------------
@@ -276,7 +278,7 @@ class CheckpointStore:
             data_id = new_id()
             rel = f"{data_id[:_SHARD_CHARS]}/{data_id}"
             target = m.data / rel
-            ensure_dir(target)
+            ensure_dir(target, fresh=True)
             files, dirs = write(target)
             fsync_dir(target.parent)  # the new directory's entry, before a manifest names it
             return rel, files, dirs, time.monotonic()
@@ -809,6 +811,7 @@ class CheckpointStore:
             return False  # another cleanup got there first
         if not remove_file(path):
             return False
+        m.log.forget(version)
         # An alias set between our reading the aliases and the unlink must win: look again.
         if version in self._refs(m)[0].values():
             with contextlib.suppress(FileExistsError):

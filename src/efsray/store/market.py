@@ -50,6 +50,7 @@ from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, list_subdirs
 from efsray.store.segments import (
     FORMATS,
     Segment,
+    SegmentCache,
     SegmentFormat,
     conform,
     read_range,
@@ -118,6 +119,8 @@ class MarketDataStore:
     ``auto_compact=False`` turns it off (then run ``compact``). ``segment_format`` is the
     format new segment files are written in: "arrow" (Arrow IPC, zero-copy reads) or
     "parquet" (about half the bytes, decoded on read); both are read whatever the setting.
+    ``segment_cache_bytes`` bounds the verified segment bytes kept for repeated reads (0: none;
+    see :class:`~efsray.store.segments.SegmentCache`).
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class MarketDataStore:
         max_segment_rows: int = 2**21,
         auto_compact: bool = True,
         segment_format: SegmentFormat = "arrow",
+        segment_cache_bytes: int = 64 << 20,
     ) -> None:
         if merge_factor < 2:
             raise ValueError(f"merge_factor must be >= 2, got {merge_factor}")
@@ -143,6 +147,7 @@ class MarketDataStore:
             )
         self.segment_format = segment_format
         self._cache = ManifestCache(_MANIFEST_CACHE)
+        self._segments_read = SegmentCache(segment_cache_bytes)
 
     # --- paths and manifests -------------------------------------------------------------
 
@@ -427,6 +432,7 @@ class MarketDataStore:
             return read_range(
                 directory / "segments", self._segments(manifest), schema, cols, lo, hi,
                 contiguous=output != "arrow",  # pandas and polars want one buffer per column
+                cache=self._segments_read,
             )  # fmt: skip
 
         return _convert(self._read_with_retry(symbol, timeframe, version, run), output)
@@ -450,7 +456,10 @@ class MarketDataStore:
             cols = _columns(columns, schema)
             if n == 0:
                 return schema.empty_table().select(cols or schema.names)
-            return read_tail(directory / "segments", self._segments(manifest), schema, n, cols)
+            return read_tail(
+                directory / "segments", self._segments(manifest), schema, n, cols,
+                cache=self._segments_read,
+            )  # fmt: skip
 
         return _convert(self._read_with_retry(symbol, timeframe, version, run), output)
 

@@ -173,7 +173,8 @@ def _create_written(path: Path, payload: bytes | Writer, mode: int) -> int:
     except OSError as exc:
         raise storage_error_from(exc, "creating", path) from exc
     try:
-        os.fchmod(fd, mode)  # explicit mode, whatever the umask
+        if mode & _umask():  # explicit mode, whatever the umask (a SETATTR round trip on NFS)
+            os.fchmod(fd, mode)
         if callable(payload):
             payload(fd)
         else:
@@ -200,6 +201,22 @@ def _finish(fd: int, path: Path, fsync: bool) -> None:
     except OSError as exc:
         _unlink_quietly(path)
         raise storage_error_from(exc, "writing", path) from exc
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once without changing it (``os.umask`` can only set it, and
+    setting and restoring it races other threads creating files); 0o777 where it cannot be
+    read, so that every file gets its fchmod. A process that changes its umask after its
+    first store write should not: the store's files would keep the first one's modes."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def write_temp(
@@ -380,8 +397,20 @@ def walk(top: Path | str, *, topdown: bool = True) -> Iterator[tuple[str, list[s
         yield str(top), dirs, files
 
 
-def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
-    """Create ``path`` and missing parents with an explicit mode; existing ones are fine."""
+def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None:
+    """Create ``path`` and missing parents with an explicit mode; existing ones are fine.
+
+    ``fresh``: ``path`` is a new, unique name (a checkpoint's data directory): try to create
+    it first instead of looking for it first, a round trip less.
+    """
+    if fresh:
+        try:
+            os.mkdir(path, mode)
+        except OSError:
+            pass  # exists, or a parent is missing: the general way below
+        else:
+            _chmod_dir(path, mode)
+            return
     if kind_of(path) == "dir":
         return
     ensure_dir(path.parent, mode=mode)
@@ -395,8 +424,12 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
         return
     except OSError as exc:
         raise storage_error_from(exc, "creating directory", path) from exc
+    _chmod_dir(path, mode)
+
+
+def _chmod_dir(path: Path, mode: int) -> None:
     try:
-        os.chmod(path, mode)
+        os.chmod(path, mode)  # explicit mode, whatever the umask (and setgid)
     except OSError as exc:  # e.g. an access point that maps ownership: the dir still works
         log.debug("could not chmod %s to %o: %s", path, mode, exc)
 
@@ -608,7 +641,8 @@ class PositionalReader:
 def buffered_writer(fd: int) -> BinaryIO:
     """A buffered binary file over ``fd`` (left open on close), for encoders that write many
     small pieces: a raw descriptor returns short writes on NFS and FUSE."""
-    return open(fd, "wb", closefd=False)
+    # 1 MiB, the NFS wsize: an encoder's many small pieces leave in whole WRITEs
+    return open(fd, "wb", buffering=1 << 20, closefd=False)
 
 
 def reading(path: Path, func: Callable[[], T]) -> T:
@@ -657,6 +691,10 @@ class ManifestCache:
         if manifest is not None:
             self._entries.move_to_end((directory, version))
         return manifest
+
+    def forget(self, directory: Path, version: int) -> None:
+        """Drop a version retention removed (it is no longer committed)."""
+        self._entries.pop((directory, version), None)
 
     def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
         self._entries[(directory, version)] = manifest
@@ -719,6 +757,11 @@ class VersionLog:
                 "retention); `history` lists the versions that exist"
             ) from None
         return self._parse(version, raw)
+
+    def forget(self, version: int) -> None:
+        """Drop ``version`` from the cache: retention has removed it."""
+        if self._cache is not None:
+            self._cache.forget(self.directory, version)
 
     def remember(self, version: int, manifest: dict[str, Any]) -> None:
         if self._cache is not None:

@@ -17,7 +17,9 @@ by their suffix, are read; the store writes the one it is configured with:
 from __future__ import annotations
 
 import io
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,7 @@ __all__ = [
     "FORMATS",
     "ROW_GROUP_ROWS",
     "Segment",
+    "SegmentCache",
     "SegmentFormat",
     "conform",
     "is_segment_name",
@@ -260,12 +263,59 @@ def _verify_blocks(path: Path, seg: Segment, data: memoryview, first: int) -> No
             )
 
 
-def _load(directory: Path, seg: Segment, drop_cache: bool = False) -> pa.Buffer:
+class SegmentCache:
+    """Verified bytes of segment files already read, by (directory, name), least recently
+    used first out, at most ``max_bytes`` in all (files over a quarter of it are not kept).
+
+    A segment never changes once written (a change writes a new file under a new name), so
+    an entry never goes stale: a repeated read of the same segments (a backtest polling the
+    tail, a sweep re-reading a series) costs no round trip for them. The table a read
+    returns shares these bytes (zero-copy), so the cache costs memory only for what callers
+    have dropped. Thread-safe: parallel reads fill it.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[Path, str], pa.Buffer] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, directory: Path, name: str) -> pa.Buffer | None:
+        with self._lock:
+            buffer = self._entries.get((directory, name))
+            if buffer is not None:
+                self._entries.move_to_end((directory, name))
+                self.hits += 1
+            return buffer
+
+    def put(self, directory: Path, name: str, buffer: pa.Buffer) -> None:
+        if buffer.size * 4 > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((directory, name), None)
+            self._bytes += buffer.size - (old.size if old is not None else 0)
+            self._entries[(directory, name)] = buffer
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.size
+
+
+def _load(
+    directory: Path, seg: Segment, drop_cache: bool = False, cache: SegmentCache | None = None
+) -> pa.Buffer:
+    if cache is not None:
+        cached = cache.get(directory, seg.file)
+        if cached is not None:
+            return cached
     data = read_bytes(directory / seg.file, drop_cache=drop_cache)  # FileNotFoundError passes
     _check_size(directory / seg.file, len(data), seg)
     if seg.blocks:
         _verify_blocks(directory / seg.file, seg, memoryview(data), 0)
-    return pa.py_buffer(data)
+    buffer = pa.py_buffer(data)
+    if cache is not None and not drop_cache:  # drop_cache: a merge input, read for the last time
+        cache.put(directory, seg.file, buffer)
+    return buffer
 
 
 def _check_size(path: Path, size: int, seg: Segment) -> None:
@@ -283,8 +333,9 @@ def _decode(
     start_ns: int | None,
     end_ns: int | None,
     drop_cache: bool = False,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
-    buffer = _load(directory, seg, drop_cache)
+    buffer = _load(directory, seg, drop_cache, cache)
     try:
         if seg.file.endswith(".arrow"):
             table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
@@ -349,6 +400,7 @@ def read_range(
     *,
     contiguous: bool = False,
     drop_cache: bool = False,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """Rows of ``segments`` with ``start_ns <= timestamp <= end_ns`` in time order.
 
@@ -357,19 +409,23 @@ def read_range(
     ``contiguous``: a big read of whole segments comes back with its fixed-width columns in
     one buffer each (see :func:`_read_into`), for a caller that converts the table to pandas
     or polars, which would otherwise concatenate the chunks. ``drop_cache``: the files' last
-    read for a while (see :func:`~efsray.store.nfs.read_bytes`).
+    read for a while (see :func:`~efsray.store.nfs.read_bytes`). ``cache``: segments already
+    read (see :class:`SegmentCache`).
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
     big = len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES
     if contiguous and big and not any(any(_cuts(s, start_ns, end_ns)) for s in chosen):
-        return _read_into(directory, chosen, schema, columns)
+        return _read_into(directory, chosen, schema, columns, cache)
     if big:
         # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         parts = _on_threads(
-            chosen, lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns, drop_cache)
+            chosen,
+            lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns, drop_cache, cache),
         )
     else:  # small reads: thread hand-offs would cost more than they save
-        parts = [_decode(directory, s, columns, start_ns, end_ns, drop_cache) for s in chosen]
+        parts = [
+            _decode(directory, s, columns, start_ns, end_ns, drop_cache, cache) for s in chosen
+        ]
     return conform(parts, schema, columns)
 
 
@@ -379,6 +435,7 @@ def read_tail(
     schema: pa.Schema,
     n: int,
     columns: Sequence[str] | None = None,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """The last ``n`` rows, reading only the last row groups of the last segments."""
     parts: list[pa.Table] = []
@@ -386,7 +443,7 @@ def read_tail(
     for seg in reversed(segments):
         if remaining <= 0:
             break
-        found = _tail_of(directory, seg, remaining, columns)  # in time order
+        found = _tail_of(directory, seg, remaining, columns, cache)  # in time order
         parts[:0] = found
         remaining -= sum(p.num_rows for p in found)
     table = conform(parts, schema, columns)
@@ -394,11 +451,17 @@ def read_tail(
 
 
 def _tail_of(
-    directory: Path, seg: Segment, n: int, columns: Sequence[str] | None
+    directory: Path,
+    seg: Segment,
+    n: int,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
 ) -> list[pa.Table]:
     path = directory / seg.file
-    if seg.bytes <= _WHOLE_FILE_BYTES:  # one open and one read beat many seeks
-        return _last_row_groups(path, pa.BufferReader(_load(directory, seg)), n, columns)
+    cached = cache.get(directory, seg.file) if cache is not None else None
+    if cached is not None or seg.bytes <= _WHOLE_FILE_BYTES:  # one read beats many seeks
+        buffer = cached if cached is not None else _load(directory, seg, cache=cache)
+        return _last_row_groups(path, pa.BufferReader(buffer), n, columns)
 
     def once() -> list[pa.Table]:
         with PositionalReader(path) as file:
@@ -536,7 +599,11 @@ def conform(
 
 
 def _read_into(
-    directory: Path, chosen: Sequence[Segment], schema: pa.Schema, columns: Sequence[str] | None
+    directory: Path,
+    chosen: Sequence[Segment],
+    schema: pa.Schema,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """Whole segments read into one preallocated buffer per fixed-width column.
 
@@ -555,7 +622,7 @@ def _read_into(
     unfit: set[str] = set()
 
     def one(k: int) -> pa.Table:
-        part = _decode(directory, chosen[k], columns, None, None)
+        part = _decode(directory, chosen[k], columns, None, None, cache=cache)
         if part.num_rows != chosen[k].rows:
             raise CorruptionError(
                 f"segment {directory / chosen[k].file} holds {part.num_rows} rows, its "
