@@ -163,6 +163,7 @@ def test_tampered_manifest_cannot_escape_the_store(store: Store) -> None:
     manifest.pop("checksum")
     # A manifest rewritten with a fresh checksum (whoever can write the share can): the path
     # check must still refuse it.
+    vlog_path.chmod(0o644)  # committed manifests are read-only
     vlog_path.write_bytes(_with_checksum(manifest))
     with pytest.raises(CorruptionError, match="unsafe file path"):
         Store(store.root).checkpoints.load_bytes("m")  # another process: nothing cached

@@ -31,6 +31,7 @@ SERIES = ("AAPL", "1m")
 def _flip(path: Path, offset: int, mask: int = 0x01) -> bytes:
     """Flip bits of the byte at ``offset``; return the original content."""
     original = path.read_bytes()
+    path.chmod(0o644)  # stored files are read-only (root ignores that; other users do not)
     damaged = bytearray(original)
     damaged[offset] ^= mask
     path.write_bytes(bytes(damaged))
@@ -92,6 +93,7 @@ def test_an_edited_row_count_is_caught_by_every_read_path(store: Store) -> None:
     store.market.append(*SERIES, batch(0, 5000))
     path = _manifest(store)
     raw = path.read_bytes()
+    path.chmod(0o644)
     path.write_bytes(raw.replace(b'"rows":5000', b'"rows":5001'))
     for what, read in _market_reads(store).items():
         with pytest.raises(CorruptionError, match=str(path.name)):
@@ -241,6 +243,7 @@ def test_stores_written_before_checksums_stay_readable(store: Store) -> None:
     store.market.append(*SERIES, batch(0, 5000))
     path = _manifest(store)
     manifest = json.loads(path.read_bytes())
+    path.chmod(0o644)
     del manifest["checksum"]
     for seg in manifest["segments"]:
         del seg["xxh3_64"]

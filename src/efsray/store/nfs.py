@@ -88,6 +88,7 @@ from efsray.errors import (
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "IMMUTABLE_MODE",
     "TEMP_PREFIX",
     "BackgroundSyncs",
     "ManifestCache",
@@ -126,6 +127,11 @@ log = logging.getLogger("efsray.store")
 # Group-writable: every container of the cluster may run as a different uid in one group;
 # under an EFS access point all of them are mapped to the access point's fixed uid/gid.
 FILE_MODE = 0o664
+# Files that never change once written (segments, manifests): read-only for everyone, so a
+# stray writer cannot change them, and (with the usual umask 022) created with their final
+# mode, saving the fchmod's SETATTR round trip on NFS. Removal needs the directory's write
+# permission only.
+IMMUTABLE_MODE = 0o444
 DIR_MODE = 0o2775  # setgid: new entries inherit the directory's group
 TEMP_PREFIX = ".efsray-tmp."
 ESTALE_ATTEMPTS = 5
@@ -965,7 +971,10 @@ class VersionLog:
             target = self.path(version)
             ensure_dir(target.parent)
             try:
-                create_exclusive(target, _with_checksum(manifest), before_link=before_publish)
+                create_exclusive(
+                    target, _with_checksum(manifest), mode=IMMUTABLE_MODE,
+                    before_link=before_publish,
+                )  # fmt: skip
             except FileExistsError:
                 losses += 1
                 newer = self._try_read(version)

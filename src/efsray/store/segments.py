@@ -33,6 +33,7 @@ import xxhash
 
 from efsray.errors import CorruptionError, InvalidDataError
 from efsray.store.nfs import (
+    IMMUTABLE_MODE,
     BackgroundSyncs,
     PositionalReader,
     buffered_writer,
@@ -181,9 +182,9 @@ def write_segment(
 
     # Unreferenced until a manifest names it: created under its final, unique name.
     if syncs is None:
-        write_new(directory / name, encode_into)
+        write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
     else:
-        syncs.write_new(directory / name, encode_into)
+        syncs.write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
     ts = table.column("timestamp")
     return Segment(
         file=name,
