@@ -2,9 +2,10 @@
 
 A model ``<model>`` is a directory ``models/checkpoints/<model>/`` holding:
 
-- ``data/<shard>/<id>/``: one immutable directory per save, its files written with
-  atomic_write and hashed while written (:mod:`efsray.store.checkpoint_files`). ``<id>`` is
-  time-ordered (:mod:`efsray.store.ids`); ``<shard>`` is its first 5 characters (~9 hours),
+- ``data/<shard>/<id>/``: one immutable directory per save, its files created under their
+  final names (no reader reaches the directory before the manifest) and hashed while written
+  (:mod:`efsray.store.checkpoint_files`). ``<id>`` is time-ordered (:mod:`efsray.store.ids`);
+  ``<shard>`` is its first 5 characters (~9 hours),
   so no directory grows past a few thousand entries.
 - a version log (``HEAD``, ``versions/``; see :class:`efsray.store.nfs.VersionLog`): version N
   is a manifest listing the files of one data directory with their sizes and digests, and the

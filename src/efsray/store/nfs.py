@@ -15,8 +15,9 @@ up to a minute) and on any local POSIX filesystem.
 
 2. **Publish by rename** (``atomic_write``): rename() within a directory is atomic on NFS and
    replaces the target, so a reader sees the old file or the new one, never a mix. Used for
-   files published whole under their final names (checkpoint files). A *hint* (HEAD), which a
-   reader checks before trusting, is instead overwritten in place (``overwrite_hint``): one
+   files replaced whole under a known name (the connector's sync state; a directory, such as a
+   checkpoint copied out, with ``publish_dir``). A *hint* (HEAD), which a reader checks
+   before trusting, is instead overwritten in place (``overwrite_hint``): one
    small write at offset 0, about 40 times cheaper than a new file and a rename, and on NFS
    three round trips instead of five.
 
