@@ -255,3 +255,27 @@ def test_stores_written_before_checksums_stay_readable(store: Store) -> None:
     info = _fresh(store).append(*SERIES, batch(1, 10, start_minute=5000))
     assert vlog.verified(info.version) is True
     assert _fresh(store).read(*SERIES).num_rows == 5010
+
+
+def test_verify_checks_every_byte_and_reports_old_parts(store: Store) -> None:
+    store.market.append(*SERIES, batch(0, 5000))
+    report = _fresh(store).verify(*SERIES)
+    assert report.fully_checksummed and report.segments == 1 and report.version == 1
+    seg = _segment(store)
+    original = _flip(seg, seg.stat().st_size // 3)
+    with pytest.raises(CorruptionError, match=seg.name):
+        _fresh(store).verify(*SERIES)
+    seg.write_bytes(original)
+    path = _manifest(store)
+    manifest = json.loads(path.read_bytes())
+    path.chmod(0o644)
+    del manifest["checksum"]
+    for entry in manifest["segments"]:
+        del entry["xxh3_64"]
+    path.write_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+    old = _fresh(store).verify(*SERIES)
+    assert not old.manifest_checksummed and old.segments_without_checksums == 1
+    assert not old.fully_checksummed
+    seg.unlink()
+    with pytest.raises(CorruptionError, match="missing"):
+        _fresh(store).verify(*SERIES)

@@ -58,7 +58,14 @@ from efsray.store.segments import (
     write_segment,
 )
 
-__all__ = ["CommitInfo", "MarketDataStore", "SeriesInfo", "VersionInfo", "list_series"]
+__all__ = [
+    "CommitInfo",
+    "MarketDataStore",
+    "SeriesInfo",
+    "VerifyInfo",
+    "VersionInfo",
+    "list_series",
+]
 
 log = logging.getLogger("efsray.store")
 
@@ -109,6 +116,23 @@ class SeriesInfo:
     segments: int
     bytes: int
     columns: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyInfo:
+    """What :meth:`MarketDataStore.verify` checked of one version (a damaged byte raises)."""
+
+    symbol: str
+    timeframe: str
+    version: int
+    segments: int
+    bytes: int
+    manifest_checksummed: bool
+    segments_without_checksums: int  # written before checksums: checked by size and decoding
+
+    @property
+    def fully_checksummed(self) -> bool:
+        return self.manifest_checksummed and self.segments_without_checksums == 0
 
 
 class MarketDataStore:
@@ -496,6 +520,39 @@ class MarketDataStore:
             "whose grace period was shorter than a writer's commit (--force), or by hand. "
             "Restore the file from a backup, or read an older version (`efsray data history`) "
             "and write the series again from it or from its source"
+        )
+
+    def verify(self, symbol: str, timeframe: str, *, version: int | None = None) -> VerifyInfo:
+        """Read every byte of a version (latest by default) and check it: the manifest's
+        checksum, every segment's block checksums (or, for segments written before checksums,
+        its size), and that each segment decodes to the rows its manifest says.
+
+        Raises CorruptionError naming the first damaged file (a missing one included); the
+        result says what older parts of the store could only be checked by size.
+        """
+        directory, got, manifest = self._manifest(symbol, timeframe, version)
+        _, vlog = self._series(symbol, timeframe)
+        checksummed = vlog.verified(got)
+        segments = self._segments(manifest)
+        schema = self._schema(manifest["columns"])
+        for seg in segments:
+            try:
+                table = read_range(directory / "segments", [seg], schema)
+            except FileNotFoundError as exc:
+                raise self._missing(symbol, timeframe, got, exc) from None
+            if table.num_rows != seg.rows:
+                raise CorruptionError(
+                    f"segment {directory / 'segments' / seg.file} holds {table.num_rows} rows, "
+                    f"its manifest says {seg.rows}; restore it from a backup"
+                )
+        return VerifyInfo(
+            symbol=symbol,
+            timeframe=timeframe,
+            version=got,
+            segments=len(segments),
+            bytes=sum(seg.bytes for seg in segments),
+            manifest_checksummed=checksummed,
+            segments_without_checksums=sum(1 for seg in segments if not seg.blocks),
         )
 
     def info(self, symbol: str, timeframe: str, *, version: int | None = None) -> SeriesInfo:
