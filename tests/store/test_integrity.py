@@ -237,17 +237,21 @@ def test_checkpoint_data_flips_are_caught(store: Store) -> None:
         path.write_bytes(original)
 
 
+def _as_written_before_checksums(path: Path) -> None:
+    """Rewrite a market manifest as efsray wrote it before checksums existed."""
+    manifest = json.loads(path.read_bytes())
+    path.chmod(0o644)
+    del manifest["checksum"]
+    for entry in manifest["segments"]:
+        del entry["xxh3_64"]
+    path.write_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+
+
 def test_stores_written_before_checksums_stay_readable(store: Store) -> None:
     """A manifest without a checksum (it begins {"format":) and segments without block
     checksums are read as before, checked by size; ``verified`` tells them apart."""
     store.market.append(*SERIES, batch(0, 5000))
-    path = _manifest(store)
-    manifest = json.loads(path.read_bytes())
-    path.chmod(0o644)
-    del manifest["checksum"]
-    for seg in manifest["segments"]:
-        del seg["xxh3_64"]
-    path.write_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+    _as_written_before_checksums(_manifest(store))
     assert _fresh(store).read(*SERIES).equals(batch(0, 5000))
     assert _fresh(store).tail(*SERIES, 10).num_rows == 10
     _, vlog = _fresh(store)._series(*SERIES)
@@ -266,13 +270,7 @@ def test_verify_checks_every_byte_and_reports_old_parts(store: Store) -> None:
     with pytest.raises(CorruptionError, match=seg.name):
         _fresh(store).verify(*SERIES)
     seg.write_bytes(original)
-    path = _manifest(store)
-    manifest = json.loads(path.read_bytes())
-    path.chmod(0o644)
-    del manifest["checksum"]
-    for entry in manifest["segments"]:
-        del entry["xxh3_64"]
-    path.write_bytes(json.dumps(manifest, separators=(",", ":")).encode())
+    _as_written_before_checksums(_manifest(store))
     old = _fresh(store).verify(*SERIES)
     assert not old.manifest_checksummed and old.segments_without_checksums == 1
     assert not old.fully_checksummed

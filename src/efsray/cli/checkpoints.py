@@ -18,6 +18,7 @@ from efsray.cli._common import (
     print_json,
     store_root,
 )
+from efsray.cli.cleanup import ForceOpt
 
 if TYPE_CHECKING:
     from efsray.store import CheckpointStore
@@ -151,14 +152,7 @@ def prune_cmd(
         bool, typer.Option("--save-policy", help="Store these settings for `efsray cleanup`.")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Accept a --grace below the safe minimum (600 s): only when no writer or "
-            "reader is running.",
-        ),
-    ] = False,
+    force: ForceOpt = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,

@@ -9,6 +9,16 @@ from rich.table import Table
 
 from efsray.cli._common import EnvFileOpt, JsonOpt, RootOpt, console, print_json, store_root
 
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Accept a --grace below the safe minimum (600 s): only when no writer or "
+        "reader is running.",
+    ),
+]
+"""``--force`` of the commands that take ``--grace`` (cleanup, checkpoints prune)."""
+
 
 def register(app: typer.Typer) -> None:
     app.command("cleanup")(cleanup_cmd)
@@ -26,14 +36,7 @@ def cleanup_cmd(
         ),
     ] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force",
-            help="Accept a --grace below the safe minimum (600 s): only when no writer or "
-            "reader is running.",
-        ),
-    ] = False,
+    force: ForceOpt = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,

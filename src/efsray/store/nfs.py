@@ -1014,19 +1014,19 @@ class VersionLog:
 def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
     """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
     (cleanup must not take an unreadable file for an absent one)."""
-    try:
-        return retry_estale(lambda: os.lstat(path))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise storage_error_from(exc, "checking", path) from exc
+    return _stat_or_none(path, os.lstat)
 
 
 def stat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
-    """``os.stat(path)`` (a symbolic link followed), None when it does not exist; any other
-    error is a StorageError."""
+    """``os.stat(path)`` (a symbolic link followed), like :func:`lstat_or_none`."""
+    return _stat_or_none(path, os.stat)
+
+
+def _stat_or_none(
+    path: str | os.PathLike[str], call: Callable[[str | os.PathLike[str]], os.stat_result]
+) -> os.stat_result | None:
     try:
-        return retry_estale(lambda: os.stat(path))
+        return retry_estale(lambda: call(path))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
