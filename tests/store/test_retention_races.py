@@ -73,7 +73,8 @@ def test_market_appends_racing_cleanup_with_no_grace_fail_cleanly(tmp_path: Path
     writers, (runs, _, raw) = _race(root, "market")
     assert raw == [], raw[0]
     assert writers["raw"] == [], writers["raw"][0]
-    assert runs > 3 and len(writers["ok"]) > 10, (runs, len(writers["ok"]))
+    attempts = len(writers["ok"]) + len(writers["clean"])
+    assert runs >= 2 and writers["ok"] and attempts > 10, (runs, attempts)
     _check_clean(writers["clean"])
     store = Store(root)
     for read in (
@@ -100,7 +101,8 @@ def test_checkpoint_saves_racing_prune_with_no_grace_fail_cleanly(tmp_path: Path
     writers, (runs, _, raw) = _race(root, "checkpoint")
     assert raw == [], raw[0]
     assert writers["raw"] == [], writers["raw"][0]
-    assert runs > 3 and len(writers["ok"]) > 10, (runs, len(writers["ok"]))
+    attempts = len(writers["ok"]) + len(writers["clean"])
+    assert runs >= 2 and writers["ok"] and attempts > 10, (runs, attempts)
     _check_clean(writers["clean"])
     store = Store(root)
     try:
