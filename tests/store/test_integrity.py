@@ -20,9 +20,9 @@ import pytest
 
 from efsray.errors import CorruptionError
 from efsray.store import EFSDataManager, Store
+from efsray.store.blocks import CHECKSUM_BLOCK
 from efsray.store.checkpoints import CheckpointStore
 from efsray.store.market import MarketDataStore
-from efsray.store.segments import CHECKSUM_BLOCK
 from tests.store._bars import batch
 
 SERIES = ("AAPL", "1m")

@@ -42,6 +42,7 @@ from efsray.errors import (
     VersionNotFoundError,
 )
 from efsray.store.bars import CORE_COLUMNS, TIMESTAMP_TYPE, normalize_bars
+from efsray.store.blocks import SegmentCache
 from efsray.store.checkpoints import MIN_GRACE_S
 from efsray.store.layout import StoreLayout
 from efsray.store.merging import PendingSegments, find_run
@@ -50,7 +51,6 @@ from efsray.store.nfs import ManifestCache, VersionLog, ensure_dir, list_subdirs
 from efsray.store.segments import (
     FORMATS,
     Segment,
-    SegmentCache,
     SegmentFormat,
     conform,
     read_range,
@@ -146,7 +146,7 @@ class MarketDataStore:
     read) or "arrow" (Arrow IPC, zero-copy reads, for local disks where CPU costs more than
     bytes); both are read whatever the setting (docs/store.md has the measurements).
     ``segment_cache_bytes`` bounds the verified segment bytes kept for repeated reads (0: none;
-    see :class:`~efsray.store.segments.SegmentCache`).
+    see :class:`~efsray.store.blocks.SegmentCache`).
     """
 
     def __init__(
