@@ -14,6 +14,7 @@ from efsray.errors import InvalidDataError, VersionNotFoundError
 from efsray.store import EFSDataManager, RetentionPolicy, Store
 from efsray.store.nfs import TEMP_PREFIX, VersionLog
 from tests.store import _ckpt_workers as w
+from tests.store._procs import join_or_kill
 
 DAY = 86400.0
 
@@ -222,11 +223,7 @@ def test_cleanup_under_live_readers_and_writers_loses_nothing_protected(tmp_path
             results[name] = msg
     finally:
         stop.set()
-        for p in procs:
-            p.join(30)
-            if p.exitcode is None:
-                p.kill()
-                p.join(5)
+        join_or_kill(procs)
     for reader in ("reader0", "reader1"):
         reads, problems = results[reader]
         assert problems == [], problems[:3]

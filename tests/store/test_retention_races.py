@@ -22,7 +22,7 @@ from efsray.store import Store
 from efsray.store.checkpoints import MIN_GRACE_S, require_safe_grace
 from tests.store import _race_workers as rw
 from tests.store._bars import batch
-from tests.store._procs import context
+from tests.store._procs import context, join_or_kill
 
 RACE_S = 8.0
 
@@ -50,18 +50,20 @@ def _race(root: Path, what: str) -> tuple[dict[str, list], tuple[int, int, list[
             results.append(recv.recv())
     finally:
         stop.set()
-        for proc in procs:
-            proc.join(30)
-            if proc.exitcode is None:
-                proc.kill()
-                proc.join(5)
+        join_or_kill(procs)
     writers = {key: [x for r in results[:2] for x in r[key]] for key in ("ok", "clean", "raw")}
     return writers, results[2]
 
 
-def _check_clean(messages: list[str]) -> None:
-    """Failures the race may cause: the last look before the commit found a file gone, or
-    a write into a directory the cleanup had just removed (ENOENT); each an EfsrayError."""
+def _check_race(writers: dict[str, list], runs: int, raw: list[str]) -> None:
+    """No raw exception anywhere; the race ran; every failed write one the race may cause:
+    the last look before the commit found a file gone, or a write into a directory the
+    cleanup had just removed (ENOENT); each an EfsrayError."""
+    assert raw == [], raw[0]
+    assert writers["raw"] == [], writers["raw"][0]
+    attempts = len(writers["ok"]) + len(writers["clean"])
+    assert runs >= 2 and writers["ok"] and attempts > 10, (runs, attempts)
+    messages = writers["clean"]
     for message in messages:
         assert "grace" in message or "missing" in message or "ENOENT" in message, message
     print(f"{len(messages)} clean failures", *{m.split(":")[0] for m in messages})
@@ -71,11 +73,7 @@ def test_market_appends_racing_cleanup_with_no_grace_fail_cleanly(tmp_path: Path
     root = tmp_path / "store"
     Store(root).market.append("SPY", "1m", rw.bars(9, 0))
     writers, (runs, _, raw) = _race(root, "market")
-    assert raw == [], raw[0]
-    assert writers["raw"] == [], writers["raw"][0]
-    attempts = len(writers["ok"]) + len(writers["clean"])
-    assert runs >= 2 and writers["ok"] and attempts > 10, (runs, attempts)
-    _check_clean(writers["clean"])
+    _check_race(writers, runs, raw)
     store = Store(root)
     for read in (
         lambda: store.market.read("SPY", "1m"),
@@ -99,11 +97,7 @@ def test_checkpoint_saves_racing_prune_with_no_grace_fail_cleanly(tmp_path: Path
     root = tmp_path / "store"
     Store(root).checkpoints.save(rw.MODEL, rw.payload(9, 0), {"writer": 9, "n": 0})
     writers, (runs, _, raw) = _race(root, "checkpoint")
-    assert raw == [], raw[0]
-    assert writers["raw"] == [], writers["raw"][0]
-    attempts = len(writers["ok"]) + len(writers["clean"])
-    assert runs >= 2 and writers["ok"] and attempts > 10, (runs, attempts)
-    _check_clean(writers["clean"])
+    _check_race(writers, runs, raw)
     store = Store(root)
     try:
         data, info = store.checkpoints.load_bytes(rw.MODEL)
