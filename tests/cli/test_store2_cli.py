@@ -42,8 +42,10 @@ def test_checkpoints_ls_show_alias_prune(cli, tmp_path: Path) -> None:
     dry = cli("checkpoints", "prune", "net", "--keep-last", "1", "--grace", "0", "--dry-run",
               "--root", root, "--json").json()  # fmt: skip
     assert dry["removed"] == [1, 3] and dry["dry_run"] is True
-    res = cli("checkpoints", "prune", "net", "--keep-last", "1", "--grace", "0", "--save-policy",
-              "--root", root)  # fmt: skip
+    refused = cli("checkpoints", "prune", "net", "--keep-last", "1", "--grace", "0", "--root", root)
+    assert refused.code != 0 and "--force" in refused.err  # a grace below the safe minimum
+    res = cli("checkpoints", "prune", "net", "--keep-last", "1", "--grace", "0", "--force",
+              "--save-policy", "--root", root)  # fmt: skip
     assert res.code == 0 and "removed v1, v3" in res.out
     assert [v.version for v in Store(root).checkpoints.list("net")] == [2, 4]
     assert Store(root).checkpoints.retention("net").keep_last == 1

@@ -574,7 +574,15 @@ def test_efsray_cleanup_removes_what_writes_failed_at_their_commit_left(
     assert areas == {"market_data", "models", "results"}, left.garbage
 
     done = cli(
-        "cleanup", "--days", "3650", "--grace", "0", "--root", fault_fs.path / name, "--json"
+        "cleanup",
+        "--days",
+        "3650",
+        "--grace",
+        "0",
+        "--force",
+        "--root",
+        fault_fs.path / name,
+        "--json",
     )
     assert done.code == 0, done.err
     report = done.json()

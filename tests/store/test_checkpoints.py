@@ -20,7 +20,7 @@ from efsray.errors import (
 )
 from efsray.store import RetentionPolicy, Store
 from efsray.store.hashing import available_algorithms
-from efsray.store.nfs import is_temp_name
+from efsray.store.nfs import _with_checksum, is_temp_name
 from tests.store import _ckpt_workers as w
 
 HOUR = 3600.0
@@ -90,9 +90,13 @@ def test_tampered_manifest_cannot_escape_the_store(store: Store) -> None:
     vlog_path = store.checkpoints._model("m").log.path(info.version)
     manifest = json.loads(vlog_path.read_bytes())
     manifest["files"][0]["path"] = "../../../../etc/passwd"
-    vlog_path.write_text(json.dumps(manifest))
+    manifest.pop("checksum")
+    # A manifest rewritten with a fresh checksum (whoever can write the share can): the path
+    # check must still refuse it.
+    vlog_path.chmod(0o644)  # committed manifests are read-only
+    vlog_path.write_bytes(_with_checksum(manifest))
     with pytest.raises(CorruptionError, match="unsafe file path"):
-        store.checkpoints.load_bytes("m")
+        Store(store.root).checkpoints.load_bytes("m")  # another process: nothing cached
 
 
 # --- aliases -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from efsray.cli._common import (
     print_json,
     store_root,
 )
+from efsray.cli.cleanup import ForceOpt
 
 if TYPE_CHECKING:
     from efsray.store import CheckpointStore
@@ -151,13 +152,16 @@ def prune_cmd(
         bool, typer.Option("--save-policy", help="Store these settings for `efsray cleanup`.")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
+    force: ForceOpt = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Remove versions that are not latest, aliased, kept by keep-last/keep-best, or recent."""
     from efsray.store import RetentionPolicy
+    from efsray.store.checkpoints import require_safe_grace
 
+    require_safe_grace(grace, force=force, dry_run=dry_run)
     store = _open(root, env_file)
     stored = store.retention(model)
     policy = RetentionPolicy(

@@ -9,6 +9,16 @@ from rich.table import Table
 
 from efsray.cli._common import EnvFileOpt, JsonOpt, RootOpt, console, print_json, store_root
 
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Accept a --grace below the safe minimum (600 s): only when no writer or "
+        "reader is running.",
+    ),
+]
+"""``--force`` of the commands that take ``--grace`` (cleanup, checkpoints prune)."""
+
 
 def register(app: typer.Typer) -> None:
     app.command("cleanup")(cleanup_cmd)
@@ -26,6 +36,7 @@ def cleanup_cmd(
         ),
     ] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,
+    force: ForceOpt = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
@@ -35,7 +46,9 @@ def cleanup_cmd(
     files. Never the latest version of anything, an aliased or kept checkpoint, or anything
     younger than --grace."""
     from efsray.store import Store
+    from efsray.store.checkpoints import require_safe_grace
 
+    require_safe_grace(grace, force=force, dry_run=dry_run)
     store = Store(store_root(root, env_file), create=False)
     report = store.cleanup(days, grace=grace, dry_run=dry_run)
     if json_out:

@@ -1,8 +1,9 @@
 """The files of one checkpoint version: written into the store, verified, copied out.
 
 A version's files live in their own directory, created fresh for that save and never
-modified after: every file is written with :func:`efsray.store.nfs.atomic_write` (temporary
-name, fsync once, rename) and hashed while it is written (:mod:`efsray.store.hashing`). The
+modified after: every file is created under its final name (no reader can find the directory
+until the version's manifest names it: :func:`efsray.store.nfs.write_new`), fsync'ed once,
+and hashed while it is written (:mod:`efsray.store.hashing`). The
 manifest that the version log commits afterwards records each file's relative path, size and
 digest; a reader checks both while it reads, so a damaged file is reported by name and its
 bytes are never returned.
@@ -10,9 +11,7 @@ bytes are never returned.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from efsray.errors import CorruptionError, InvalidDataError, InvalidNameError, storage_error_from
+from efsray.errors import (
+    CorruptionError,
+    InvalidDataError,
+    InvalidNameError,
+    StorageError,
+    storage_error_from,
+)
 from efsray.store.hashing import (
     check,
     copy_fd,
@@ -34,10 +39,17 @@ from efsray.store.nfs import (
     FILE_MODE,
     TEMP_PREFIX,
     BackgroundSyncs,
-    atomic_write,
+    discard_tree,
     ensure_dir,
     fsync_dir,
     is_temp_name,
+    kind_of,
+    list_dir,
+    opened,
+    publish_dir,
+    stat_or_none,
+    walk,
+    write_new,
 )
 
 __all__ = [
@@ -110,7 +122,8 @@ def write_bytes(
     def writer(fd: int) -> None:
         digests.append(write_buffer(fd, view, algorithm))
 
-    atomic_write(target / BYTES_NAME, writer, mode=DATA_FILE_MODE)
+    # under its final name: no manifest names ``target`` yet (see write_new)
+    write_new(target / BYTES_NAME, writer, mode=DATA_FILE_MODE)
     return [CheckpointFile(BYTES_NAME, len(view), digests[-1])]
 
 
@@ -123,31 +136,28 @@ class SourceFile:
 
 def scan_source(source: Path) -> tuple[list[SourceFile], list[str]]:
     """Regular files (symlinks to files are followed) and directories under ``source``."""
-    if not source.is_dir():
+    if kind_of(source) != "dir":
         raise InvalidDataError(
             f"checkpoint directory {source} does not exist or is not a directory"
         )
     files: list[SourceFile] = []
     dirs: list[str] = []
-    for root, dirnames, filenames in os.walk(source, onerror=_raise):
+    for root, dirnames, filenames in walk(source):  # links are not followed: listed as files
         base = Path(root)
         rel_base = base.relative_to(source)
         for name in dirnames:
             _check_source_name(name, base / name)
-            if (base / name).is_symlink():
-                raise InvalidDataError(
-                    f"{base / name} is a symbolic link to a directory; a checkpoint holds "
-                    "regular files and directories only: copy the target in instead"
-                )
             dirs.append((rel_base / name).as_posix())
         for name in filenames:
             path = base / name
             _check_source_name(name, path)
-            try:
-                st = os.stat(path)  # follows a symlink to a file
-            except OSError as exc:
-                raise storage_error_from(exc, "reading checkpoint file", path) from exc
-            if not stat.S_ISREG(st.st_mode):
+            st = stat_or_none(path)  # follows a symlink to a file
+            if st is not None and stat.S_ISDIR(st.st_mode):
+                raise InvalidDataError(
+                    f"{path} is a symbolic link to a directory; a checkpoint holds "
+                    "regular files and directories only: copy the target in instead"
+                )
+            if st is None or not stat.S_ISREG(st.st_mode):
                 raise InvalidDataError(
                     f"{path} is not a regular file (a socket, fifo, device or dangling "
                     "link); a checkpoint holds regular files only"
@@ -156,10 +166,6 @@ def scan_source(source: Path) -> tuple[list[SourceFile], list[str]]:
     files.sort(key=lambda f: f.rel)
     dirs.sort()
     return files, dirs
-
-
-def _raise(exc: OSError) -> None:
-    raise storage_error_from(exc, "listing checkpoint directory", exc.filename)
 
 
 def _check_source_name(name: str, path: Path) -> None:
@@ -181,18 +187,17 @@ def write_tree(
     def one(src: SourceFile) -> CheckpointFile:
         result: list[tuple[int, str]] = []
         try:
-            src_fd = os.open(src.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
+            with opened(src.path) as src_fd:
+                # under its final name: no manifest names ``target`` yet (see write_new)
+                syncs.write_new(
+                    target / src.rel,
+                    lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
+                    mode=DATA_FILE_MODE,
+                )
+        except StorageError:
+            raise  # writing into the store failed, and says so
+        except OSError as exc:  # opening or reading the source failed
             raise storage_error_from(exc, "reading checkpoint file", src.path) from exc
-        try:
-            # under its final name: no manifest names ``target`` yet (see write_new)
-            syncs.write_new(
-                target / src.rel,
-                lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
-                mode=DATA_FILE_MODE,
-            )
-        finally:
-            os.close(src_fd)
         size, digest = result[-1]
         return CheckpointFile(src.rel, size, digest)
 
@@ -247,7 +252,8 @@ def copy_out(
     The copy is assembled in a temporary sibling directory and renamed into place, so
     ``dest`` appears complete or not at all. FileNotFoundError passes through.
     """
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    kind = kind_of(dest)
+    if kind is not None and (kind != "dir" or list_dir(dest)):
         raise InvalidDataError(
             f"destination {dest} exists and is not an empty directory; choose a new path"
         )
@@ -269,24 +275,17 @@ def copy_out(
                 check(f"file {entry.path!r} of {what}", source, entry.bytes, entry.digest,
                       *result[-1])  # fmt: skip
 
-            src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)  # ENOENT passes through
-            try:
+            with opened(source) as src_fd:  # ENOENT passes through
                 ensure_dir((staging / entry.path).parent)
                 # final names inside the staging directory, which is renamed whole below
                 syncs.write_new(staging / entry.path, writer, mode=FILE_MODE)
-            finally:
-                os.close(src_fd)
 
         with syncs:
             parallel(one, files)
             _make_durable(syncs, staging, [f.path for f in files])
-        try:
-            os.rename(staging, dest)
-        except OSError as exc:
-            raise storage_error_from(exc, "publishing checkpoint copy", dest) from exc
-        fsync_dir(dest.parent)
+        publish_dir(staging, dest)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        discard_tree(staging)
         raise
 
 

@@ -2,9 +2,10 @@
 
 A model ``<model>`` is a directory ``models/checkpoints/<model>/`` holding:
 
-- ``data/<shard>/<id>/``: one immutable directory per save, its files written with
-  atomic_write and hashed while written (:mod:`efsray.store.checkpoint_files`). ``<id>`` is
-  time-ordered (:mod:`efsray.store.ids`); ``<shard>`` is its first 5 characters (~9 hours),
+- ``data/<shard>/<id>/``: one immutable directory per save, its files created under their
+  final names (no reader reaches the directory before the manifest) and hashed while written
+  (:mod:`efsray.store.checkpoint_files`). ``<id>`` is time-ordered (:mod:`efsray.store.ids`);
+  ``<shard>`` is its first 5 characters (~9 hours),
   so no directory grows past a few thousand entries.
 - a version log (``HEAD``, ``versions/``; see :class:`efsray.store.nfs.VersionLog`): version N
   is a manifest listing the files of one data directory with their sizes and digests, and the
@@ -29,7 +30,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -40,8 +41,8 @@ from efsray.errors import (
     EfsrayError,
     InvalidDataError,
     NotFoundError,
+    StorageError,
     VersionNotFoundError,
-    storage_error_from,
 )
 from efsray.store import jsonsafe
 from efsray.store.checkpoint_files import (
@@ -61,6 +62,7 @@ from efsray.store.ids import new_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
+    ManifestCache,
     VersionLog,
     committed_time,
     create_exclusive,
@@ -68,18 +70,44 @@ from efsray.store.nfs import (
     fsync_dir,
     kind_of,
     list_dir,
+    lstat_or_none,
     read_bytes,
-    retry_estale,
-    walk,
+    remove_file,
+    remove_tree,
+    tree_stats,
 )
 
-__all__ = ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
+# lstat_or_none, remove_tree and tree_stats moved to efsray.store.nfs; importable from here too.
+__all__ = ["lstat_or_none", "remove_tree", "tree_stats"]
+
+__all__ += ["CheckpointInfo", "CheckpointStore", "PruneResult", "RetentionPolicy"]
 
 R = TypeVar("R")
 log = logging.getLogger("efsray.store")
 
 MAX_METADATA_BYTES = 1 << 20
 DEFAULT_GRACE_S = 3600.0
+# The shortest grace period the CLI accepts without --force: far longer than a commit takes
+# (a writer re-checks files it wrote more than _RECHECK_AFTER_S ago) and than a full read of
+# a superseded version. Shorter ones can remove a writer's files between its write and its
+# commit; the commit then fails cleanly, or (in the last instant) commits a version that
+# names a missing file, which readers report as a CorruptionError.
+MIN_GRACE_S = 600.0
+
+
+def require_safe_grace(grace: float, *, force: bool, dry_run: bool = False) -> None:
+    """Refuse a grace period below MIN_GRACE_S unless ``force`` (or ``dry_run``: nothing is
+    removed), as Delta's VACUUM refuses a retention below 168 hours. For the CLI, where a
+    person types ``--grace 0``; the library takes the grace it is given."""
+    if grace < MIN_GRACE_S and not force and not dry_run:
+        raise InvalidDataError(
+            f"--grace {grace:g} is below the safe minimum of {MIN_GRACE_S:.0f} s: a writer "
+            "or reader still working on what it would remove would fail, or commit a "
+            "version that names removed files. Use --grace >= "
+            f"{MIN_GRACE_S:.0f}, or add --force if no writer or reader is running"
+        )
+
+
 # Files written but not committed for this long are checked again before the commit, in
 # case cleanup (whose grace period is far longer) took them for a crashed saver's debris.
 _RECHECK_AFTER_S = 60.0
@@ -197,6 +225,7 @@ class CheckpointStore:
         self.algorithm = algorithm or DEFAULT_ALGORITHM
         new_hasher(self.algorithm)  # unknown or missing algorithm: fail now, not mid-save
         self._clock = clock
+        self._manifests = ManifestCache(256)  # committed manifests never change
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -206,8 +235,8 @@ class CheckpointStore:
         return _Model(
             model,
             directory,
-            VersionLog(directory, f"checkpoints of model {model}"),
-            VersionLog(directory / "refs", f"aliases of model {model}"),
+            VersionLog(directory, f"checkpoints of model {model}", self._manifests),
+            VersionLog(directory / "refs", f"aliases of model {model}", self._manifests),
         )
 
     # --- saving --------------------------------------------------------------------------
@@ -250,7 +279,7 @@ class CheckpointStore:
             data_id = new_id()
             rel = f"{data_id[:_SHARD_CHARS]}/{data_id}"
             target = m.data / rel
-            ensure_dir(target)
+            ensure_dir(target, fresh=True)
             files, dirs = write(target)
             fsync_dir(target.parent)  # the new directory's entry, before a manifest names it
             return rel, files, dirs, time.monotonic()
@@ -259,9 +288,7 @@ class CheckpointStore:
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any]:
             rel, files, dirs, when = written[-1]
-            if time.monotonic() - when > _RECHECK_AFTER_S and not all(
-                kind_of(m.data / rel / f.path) == "file" for f in files
-            ):
+            if time.monotonic() - when > _RECHECK_AFTER_S and not _all_present(m.data / rel, files):
                 log.warning("files of an uncommitted save of %s vanished; writing again", model)
                 written.append(write_data())
                 rel, files, dirs, _ = written[-1]
@@ -277,7 +304,22 @@ class CheckpointStore:
                 "metadata": meta,
             }
 
-        committed = m.log.commit(build)
+        def before_publish() -> None:
+            # The last look before the version appears: a cleanup run with a grace period
+            # shorter than this save took (``--force``) may have taken its files for a
+            # crashed save's debris. Then nothing is committed.
+            rel, files, _, _ = written[-1]
+            if not _all_present(m.data / rel, files):
+                raise StorageError(
+                    errno.ENOENT,
+                    f"the files of this save of {model} ({m.data / rel}) were removed before "
+                    "its commit, by a cleanup or prune whose grace period was shorter than the "
+                    "save took (--grace with --force); nothing was committed: save again, and "
+                    f"keep --grace >= {MIN_GRACE_S:.0f} s while writers run",
+                    str(m.data / rel),
+                )
+
+        committed = m.log.commit(build, before_publish=before_publish)
         assert committed is not None
         version, manifest = committed
         info = self._info(m, version, manifest)
@@ -297,7 +339,7 @@ class CheckpointStore:
             )
         path = getattr(checkpoint, "path", None)
         filesystem = getattr(checkpoint, "filesystem", None)
-        if type(filesystem).__name__ == "LocalFileSystem" and path and os.path.isdir(path):
+        if type(filesystem).__name__ == "LocalFileSystem" and path and kind_of(path) == "dir":
             return self.save_directory(model, path, metadata)
         with checkpoint.as_directory() as local:  # downloads a remote checkpoint first
             return self.save_directory(model, local, metadata)
@@ -372,11 +414,20 @@ class CheckpointStore:
             try:
                 return run(info)
             except FileNotFoundError as exc:
-                if version is not None or attempt == 2:
+                missing = Path(exc.filename or "?").name
+                if version is None and alias is None and attempt == 2:
+                    raise CorruptionError(
+                        f"the latest version {got} of model {model} names file {missing} "
+                        f"({info.directory}), which is missing: removed by a cleanup or prune "
+                        "whose grace period was shorter than a save took (--force), or by "
+                        f"hand. Load an older version (`efsray checkpoints ls {model}`) or "
+                        "save the model again; restore the file from a backup to keep it"
+                    ) from None
+                if version is not None or alias is not None or attempt == 2:
                     raise VersionNotFoundError(
                         f"version {got} of model {model} is no longer complete: its file "
-                        f"{Path(exc.filename or '?').name} was removed by retention; load "
-                        "another version (`efsray checkpoints ls`)"
+                        f"{missing} was removed by retention; load another version "
+                        "(`efsray checkpoints ls`)"
                     ) from None
                 log.info("checkpoint files of %s v%d vanished while reading; retrying", model, got)
         raise AssertionError("unreachable")
@@ -516,7 +567,7 @@ class CheckpointStore:
         """Every model with checkpoints (a listing: may lag other hosts by ~a minute)."""
         out = []
         for name in list_dir(self.layout.checkpoints):
-            if is_valid_name(name) and VersionLog(self.layout.checkpoints / name, "").exists():
+            if is_valid_name(name) and VersionLog(self.layout.checkpoints / name, "").has_history():
                 out.append(name)
         return sorted(out)
 
@@ -757,13 +808,11 @@ class CheckpointStore:
         path = m.log.path(version)
         try:
             raw = read_bytes(path)
-            os.unlink(path)
         except FileNotFoundError:
             return False  # another cleanup got there first
-        except EfsrayError:
-            raise  # read_bytes already said what failed
-        except OSError as exc:
-            raise storage_error_from(exc, "removing checkpoint manifest", path) from exc
+        if not remove_file(path):
+            return False
+        m.log.forget(version)
         # An alias set between our reading the aliases and the unlink must win: look again.
         if version in self._refs(m)[0].values():
             with contextlib.suppress(FileExistsError):
@@ -811,6 +860,10 @@ def _encode_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return encoded
 
 
+def _all_present(directory: Path, files: Sequence[CheckpointFile]) -> bool:
+    return all(kind_of(directory / f.path) == "file" for f in files)
+
+
 def _best(manifests: dict[int, dict[str, Any]], policy: RetentionPolicy) -> list[int]:
     scored = []
     for v, man in manifests.items():
@@ -824,76 +877,6 @@ def _data_dirs(data: Path) -> Iterator[tuple[str, Path]]:
     for shard in list_dir(data):
         for name in list_dir(data / shard):
             yield f"{shard}/{name}", data / shard / name
-
-
-def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
-    """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
-    (cleanup must not take an unreadable file for an absent one)."""
-    try:
-        return retry_estale(lambda: os.lstat(path))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise storage_error_from(exc, "checking", path) from exc
-
-
-def tree_stats(path: Path) -> tuple[float | None, int, int]:
-    """(newest mtime of the directory and everything in it, file count, bytes)."""
-    files = size = 0
-    top = lstat_or_none(path)
-    if top is None:
-        return None, 0, 0
-    newest = top.st_mtime
-    for root, dirs, names in walk(path):
-        for name in dirs + names:
-            st = lstat_or_none(os.path.join(root, name))
-            if st is None:
-                continue
-            newest = max(newest, st.st_mtime)
-            if name in names:
-                files += 1
-                size += st.st_size
-    return newest, files, size
-
-
-def remove_tree(path: Path, files: list[str] | None) -> None:
-    """Delete a checkpoint data directory: the listed files (or all), then the directories."""
-    if files is None:
-        files = [
-            os.path.relpath(os.path.join(root, name), path)
-            for root, _, names in walk(path)
-            for name in names
-        ]
-    for rel in files:
-        try:
-            os.unlink(path / rel)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise storage_error_from(exc, "removing checkpoint file", path / rel) from exc
-    # Leftovers (a crashed save's temporary files) go too, then the directories bottom-up.
-    for root, dirs, names in walk(path, topdown=False):
-        for name in names:
-            try:
-                os.unlink(os.path.join(root, name))
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise storage_error_from(exc, "removing", os.path.join(root, name)) from exc
-        for name in dirs:
-            _rmdir(Path(root) / name)
-    _rmdir(path)
-
-
-def _rmdir(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-            raise storage_error_from(exc, "removing directory", path) from exc
-        log.warning("directory %s is not empty after cleanup; leaving it", path)
 
 
 def _ray_checkpoint_class() -> Any:

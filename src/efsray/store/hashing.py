@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from efsray.errors import CorruptionError, EfsrayError
-from efsray.store.nfs import reading
+from efsray.store.nfs import opened, reading
 
 __all__ = [
     "CHUNK_SIZE",
@@ -221,13 +221,10 @@ def hash_file(path: Path, algorithm: str) -> tuple[int, str]:
     """(size, digest) of the file at ``path``, streamed. FileNotFoundError passes through."""
 
     def once() -> tuple[int, str]:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with opened(path) as fd:
             size = os.fstat(fd).st_size
             _advise_sequential(fd)
             return copy_fd(fd, None, algorithm, size_hint=size)
-        finally:
-            os.close(fd)
 
     return reading(path, once)
 
@@ -241,8 +238,7 @@ def read_verified(path: Path, size: int, digest: str, *, what: str) -> bytes:
     algorithm, _ = split_digest(digest)
 
     def once() -> tuple[bytes, int]:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with opened(path) as fd:
             _advise_sequential(fd)
             data = os.read(fd, size) if size else b""  # straight into the result's buffer
             parts = [data]
@@ -255,8 +251,6 @@ def read_verified(path: Path, size: int, digest: str, *, what: str) -> bytes:
                 got += len(more)
             extra = len(os.read(fd, 1))
             return (data if len(parts) == 1 else b"".join(parts)), got + extra
-        finally:
-            os.close(fd)
 
     data, got_size = reading(path, once)
     got_digest = hash_buffer(data, algorithm) if got_size == size else ""
@@ -274,14 +268,11 @@ def map_verified(path: Path, size: int, digest: str, *, what: str) -> memoryview
     algorithm, _ = split_digest(digest)
 
     def once() -> tuple[mmap.mmap | None, int]:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
+        with opened(path) as fd:  # the mapping keeps its own reference to the file
             got = os.fstat(fd).st_size
             if got != size or size == 0:
                 return None, got
             return mmap.mmap(fd, size, prot=mmap.PROT_READ), got
-        finally:
-            os.close(fd)  # the mapping keeps its own reference to the file
 
     mapped, got_size = reading(path, once)
     if mapped is None:

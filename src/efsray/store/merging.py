@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 
-from efsray.store.nfs import BackgroundSyncs, kind_of
+from efsray.errors import StorageError
+from efsray.store.nfs import BackgroundSyncs, kind_of, remove_file
 from efsray.store.segments import Segment
 
 __all__ = ["PendingSegments", "find_run", "tier"]
@@ -85,12 +85,19 @@ class PendingSegments:
     def put(self, key: Hashable, segments: list[Segment], replaced: int) -> None:
         self._written[key] = (segments, replaced, time.monotonic())
 
+    def missing(self, directory: Path, segments: Iterable[Segment]) -> list[str]:
+        """Files of ``segments`` that this write produced and that no longer exist: the last
+        look before its commit, in case a cleanup run with a grace period shorter than the
+        write took (``--force``) removed them."""
+        ours = {seg.file for written, _, _ in self._written.values() for seg in written}
+        return [s.file for s in segments if s.file in ours and kind_of(directory / s.file) is None]
+
     def discard_unused(self, directory: Path, used: Iterable[str]) -> None:
         keep = set(used)
         for segments, _, _ in self._written.values():
             for seg in segments:
                 if seg.file not in keep:
                     try:
-                        os.unlink(directory / seg.file)
-                    except OSError as exc:
+                        remove_file(directory / seg.file)
+                    except StorageError as exc:
                         log.debug("leaving unused segment %s to cleanup: %s", seg.file, exc)

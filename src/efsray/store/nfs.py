@@ -15,8 +15,9 @@ up to a minute) and on any local POSIX filesystem.
 
 2. **Publish by rename** (``atomic_write``): rename() within a directory is atomic on NFS and
    replaces the target, so a reader sees the old file or the new one, never a mix. Used for
-   files published whole under their final names (checkpoint files). A *hint* (HEAD), which a
-   reader checks before trusting, is instead overwritten in place (``overwrite_hint``): one
+   files replaced whole under a known name (the connector's sync state; a directory, such as a
+   checkpoint copied out, with ``publish_dir``). A *hint* (HEAD), which a reader checks
+   before trusting, is instead overwritten in place (``overwrite_hint``): one
    small write at offset 0, about 40 times cheaper than a new file and a rename, and on NFS
    three round trips instead of five.
 
@@ -39,6 +40,19 @@ up to a minute) and on any local POSIX filesystem.
    forward by name (an open by name goes to the server under close-to-open consistency,
    unlike a directory listing), so finding the latest version costs a constant number of
    round trips however long the history is.
+
+   Each manifest carries its own checksum as its first field,
+   ``{"checksum":"xxh3-64:<16 hex>",...``: the XXH3-64 of every byte after that field, so a
+   reader verifies the exact bytes it read before trusting any of them (``_parse``; a flipped
+   bit, a hand edit or a torn copy is a CorruptionError naming the file). Manifests written
+   before checksums existed begin ``{"format":`` and are read unverified; ``VersionLog.verified``
+   tells them apart for ``verify`` commands. Whatever else a manifest begins with is corrupt.
+
+6. **Removal** (retention) goes through here too (``remove_file``, ``remove_tree``), and so do
+   the few other calls the store makes (``lstat_or_none``, ``opened``, ``publish_dir``): no
+   other module of the store touches the filesystem (a test scans their code for it). What
+   may be removed, and when, is retention's business; that a version never names a file
+   removed before its commit is the writer's, which looks for its files in ``before_link``.
 """
 
 from __future__ import annotations
@@ -52,6 +66,7 @@ import logging
 import os
 import random
 import secrets
+import shutil
 import socket
 import stat
 import time
@@ -59,7 +74,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
+
+import xxhash
 
 from efsray.errors import (
     CommitConflictError,
@@ -72,13 +89,17 @@ from efsray.errors import (
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "IMMUTABLE_MODE",
     "TEMP_PREFIX",
     "BackgroundSyncs",
     "ManifestCache",
+    "PositionalReader",
     "VersionLog",
     "atomic_write",
+    "buffered_writer",
     "committed_time",
     "create_exclusive",
+    "discard_tree",
     "ensure_dir",
     "fsync_dir",
     "io_pool",
@@ -86,10 +107,17 @@ __all__ = [
     "kind_of",
     "list_dir",
     "list_subdirs",
+    "lstat_or_none",
+    "opened",
     "overwrite_hint",
+    "publish_dir",
     "read_bytes",
     "reading",
+    "remove_file",
+    "remove_tree",
     "retry_estale",
+    "stat_or_none",
+    "tree_stats",
     "walk",
     "write_new",
     "write_temp",
@@ -100,6 +128,11 @@ log = logging.getLogger("efsray.store")
 # Group-writable: every container of the cluster may run as a different uid in one group;
 # under an EFS access point all of them are mapped to the access point's fixed uid/gid.
 FILE_MODE = 0o664
+# Files that never change once written (segments, manifests): read-only for everyone, so a
+# stray writer cannot change them, and (with the usual umask 022) created with their final
+# mode, saving the fchmod's SETATTR round trip on NFS. Removal needs the directory's write
+# permission only.
+IMMUTABLE_MODE = 0o444
 DIR_MODE = 0o2775  # setgid: new entries inherit the directory's group
 TEMP_PREFIX = ".efsray-tmp."
 ESTALE_ATTEMPTS = 5
@@ -147,7 +180,8 @@ def _create_written(path: Path, payload: bytes | Writer, mode: int) -> int:
     except OSError as exc:
         raise storage_error_from(exc, "creating", path) from exc
     try:
-        os.fchmod(fd, mode)  # explicit mode, whatever the umask
+        if mode & _umask():  # explicit mode, whatever the umask (a SETATTR round trip on NFS)
+            os.fchmod(fd, mode)
         if callable(payload):
             payload(fd)
         else:
@@ -174,6 +208,22 @@ def _finish(fd: int, path: Path, fsync: bool) -> None:
     except OSError as exc:
         _unlink_quietly(path)
         raise storage_error_from(exc, "writing", path) from exc
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once without changing it (``os.umask`` can only set it, and
+    setting and restoring it races other threads creating files); 0o777 where it cannot be
+    read, so that every file gets its fchmod. A process that changes its umask after its
+    first store write should not: the store's files would keep the first one's modes."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777
 
 
 def write_temp(
@@ -354,8 +404,20 @@ def walk(top: Path | str, *, topdown: bool = True) -> Iterator[tuple[str, list[s
         yield str(top), dirs, files
 
 
-def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
-    """Create ``path`` and missing parents with an explicit mode; existing ones are fine."""
+def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None:
+    """Create ``path`` and missing parents with an explicit mode; existing ones are fine.
+
+    ``fresh``: ``path`` is a new, unique name (a checkpoint's data directory): try to create
+    it first instead of looking for it first, a round trip less.
+    """
+    if fresh:
+        try:
+            os.mkdir(path, mode)
+        except OSError:
+            pass  # exists, or a parent is missing: the general way below
+        else:
+            _chmod_dir(path, mode)
+            return
     if kind_of(path) == "dir":
         return
     ensure_dir(path.parent, mode=mode)
@@ -369,8 +431,12 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE) -> None:
         return
     except OSError as exc:
         raise storage_error_from(exc, "creating directory", path) from exc
+    _chmod_dir(path, mode)
+
+
+def _chmod_dir(path: Path, mode: int) -> None:
     try:
-        os.chmod(path, mode)
+        os.chmod(path, mode)  # explicit mode, whatever the umask (and setgid)
     except OSError as exc:  # e.g. an access point that maps ownership: the dir still works
         log.debug("could not chmod %s to %o: %s", path, mode, exc)
 
@@ -546,6 +612,46 @@ def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
     return reading(path, once)
 
 
+class PositionalReader:
+    """A file opened for reads at offsets (a big file's footer and last blocks, where reading
+    it whole would move megabytes for kilobytes). ``size`` comes from fstat: our files never
+    change once published. Use it inside :func:`reading`, which retries ESTALE."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # OSError passes to reading()
+        try:
+            self.size = os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def pread(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset`` (fewer only at the end of the file)."""
+        parts = []
+        while length > 0:
+            chunk = os.pread(self._fd, length, offset)
+            if not chunk:
+                break
+            parts.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def __enter__(self) -> PositionalReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self._fd)
+
+
+def buffered_writer(fd: int) -> BinaryIO:
+    """A buffered binary file over ``fd`` (left open on close), for encoders that write many
+    small pieces: a raw descriptor returns short writes on NFS and FUSE."""
+    # 1 MiB, the NFS wsize: an encoder's many small pieces leave in whole WRITEs
+    return open(fd, "wb", buffering=1 << 20, closefd=False)
+
+
 def reading(path: Path, func: Callable[[], T]) -> T:
     """Run ``func``, a read of ``path``: retried on ESTALE; FileNotFoundError passes
     through (absence means something to callers); any other OSError is a StorageError."""
@@ -560,6 +666,18 @@ def reading(path: Path, func: Callable[[], T]) -> T:
 # --- 5. the version log ---------------------------------------------------------------------
 
 _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to list
+_SUM_START = b'{"checksum":"xxh3-64:'
+_SUM_LEN = len(_SUM_START) + 16 + 2  # the prefix, 16 hex digits, '",'
+_LEGACY_START = b'{"format":'
+
+
+def _with_checksum(manifest: dict[str, Any]) -> bytes:
+    """``manifest`` as JSON, its checksum first (over every byte after the checksum field)."""
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    rest = body[1:]  # after the opening brace
+    if rest == b"}":  # never: a committed manifest always has fields
+        raise ValueError("empty manifest")
+    return _SUM_START + xxhash.xxh3_64_hexdigest(rest).encode() + b'",' + rest
 
 
 class ManifestCache:
@@ -580,6 +698,10 @@ class ManifestCache:
         if manifest is not None:
             self._entries.move_to_end((directory, version))
         return manifest
+
+    def forget(self, directory: Path, version: int) -> None:
+        """Drop a version retention removed (it is no longer committed)."""
+        self._entries.pop((directory, version), None)
 
     def put(self, directory: Path, version: int, manifest: dict[str, Any]) -> None:
         self._entries[(directory, version)] = manifest
@@ -621,8 +743,11 @@ class VersionLog:
 
     # reading -------------------------------------------------------------------------------
 
-    def exists(self) -> bool:
+    def has_history(self) -> bool:
+        """True once anything was committed to this log (or HEAD says so)."""
         return kind_of(self._head) is not None or kind_of(self._versions) == "dir"
+
+    exists = has_history  # the older name
 
     def read(self, version: int) -> dict[str, Any]:
         """The manifest of ``version``; VersionNotFoundError if it was never committed."""
@@ -640,11 +765,17 @@ class VersionLog:
             ) from None
         return self._parse(version, raw)
 
+    def forget(self, version: int) -> None:
+        """Drop ``version`` from the cache: retention has removed it."""
+        if self._cache is not None:
+            self._cache.forget(self.directory, version)
+
     def remember(self, version: int, manifest: dict[str, Any]) -> None:
         if self._cache is not None:
             self._cache.put(self.directory, version, manifest)
 
     def _parse(self, version: int, raw: bytes) -> dict[str, Any]:
+        self._check(version, raw)
         try:
             manifest = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -657,8 +788,40 @@ class VersionLog:
                 f"manifest {self.path(version)} of {self.kind} does not describe version "
                 f"{version}; it was damaged or moved: restore it from a backup"
             )
+        manifest.pop("checksum", None)  # verified above; callers see what build() returned
         self.remember(version, manifest)
         return manifest
+
+    def _check(self, version: int, raw: bytes) -> None:
+        """Verify a manifest's checksum (see the module docstring, 5.); CorruptionError if it
+        does not match, or if the manifest is neither checksummed nor of the old format."""
+        if raw.startswith(_LEGACY_START):  # no damage to a checksummed one makes this start
+            return  # written before manifests had checksums: read unverified
+        if not raw.startswith(_SUM_START) or raw[_SUM_LEN - 2 : _SUM_LEN] != b'",':
+            raise self._damaged(version, "it does not begin with its checksum")
+        expected = raw[len(_SUM_START) : _SUM_LEN - 2]
+        got = xxhash.xxh3_64_hexdigest(memoryview(raw)[_SUM_LEN:]).encode()
+        if got != expected:
+            raise self._damaged(
+                version, f"its checksum is xxh3-64:{expected.decode(errors='replace')}, its "
+                f"bytes hash to xxh3-64:{got.decode()}"
+            )  # fmt: skip
+
+    def _damaged(self, version: int, what: str) -> CorruptionError:
+        return CorruptionError(
+            f"manifest {self.path(version)} of {self.kind} was damaged after it was committed "
+            f"({what}); restore it from a backup, or read another version"
+        )
+
+    def verified(self, version: int) -> bool:
+        """True if ``version``'s manifest carries a checksum (and it matches: a mismatch is a
+        CorruptionError); False for a manifest written before checksums existed."""
+        try:
+            raw = read_bytes(self.path(version))
+        except FileNotFoundError:
+            raise VersionNotFoundError(f"{self.kind} has no version {version}") from None
+        self._parse(version, raw)
+        return not raw.startswith(_LEGACY_START)
 
     def _try_read(self, version: int) -> dict[str, Any] | None:
         cached = self._cache.get(self.directory, version) if self._cache else None
@@ -810,10 +973,9 @@ class VersionLog:
             ensure_dir(target.parent)
             try:
                 create_exclusive(
-                    target,
-                    json.dumps(manifest, separators=(",", ":")).encode(),
+                    target, _with_checksum(manifest), mode=IMMUTABLE_MODE,
                     before_link=before_publish,
-                )
+                )  # fmt: skip
             except FileExistsError:
                 losses += 1
                 newer = self._try_read(version)
@@ -844,3 +1006,117 @@ class VersionLog:
         # Fixed width, so that each write covers the previous one exactly.
         with contextlib.suppress(StorageError):
             overwrite_hint(self._head, f"{version:020d}\n".encode())
+
+
+# --- 6. removal, and the other calls the store makes ----------------------------------------
+
+
+def lstat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.lstat(path)``, None when it does not exist; any other error is a StorageError
+    (cleanup must not take an unreadable file for an absent one)."""
+    return _stat_or_none(path, os.lstat)
+
+
+def stat_or_none(path: str | os.PathLike[str]) -> os.stat_result | None:
+    """``os.stat(path)`` (a symbolic link followed), like :func:`lstat_or_none`."""
+    return _stat_or_none(path, os.stat)
+
+
+def _stat_or_none(
+    path: str | os.PathLike[str], call: Callable[[str | os.PathLike[str]], os.stat_result]
+) -> os.stat_result | None:
+    try:
+        return retry_estale(lambda: call(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+
+
+@contextlib.contextmanager
+def opened(path: str | os.PathLike[str]) -> Iterator[int]:
+    """A descriptor of ``path`` open for reading, closed on exit. OSError (FileNotFoundError
+    included) passes through: run it inside :func:`reading` to retry ESTALE."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def remove_file(path: str | os.PathLike[str]) -> bool:
+    """Remove one file: True if this call removed it, False if it was already gone; any
+    other error is a StorageError."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error_from(exc, "removing", path) from exc
+    return True
+
+
+def tree_stats(path: Path) -> tuple[float | None, int, int]:
+    """(newest mtime of the directory and everything in it, file count, bytes); None for
+    the time when ``path`` does not exist."""
+    files = size = 0
+    top = lstat_or_none(path)
+    if top is None:
+        return None, 0, 0
+    newest = top.st_mtime
+    for root, dirs, names in walk(path):
+        for name in dirs + names:
+            st = lstat_or_none(os.path.join(root, name))
+            if st is None:
+                continue
+            newest = max(newest, st.st_mtime)
+            if name in names:
+                files += 1
+                size += st.st_size
+    return newest, files, size
+
+
+def remove_tree(path: Path, files: list[str] | None = None) -> None:
+    """Remove a directory tree: the listed files (relative paths) first, or all, then any
+    leftovers (a crashed writer's temporary files) and the directories, bottom-up."""
+    if files is None:
+        files = [
+            os.path.relpath(os.path.join(root, name), path)
+            for root, _, names in walk(path)
+            for name in names
+        ]
+    for rel in files:
+        remove_file(path / rel)
+    for root, dirs, names in walk(path, topdown=False):
+        for name in names:
+            remove_file(os.path.join(root, name))
+        for name in dirs:
+            _rmdir(Path(root) / name)
+    _rmdir(path)
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise storage_error_from(exc, "removing directory", path) from exc
+        log.warning("directory %s is not empty after cleanup; leaving it", path)
+
+
+def discard_tree(path: Path) -> None:
+    """Remove an unpublished directory (a failed copy's staging area), ignoring errors:
+    what is left is a temporary name that cleanup removes."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def publish_dir(staging: Path, final: Path) -> None:
+    """Rename the complete directory ``staging`` to ``final`` (which must not exist or be
+    empty), so that ``final`` appears whole or not at all, and make the rename durable."""
+    try:
+        os.rename(staging, final)
+    except OSError as exc:
+        raise storage_error_from(exc, "publishing", final) from exc
+    fsync_dir(final.parent)

@@ -25,23 +25,26 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from efsray.errors import EfsrayError, InvalidDataError, storage_error_from
-from efsray.store.checkpoints import (
-    DEFAULT_GRACE_S,
-    CheckpointStore,
-    lstat_or_none,
-    remove_tree,
-    tree_stats,
-)
+from efsray.errors import EfsrayError, InvalidDataError
+from efsray.store.checkpoints import DEFAULT_GRACE_S, CheckpointStore
 from efsray.store.layout import StoreLayout
 from efsray.store.market import list_series
-from efsray.store.nfs import VersionLog, committed_time, is_temp_name, list_dir, walk
+from efsray.store.nfs import (
+    VersionLog,
+    committed_time,
+    is_temp_name,
+    list_dir,
+    lstat_or_none,
+    remove_file,
+    remove_tree,
+    tree_stats,
+    walk,
+)
 from efsray.store.results import ResultStore
 from efsray.store.segments import is_segment_name
 
@@ -214,15 +217,13 @@ def _market_series(
 def _remove_file(
     path: Path, area: str, dry_run: bool, tally: _Tally, *, size: int | None = None
 ) -> None:
-    try:
-        if size is None:
-            size = os.stat(path).st_size
-        if not dry_run:
-            os.unlink(path)
-    except FileNotFoundError:
+    if size is None:
+        st = lstat_or_none(path)
+        if st is None:
+            return  # another cleanup removed it first
+        size = st.st_size
+    if not dry_run and not remove_file(path):
         return  # another cleanup removed it first
-    except OSError as exc:
-        raise storage_error_from(exc, "removing", path) from exc
     tally.add(area, 1, size)
 
 

@@ -4,19 +4,18 @@ A segment holds a contiguous, time-sorted run of bars. Segments are never modifi
 change writes new segments and a new manifest that lists them. Two file formats, told apart
 by their suffix, are read; the store writes the one it is configured with:
 
-- ``.arrow``, Arrow IPC (Feather v2), the default: record batches of 64 Ki rows, no
-  compression. A read is one ``read()`` of the file and then zero-copy: the table's columns
-  are views of the bytes read, and the Linux page cache (NFS's included: segments never
-  change, so cached pages stay valid) serves repeated reads of a segment from memory.
-  pyarrow, polars and DuckDB (through pyarrow) read the files directly.
-- ``.parquet``: LZ4, delta-encoded timestamps, byte-stream-split floats, 64 Ki-row row
-  groups with statistics: about half the bytes of ``.arrow`` for random-walk prices, at the
-  cost of decoding; DuckDB reads it natively. For stores where bytes cost more than CPU.
-"""
+- ``.parquet``, the default: LZ4, delta-encoded timestamps, byte-stream-split floats, 64
+  Ki-row row groups with statistics: 0.56x the bytes of ``.arrow`` for random-walk prices,
+  at the cost of decoding; DuckDB reads it natively.
+- ``.arrow``, Arrow IPC (Feather v2): record batches of 64 Ki rows, no compression. A read is
+  one ``read()`` of the file and then zero-copy: the table's columns are views of the bytes
+  read. pyarrow, polars and DuckDB (through pyarrow) read the files directly.
+
+Every read is verified against the block checksums of the segment's manifest entry (see
+:mod:`efsray.store.blocks`)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,24 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError, InvalidDataError
-from efsray.store.nfs import BackgroundSyncs, io_pool, read_bytes, reading, write_new
+from efsray.store.blocks import (
+    BlockHasher,
+    SegmentCache,
+    VerifiedFile,
+    block_count,
+    check_size,
+    verify_blocks,
+)
+from efsray.store.nfs import (
+    IMMUTABLE_MODE,
+    BackgroundSyncs,
+    PositionalReader,
+    buffered_writer,
+    io_pool,
+    read_bytes,
+    reading,
+    write_new,
+)
 
 __all__ = [
     "FORMATS",
@@ -60,28 +76,51 @@ def is_segment_name(name: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One segment as a manifest records it. Timestamps are UTC nanoseconds."""
+    """One segment as a manifest records it. Timestamps are UTC nanoseconds.
+
+    ``blocks``: the XXH3-64 (hex) of each CHECKSUM_BLOCK bytes of the file, in order (the
+    last block may be shorter); empty for segments written before checksums existed, which
+    are checked by size only (``efsray data verify`` reports them).
+    """
 
     file: str
     rows: int
     bytes: int
     ts_min: int
     ts_max: int
+    blocks: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "file": self.file,
             "rows": self.rows,
             "bytes": self.bytes,
             "ts_min": self.ts_min,
             "ts_max": self.ts_max,
         }
+        if self.blocks:
+            out["xxh3_64"] = list(self.blocks)
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
-        return cls(
-            str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]), int(d["ts_max"])
-        )
+        try:
+            blocks = tuple(str(b) for b in d.get("xxh3_64", ()))
+            seg = cls(
+                str(d["file"]), int(d["rows"]), int(d["bytes"]), int(d["ts_min"]),
+                int(d["ts_max"]), blocks,
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptionError(
+                f"a manifest has a malformed segment entry {d!r} ({exc}); restore the "
+                "manifest from a backup, or read another version"
+            ) from None
+        if blocks and len(blocks) != block_count(seg.bytes):
+            raise CorruptionError(
+                f"the manifest entry of segment {seg.file} lists {len(blocks)} checksums "
+                f"for {seg.bytes} bytes; restore the manifest from a backup"
+            )
+        return seg
 
     def overlaps(self, start_ns: int | None, end_ns: int | None) -> bool:
         return (start_ns is None or self.ts_max >= start_ns) and (
@@ -127,6 +166,7 @@ def write_segment(
         raise InvalidDataError(f"segment format {fmt!r} is not one of {', '.join(FORMATS)}")
     name = f"seg-{uuid.uuid4().hex}{FORMATS[fmt]}"
     size = 0
+    blocks: tuple[str, ...] = ()
 
     def encode_into(fd: int) -> None:
         # Straight into the file, buffer by buffer: encoding into memory first would cost a
@@ -134,17 +174,19 @@ def write_segment(
         # in ~4 ms this way, ~10-35 ms through a BufferOutputStream and one write). Buffered,
         # because a raw file returns short writes (NFS, FUSE) that PythonFile would ignore;
         # big writes go straight through the buffer.
-        nonlocal size
-        with open(fd, "wb", closefd=False) as file:
-            _encode(table, fmt, pa.PythonFile(file, mode="w"))
+        nonlocal size, blocks
+        with buffered_writer(fd) as file:
+            hashing = BlockHasher(file)
+            _encode(table, fmt, pa.PythonFile(hashing, mode="w"))
             file.flush()
             size = file.tell()
+            blocks = hashing.digests()
 
     # Unreferenced until a manifest names it: created under its final, unique name.
     if syncs is None:
-        write_new(directory / name, encode_into)
+        write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
     else:
-        syncs.write_new(directory / name, encode_into)
+        syncs.write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
     ts = table.column("timestamp")
     return Segment(
         file=name,
@@ -152,21 +194,25 @@ def write_segment(
         bytes=size,
         ts_min=ts[0].value,  # UTC nanoseconds
         ts_max=ts[-1].value,
+        blocks=blocks,
     )
 
 
-def _load(directory: Path, seg: Segment, drop_cache: bool = False) -> pa.Buffer:
+def _load(
+    directory: Path, seg: Segment, drop_cache: bool = False, cache: SegmentCache | None = None
+) -> pa.Buffer:
+    if cache is not None:
+        cached = cache.get(directory, seg.file)
+        if cached is not None:
+            return cached
     data = read_bytes(directory / seg.file, drop_cache=drop_cache)  # FileNotFoundError passes
-    _check_size(directory / seg.file, len(data), seg)
-    return pa.py_buffer(data)
-
-
-def _check_size(path: Path, size: int, seg: Segment) -> None:
-    if size != seg.bytes:
-        raise CorruptionError(
-            f"segment {path} has {size} bytes, its manifest says {seg.bytes}; the file was "
-            "damaged after commit: restore it from a backup"
-        )
+    check_size(directory / seg.file, len(data), seg)
+    if seg.blocks:
+        verify_blocks(directory / seg.file, seg, memoryview(data), 0)
+    buffer = pa.py_buffer(data)
+    if cache is not None and not drop_cache:  # drop_cache: a merge input, read for the last time
+        cache.put(directory, seg.file, buffer)
+    return buffer
 
 
 def _decode(
@@ -176,8 +222,9 @@ def _decode(
     start_ns: int | None,
     end_ns: int | None,
     drop_cache: bool = False,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
-    buffer = _load(directory, seg, drop_cache)
+    buffer = _load(directory, seg, drop_cache, cache)
     try:
         if seg.file.endswith(".arrow"):
             table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
@@ -242,6 +289,7 @@ def read_range(
     *,
     contiguous: bool = False,
     drop_cache: bool = False,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """Rows of ``segments`` with ``start_ns <= timestamp <= end_ns`` in time order.
 
@@ -250,19 +298,23 @@ def read_range(
     ``contiguous``: a big read of whole segments comes back with its fixed-width columns in
     one buffer each (see :func:`_read_into`), for a caller that converts the table to pandas
     or polars, which would otherwise concatenate the chunks. ``drop_cache``: the files' last
-    read for a while (see :func:`~efsray.store.nfs.read_bytes`).
+    read for a while (see :func:`~efsray.store.nfs.read_bytes`). ``cache``: segments already
+    read (see :class:`SegmentCache`).
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
     big = len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES
     if contiguous and big and not any(any(_cuts(s, start_ns, end_ns)) for s in chosen):
-        return _read_into(directory, chosen, schema, columns)
+        return _read_into(directory, chosen, schema, columns, cache)
     if big:
         # Big reads: overlap the round trips of several files (EFS latency ~1 ms each).
         parts = _on_threads(
-            chosen, lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns, drop_cache)
+            chosen,
+            lambda k: _decode(directory, chosen[k], columns, start_ns, end_ns, drop_cache, cache),
         )
     else:  # small reads: thread hand-offs would cost more than they save
-        parts = [_decode(directory, s, columns, start_ns, end_ns, drop_cache) for s in chosen]
+        parts = [
+            _decode(directory, s, columns, start_ns, end_ns, drop_cache, cache) for s in chosen
+        ]
     return conform(parts, schema, columns)
 
 
@@ -272,6 +324,7 @@ def read_tail(
     schema: pa.Schema,
     n: int,
     columns: Sequence[str] | None = None,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """The last ``n`` rows, reading only the last row groups of the last segments."""
     parts: list[pa.Table] = []
@@ -279,7 +332,7 @@ def read_tail(
     for seg in reversed(segments):
         if remaining <= 0:
             break
-        found = _tail_of(directory, seg, remaining, columns)  # in time order
+        found = _tail_of(directory, seg, remaining, columns, cache)  # in time order
         parts[:0] = found
         remaining -= sum(p.num_rows for p in found)
     table = conform(parts, schema, columns)
@@ -287,16 +340,22 @@ def read_tail(
 
 
 def _tail_of(
-    directory: Path, seg: Segment, n: int, columns: Sequence[str] | None
+    directory: Path,
+    seg: Segment,
+    n: int,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
 ) -> list[pa.Table]:
     path = directory / seg.file
-    if seg.bytes <= _WHOLE_FILE_BYTES:  # one open and one read beat many seeks
-        return _last_row_groups(path, pa.BufferReader(_load(directory, seg)), n, columns)
+    cached = cache.get(directory, seg.file) if cache is not None else None
+    if cached is not None or seg.bytes <= _WHOLE_FILE_BYTES:  # one read beats many seeks
+        buffer = cached if cached is not None else _load(directory, seg, cache=cache)
+        return _last_row_groups(path, pa.BufferReader(buffer), n, columns)
 
     def once() -> list[pa.Table]:
-        with open(path, "rb") as f:
-            _check_size(path, os.fstat(f.fileno()).st_size, seg)
-            return _last_row_groups(path, f, n, columns)
+        with PositionalReader(path) as file:
+            check_size(path, file.size, seg)
+            return _last_row_groups(path, VerifiedFile(file, seg), n, columns)
 
     return reading(path, once)
 
@@ -363,7 +422,11 @@ def conform(
 
 
 def _read_into(
-    directory: Path, chosen: Sequence[Segment], schema: pa.Schema, columns: Sequence[str] | None
+    directory: Path,
+    chosen: Sequence[Segment],
+    schema: pa.Schema,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
 ) -> pa.Table:
     """Whole segments read into one preallocated buffer per fixed-width column.
 
@@ -382,7 +445,7 @@ def _read_into(
     unfit: set[str] = set()
 
     def one(k: int) -> pa.Table:
-        part = _decode(directory, chosen[k], columns, None, None)
+        part = _decode(directory, chosen[k], columns, None, None, cache=cache)
         if part.num_rows != chosen[k].rows:
             raise CorruptionError(
                 f"segment {directory / chosen[k].file} holds {part.num_rows} rows, its "

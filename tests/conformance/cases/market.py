@@ -317,7 +317,7 @@ def explicit_modes(site: Site) -> None:
     store.market.append("AAPL", "1m", batch(0))
     series = store.layout.series_dir("AAPL", "1m")
     seg = next((series / "segments").iterdir())
-    assert seg.stat().st_mode & 0o777 == 0o664
+    assert seg.stat().st_mode & 0o777 == 0o444  # immutable once written
     assert series.stat().st_mode & 0o7777 == 0o2775
 
 
