@@ -67,13 +67,15 @@ def backtest_cmd(
             'comma-separated, e.g. "fast=5:50:5,slow=20:200:20".'
         ),
     ] = "fast=5:50:5,slow=20:200:20",
-    fee_bps: Annotated[float, typer.Option(help="Fees, basis points per unit traded.")] = 1.0,
+    fee_bps: Annotated[
+        float, typer.Option(help="Fees, basis points per unit traded.", min=0, max=10_000)
+    ] = 1.0,
     slippage_bps: Annotated[
-        float, typer.Option(help="Slippage, basis points per unit traded.")
+        float, typer.Option(help="Slippage, basis points per unit traded.", min=0, max=10_000)
     ] = 1.0,
     long_only: Annotated[bool, typer.Option(help="Never go short.")] = False,
     rank_by: Annotated[str, typer.Option(help="Metric to rank parameter sets by.")] = "sharpe",
-    top: Annotated[int, typer.Option(help="Rows of the ranked table.", min=1)] = 10,
+    top: Annotated[int, typer.Option(help="Rows of the ranked table.", min=1, max=100_000)] = 10,
     train: Annotated[
         bool,
         typer.Option(
@@ -85,7 +87,9 @@ def backtest_cmd(
     ] = False,
     max_retries: Annotated[
         int,
-        typer.Option(min=0, help="Retries of a task whose worker died or hit a storage error."),
+        typer.Option(
+            min=0, max=100, help="Retries of a task whose worker died or hit a storage error."
+        ),
     ] = 3,
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,

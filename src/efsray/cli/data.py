@@ -193,12 +193,14 @@ def show_cmd(
     start: Annotated[str | None, typer.Option(help="First time to show (ISO-8601).")] = None,
     end: Annotated[str | None, typer.Option(help="Last time to show (ISO-8601).")] = None,
     tail: Annotated[
-        int | None, typer.Option("--tail", "-n", help="Show the newest N bars.", min=0)
+        int | None, typer.Option("--tail", "-n", help="Show the newest N bars.", min=0, max=2**62)
     ] = None,
     columns: Annotated[
         str | None, typer.Option(help="Comma-separated columns, e.g. close,volume.")
     ] = None,
-    version: Annotated[int | None, typer.Option(help="Read as of this version.", min=1)] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Read as of this version.", min=1, max=2**62)
+    ] = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
@@ -279,7 +281,9 @@ def ls_cmd(root: RootOpt = None, env_file: EnvFileOpt = None, json_out: JsonOpt 
 def history_cmd(
     symbol: SymbolArg,
     timeframe: TimeframeArg,
-    limit: Annotated[int | None, typer.Option(help="Show at most N versions.", min=1)] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Show at most N versions.", min=1, max=2**62)
+    ] = None,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
