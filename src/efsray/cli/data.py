@@ -90,6 +90,10 @@ def ingest_cmd(
         str | None,
         typer.Option("--timestamp-format", help="strftime format of timestamp strings."),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option("--encoding", help="Text encoding of a CSV file, e.g. latin-1 or cp1252."),
+    ] = "utf-8",
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
@@ -99,7 +103,7 @@ def ingest_cmd(
     Bars whose timestamps are already stored are replaced, so re-ingesting a file is safe.
     """
     mapping = _parse_map(column_map or [])
-    table = _read_file(file, quiet=json_out)
+    table = _read_file(file, quiet=json_out, encoding=encoding, timestamp_format=timestamp_format)
     store = _open(root, env_file, create=True)
     with (
         console.status(f"validating and committing {table.num_rows:,} bars", spinner="dots")
@@ -137,20 +141,36 @@ def _parse_map(items: list[str]) -> dict[str, str]:
     mapping = {}
     for item in items:
         source, sep, target = item.partition("=")
-        if not sep or not source.strip() or not target.strip():
+        if not sep or not target.strip():  # an empty SOURCE names an unnamed column
             raise InvalidDataError(
-                f"--map {item!r} is not SOURCE=TARGET, e.g. --map 'Date=timestamp'"
+                f"--map {item!r} is not SOURCE=TARGET, e.g. --map 'Date=timestamp' (or "
+                "--map '=timestamp' for a column without a name)"
             )
         mapping[source.strip()] = target.strip()
     return mapping
 
 
-def _read_file(path: Path, *, quiet: bool) -> pa.Table:
+def _read_file(
+    path: Path, *, quiet: bool, encoding: str = "utf-8", timestamp_format: str | None = None
+) -> pa.Table:
+    import codecs
+
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidDataError(
+            f"--encoding {encoding!r} is not a known encoding; e.g. utf-8, latin-1, cp1252"
+        ) from None
+    # With --timestamp-format, CSV timestamps are parsed with it, not by pyarrow's ISO
+    # inference (which would leave the format unused, and a wrong one unnoticed).
+    convert = pacsv.ConvertOptions(
+        timestamp_parsers=[timestamp_format] if timestamp_format else None
+    )
     if not path.is_file():
         raise InvalidDataError(f"{path} does not exist or is not a file")
     name = path.name.lower()
@@ -176,13 +196,22 @@ def _read_file(path: Path, *, quiet: bool) -> pa.Table:
             if name.endswith((".csv", ".csv.gz", ".txt")):
                 with pa.OSFile(str(path)) as raw:
                     stream = pa.CompressedInputStream(raw, "gzip") if name.endswith(".gz") else raw
-                    reader = pacsv.open_csv(stream)
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(encoding=encoding),
+                        convert_options=convert,
+                    )
                     for batch in reader:
                         batches.append(batch)
                         progress.update(task, completed=min(size, raw.tell()))
                     return pa.Table.from_batches(batches, schema=reader.schema)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidDataError(f"cannot read {path}: {exc}") from None
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        hint = (
+            " (not UTF-8? pass --encoding latin-1 or cp1252)"
+            if "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError)
+            else ""
+        )
+        raise InvalidDataError(f"cannot read {path}: {exc}{hint}") from None
     raise InvalidDataError(f"{path}: unknown file type; use .csv, .csv.gz or .parquet")
 
 
