@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from efsray.cli._common import (
@@ -366,3 +367,38 @@ def compact_cmd(
             f"{info.symbol}/{info.timeframe}: version {info.version}, "
             f"{info.rows:,} bars in {info.segments} segment(s)"
         )
+
+
+@data_app.command("sql")
+def sql_cmd(
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="A DuckDB query; market('SYM', 'TF') (or market('SYM', 'TF', VERSION)) is a "
+            "series as a table, e.g. \"SELECT max(close) FROM market('AAPL', '1m')\".",
+            show_default=False,
+        ),
+    ],
+    csv_out: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
+    root: RootOpt = None,
+    env_file: EnvFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """SQL over the stored series with DuckDB (pip install 'efsray[sql]')."""
+    from efsray.sql import query as run_query
+
+    table = run_query(_open(root, env_file), query)
+    if csv_out:
+        import pyarrow.csv as pacsv
+
+        sink = sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+        sink.flush()
+        return
+    if json_out:
+        print_json(table.to_pylist())
+        return
+    out = Table(*[escape(n) for n in table.column_names])
+    for row in table.to_pylist():
+        out.add_row(*(escape(_fmt(v)) for v in row.values()))
+    console.print(out)
