@@ -249,15 +249,7 @@ def show_cmd(
         )
         if tail is not None:
             table = table.slice(max(0, table.num_rows - tail))
-    if csv_out:
-        import pyarrow.csv as pacsv
-
-        sink = sys.stdout.buffer
-        pacsv.write_csv(table, sink)
-        sink.flush()
-        return
-    if json_out:
-        print_json(table.to_pylist())
+    if _machine_output(table, csv_out=csv_out, json_out=json_out):
         return
     info = store.market.info(symbol, timeframe, version=version)
     view = Table(
@@ -369,6 +361,21 @@ def compact_cmd(
         )
 
 
+def _machine_output(table: pa.Table, *, csv_out: bool, json_out: bool) -> bool:
+    """Write ``table`` as CSV or JSON on stdout if asked; True if it did."""
+    if csv_out:
+        import pyarrow.csv as pacsv
+
+        sink = sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+        sink.flush()
+        return True
+    if json_out:
+        print_json(table.to_pylist())
+        return True
+    return False
+
+
 @data_app.command("sql")
 def sql_cmd(
     query: Annotated[
@@ -388,15 +395,7 @@ def sql_cmd(
     from efsray.sql import query as run_query
 
     table = run_query(_open(root, env_file), query)
-    if csv_out:
-        import pyarrow.csv as pacsv
-
-        sink = sys.stdout.buffer
-        pacsv.write_csv(table, sink)
-        sink.flush()
-        return
-    if json_out:
-        print_json(table.to_pylist())
+    if _machine_output(table, csv_out=csv_out, json_out=json_out):
         return
     out = Table(*[escape(n) for n in table.column_names])
     for row in table.to_pylist():
