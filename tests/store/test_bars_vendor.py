@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet as pq
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from efsray.errors import InvalidDataError
@@ -114,6 +114,7 @@ def test_timestamp_unit_is_validated_even_for_iso_strings(cli, tmp_path: Path) -
     assert res.code == 2 and "%d/%m/%Y" in res.err
 
 
+@settings(deadline=None)  # a loaded CI machine: no per-example deadline
 @given(st.text(max_size=12))
 def test_timestamp_format_check_never_crashes(fmt: str) -> None:
     bars = {
