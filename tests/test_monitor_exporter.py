@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,27 @@ def test_scraper_fixture_reads_labels(exporter) -> None:
     from efsray import __version__
 
     assert scrape.value("efsray_build_info", version=__version__) == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool is not installed (Debian package 'prometheus', in .ci/apt-packages.txt)",
+)
+def test_promtool_checks_live_metrics(exporter, tmp_path: Path) -> None:
+    """Prometheus' own linter accepts a live scrape: no gauge carries a quantile label (the
+    latency quantiles are a summary), names and units follow the conventions."""
+    metrics, scrape = exporter
+    monitor = EFSPerformanceMonitor([tmp_path], config=SMALL, thresholds=LENIENT, timeout=60)
+    collect(monitor, metrics)
+    collect(monitor, metrics)
+    status, _, text = scrape.get("/metrics")
+    assert status == 200
+    m = str(tmp_path)
+    p50 = scrape.value("efsray_probe_latency_seconds", mountpoint=m, operation="read",
+                       quantile="0.5")  # fmt: skip
+    count = scrape.value("efsray_probe_latency_seconds_count", mountpoint=m, operation="read")
+    assert p50 > 0 and count == 40  # quantiles of the last probe, count of every probe
+    assert "# TYPE efsray_probe_latency_seconds summary" in text
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr

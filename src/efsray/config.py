@@ -49,6 +49,9 @@ def is_hostname(value: str) -> bool:
     return all(_LABEL.match(label) for label in labels)
 
 
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
 def mask_dsn(dsn: str) -> str:
     """Hide the password in a PostgreSQL URL or keyword/value connection string.
 
@@ -56,8 +59,10 @@ def mask_dsn(dsn: str) -> str:
     'postgresql://alice:***@db.example.com/neondb?sslmode=require'
     >>> mask_dsn("host=db user=alice password=s3cret")
     'host=db user=alice password=***'
+    >>> mask_dsn("alice:s3cret@db")  # malformed: hide more
+    'alice:***@db'
     """
-    if "://" in dsn:
+    if _URL_SCHEME.match(dsn):
         # Plain string surgery, not urlsplit: a password with an unescaped '#', '/' or '?'
         # is malformed but common, and must be hidden all the same. When in doubt, hide more.
         scheme, rest = dsn.split("://", 1)
@@ -66,6 +71,13 @@ def mask_dsn(dsn: str) -> str:
             user = userinfo.split(":", 1)[0]
             rest = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
         return re.sub(r"(?i)(password=)[^&]*", r"\1***", f"{scheme}://{rest}")
+    if "=" not in dsn:
+        # Neither a URL nor key=value: malformed, so nothing says where a secret ends. Keep
+        # only a user name before an '@' (``u:pw@host`` -> ``u:***@host``); hide the rest.
+        userinfo, at, host = dsn.rpartition("@")
+        if at:
+            return f"{userinfo.split(':', 1)[0]}:***@{host}"
+        return "***" if dsn else dsn
     return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
 
 
@@ -432,10 +444,29 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
                 f"env file {str(path)!r} does not exist or is not a file; "
                 "pass an existing file to --env-file (see deploy/.env.cloud.example)"
             )
+        _check_env_file(path)
     try:
         return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except pydantic.ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+
+
+def _check_env_file(path: Path) -> None:
+    """Fail with a ConfigError (not a UnicodeDecodeError) on an unreadable or non-UTF-8 file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"env file {str(path)!r} cannot be read: {exc.strerror or exc}; check its permissions"
+        ) from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"env file {str(path)!r} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); "
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _explain(exc: pydantic.ValidationError) -> str:

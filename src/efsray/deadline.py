@@ -24,7 +24,10 @@ from typing import Any
 
 from efsray.errors import DeadlineExceeded, EfsrayError, StorageError
 
-__all__ = ["ChildError", "kill_and_reap", "run_in_child"]
+__all__ = ["MAX_TIMEOUT", "ChildError", "kill_and_reap", "run_in_child"]
+
+MAX_TIMEOUT = 7 * 86400.0
+"""The longest deadline accepted, in seconds (a week): beyond, waits overflow the OS timers."""
 
 
 class ChildError(EfsrayError):
@@ -50,8 +53,8 @@ def run_in_child(
     seconds (it is killed), :class:`ChildError` when the target raised, and
     :class:`StorageError` when the child could not be started or died without answering.
     """
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan; inf overflows the wait
+        raise ValueError(f"timeout must be > 0 and <= {MAX_TIMEOUT:g} seconds, got {timeout!r}")
     request = json.dumps({"target": target, "payload": dict(payload or {})}).encode()
     child_env = dict(os.environ if env is None else env)
     # The child must import the same efsray as we do (a source checkout on PYTHONPATH too).

@@ -10,15 +10,19 @@ default is the 24/7 calendar that the synthetic demo market uses.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from efsray.errors import ConfigError
 
 __all__ = [
+    "CALENDARS",
     "CALENDAR_24_7",
     "CALENDAR_US_EQUITY",
     "Calendar",
     "Timeframe",
+    "calendar_for_periods",
+    "guess_calendar",
     "parse_timeframe",
 ]
 
@@ -50,6 +54,33 @@ class Calendar:
 
 CALENDAR_24_7 = Calendar(365.0, 24.0)
 CALENDAR_US_EQUITY = Calendar(252.0, 6.5)
+CALENDARS = {"24/7": CALENDAR_24_7, "us-equity": CALENDAR_US_EQUITY}
+"""Calendars by the names ``efsray backtest --calendar`` takes."""
+
+_WEEK_NS = 7 * 86_400 * 10**9
+
+
+def guess_calendar(timestamps_ns: Sequence[int]) -> Calendar:
+    """The calendar a series trades on, from its bar times (UTC nanoseconds): spanning a
+    week or more without a Saturday or Sunday bar means an exchange's (US equity), anything
+    else the 24/7 one (crypto, FX, the synthetic demo market)."""
+    values = [int(t) for t in timestamps_ns]
+    if len(values) < 2 or values[-1] - values[0] < _WEEK_NS:
+        return CALENDAR_24_7
+    # 1970-01-01 was a Thursday: day 2 of a week counted from Saturday = 0
+    weekdays = {((t // 86_400_000_000_000) + 5) % 7 for t in values}
+    return CALENDAR_24_7 if weekdays & {0, 1} else CALENDAR_US_EQUITY
+
+
+def calendar_for_periods(periods_per_year: float, timeframe: Timeframe) -> Calendar:
+    """A calendar under which ``timeframe`` has exactly ``periods_per_year`` bars a year."""
+    days = periods_per_year * timeframe.seconds / 86_400.0
+    if not 0 < days <= 366:
+        raise ConfigError(
+            f"--periods-per-year {periods_per_year:g} is impossible for {timeframe} bars (at "
+            f"most {366 * 86_400 / timeframe.seconds:g}); e.g. 252 for daily US equities"
+        )
+    return Calendar(days, 24.0)
 
 
 @dataclass(frozen=True, slots=True)

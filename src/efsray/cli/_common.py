@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import sys
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,8 +36,8 @@ __all__ = [
     "to_jsonable",
 ]
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # ":b:" in user text stays ":b:", not an emoji
+err_console = Console(stderr=True, emoji=False)
 
 EnvFileOpt = Annotated[
     Path | None,
@@ -91,7 +92,7 @@ def to_jsonable(value: Any) -> Any:
     """Turn dataclasses, datetimes, paths, numpy scalars and NaN into plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts, and read-only views (MappingProxyType)
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [to_jsonable(v) for v in value]

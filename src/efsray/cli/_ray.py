@@ -23,6 +23,7 @@ NumCpusOpt = Annotated[
     typer.Option(
         "--num-cpus",
         min=1,
+        max=4096,
         help="CPUs of the local Ray (only without --address). Default: all.",
         show_default=False,
     ),

@@ -4,7 +4,7 @@ strategies``: what can be swept."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,7 @@ from efsray.cli._common import (
 from efsray.cli._ray import AddressOpt, NumCpusOpt
 
 if TYPE_CHECKING:
+    from efsray.backtest.timeframe import Calendar
     from efsray.cluster.sweep import SweepReport
 
 __all__ = ["print_report", "register", "report_json", "results_dir", "sweep_with_progress"]
@@ -67,13 +68,33 @@ def backtest_cmd(
             'comma-separated, e.g. "fast=5:50:5,slow=20:200:20".'
         ),
     ] = "fast=5:50:5,slow=20:200:20",
-    fee_bps: Annotated[float, typer.Option(help="Fees, basis points per unit traded.")] = 1.0,
+    fee_bps: Annotated[
+        float, typer.Option(help="Fees, basis points per unit traded.", min=0, max=10_000)
+    ] = 1.0,
     slippage_bps: Annotated[
-        float, typer.Option(help="Slippage, basis points per unit traded.")
+        float, typer.Option(help="Slippage, basis points per unit traded.", min=0, max=10_000)
     ] = 1.0,
     long_only: Annotated[bool, typer.Option(help="Never go short.")] = False,
+    calendar: Annotated[
+        Literal["auto", "24/7", "us-equity"],
+        typer.Option(
+            help="Trading calendar for annualizing (Sharpe, Sortino, annual return): 24/7 "
+            "(365 days of 24 h: crypto, FX), us-equity (252 days of 6.5 h), or auto: "
+            "us-equity when the first symbol's bars skip weekends, else 24/7.",
+        ),
+    ] = "auto",
+    periods_per_year: Annotated[
+        float | None,
+        typer.Option(
+            "--periods-per-year",
+            help="Bars per year, overriding --calendar (e.g. 252 for daily stock bars).",
+            min=1,
+            max=31_622_400,
+            show_default=False,
+        ),
+    ] = None,
     rank_by: Annotated[str, typer.Option(help="Metric to rank parameter sets by.")] = "sharpe",
-    top: Annotated[int, typer.Option(help="Rows of the ranked table.", min=1)] = 10,
+    top: Annotated[int, typer.Option(help="Rows of the ranked table.", min=1, max=100_000)] = 10,
     train: Annotated[
         bool,
         typer.Option(
@@ -85,7 +106,9 @@ def backtest_cmd(
     ] = False,
     max_retries: Annotated[
         int,
-        typer.Option(min=0, help="Retries of a task whose worker died or hit a storage error."),
+        typer.Option(
+            min=0, max=100, help="Retries of a task whose worker died or hit a storage error."
+        ),
     ] = 3,
     address: AddressOpt = None,
     num_cpus: NumCpusOpt = None,
@@ -101,6 +124,7 @@ def backtest_cmd(
     same sweep on the same data reuses them. Exits non-zero if any task failed for good.
     """
     from efsray.backtest import BacktestConfig
+    from efsray.backtest.timeframe import parse_timeframe
     from efsray.cluster.sweep import METRICS
     from efsray.errors import ConfigError
 
@@ -108,7 +132,10 @@ def backtest_cmd(
         raise ConfigError(f"--rank-by {rank_by!r}: choose one of {', '.join(METRICS)}")
     settings = settings_from(env_file)
     path = store_root(root, env_file)
-    config = BacktestConfig(fee_bps=fee_bps, slippage_bps=slippage_bps, allow_short=not long_only)
+    chosen = _calendar(path, symbols, timeframe, calendar, periods_per_year)
+    config = BacktestConfig(
+        fee_bps=fee_bps, slippage_bps=slippage_bps, allow_short=not long_only, calendar=chosen
+    )
     sweep = {
         "symbols": symbols,
         "timeframe": timeframe,
@@ -126,11 +153,48 @@ def backtest_cmd(
         with connect(settings, address=address, num_cpus=num_cpus):
             report = sweep_with_progress(path, executor="ray", quiet=json_out, **sweep)
             checkpoint = _train(path, report, rank_by, train)
+    bars_per_year = parse_timeframe(timeframe).periods_per_year(chosen)
     if json_out:
-        print_json(report_json(report, rank_by, checkpoint))
+        print_json({**report_json(report, rank_by, checkpoint), "periods_per_year": bars_per_year})
     else:
         print_report(report, rank_by, top, checkpoint)
+        console.print(
+            f"annualized over {bars_per_year:,.6g} bars a year ({chosen.days_per_year:g} days "
+            f"of {chosen.hours_per_day:g} h; --calendar, --periods-per-year)"
+        )
     _raise_on_failures(report)
+
+
+def _calendar(
+    root: Path, symbols: str, timeframe: str, name: str, periods_per_year: float | None
+) -> Calendar:
+    """The calendar of --periods-per-year, else of --calendar, else guessed from the bars
+    (the newest 2,000 of the first symbol: one small read)."""
+    from efsray.backtest.timeframe import (
+        CALENDARS,
+        calendar_for_periods,
+        guess_calendar,
+        parse_timeframe,
+    )
+
+    tf = parse_timeframe(timeframe)
+    if periods_per_year is not None:
+        return calendar_for_periods(periods_per_year, tf)
+    if name != "auto":
+        return CALENDARS[name]
+    from efsray.store import Store
+
+    store = Store(root, create=False)
+    wanted = [s.strip() for s in symbols.split(",") if s.strip()]
+    if wanted in (["all"], ["*"]):
+        wanted = sorted(sym for sym, tf_name in store.market.list_series() if tf_name == tf.name)
+    if not wanted:
+        return CALENDARS["24/7"]
+    try:
+        bars = store.market.tail(wanted[0], tf.name, 2000, columns=["close"])
+    except FileNotFoundError:  # the sweep itself reports the missing series
+        return CALENDARS["24/7"]
+    return guess_calendar(bars.column("timestamp").cast("int64").to_pylist())
 
 
 def _train(root: Path, report: SweepReport, metric: str, train: bool) -> dict[str, Any] | None:
@@ -172,7 +236,8 @@ def print_report(
     """The ranked table and the run's vital signs, for humans."""
     s = report.summary()
     console.print(
-        f"[bold]{report.strategy}[/] on {len(report.symbols)} symbol(s) ({report.timeframe}): "
+        f"[bold]{escape(report.strategy)}[/] on {len(report.symbols)} symbol(s) "
+        f"({report.timeframe}): "
         f"{s['points']}/{s['expected_points']} backtests ({s['computed']} computed, "
         f"{s['reused']} reused) in {s['tasks']} tasks on {s['nodes']} node(s), "
         f"{report.wall_s:.1f} s"
@@ -184,22 +249,32 @@ def print_report(
         detail = ", ".join(f"{n} break {reason}" for reason, n in reasons.items())
         console.print(f"skipped {len(report.rejected)} parameter sets of the grid ({detail})")
     ranking = report.ranking(metric)
+    rows = ranking[:top]
+    params = [" ".join(f"{k}={v}" for k, v in row.params.items()) for row in rows]
+    # The parameters are what the table is for: never squeezed (rich gives a pipe 80
+    # columns); the less used metrics go first when the width is short.
+    wide = console.width >= 70 + max((len(p) for p in params), default=0)
     table = Table(title=f"best parameter sets by mean {metric} over symbols", title_justify="left")
-    for name in ("#", "sharpe", "sortino", "return", "annual", "max DD", "win", "trades"):
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column(
+        "parameters", no_wrap=True, min_width=min(60, max(map(len, params), default=10))
+    )
+    metrics = ["sharpe", "sortino", "return", "annual", "max DD", "win", "trades"]
+    if not wide:
+        metrics = [m for m in metrics if m not in ("sortino", "annual", "win")]
+    for name in metrics:
         table.add_column(name, justify="right", no_wrap=True, min_width=len(name) + 1)
-    table.add_column("parameters", overflow="fold")
-    for row in ranking[:top]:
-        table.add_row(
-            str(row.rank),
-            fmt_num(row.sharpe),
-            fmt_num(row.sortino),
-            fmt_pct(row.total_return),
-            fmt_pct(row.annualized_return),
-            fmt_pct(row.max_drawdown),
-            fmt_pct(row.win_rate),
-            str(row.trades),
-            escape(" ".join(f"{k}={v}" for k, v in row.params.items())),
-        )
+    for row, text in zip(rows, params, strict=True):
+        values = {
+            "sharpe": fmt_num(row.sharpe),
+            "sortino": fmt_num(row.sortino),
+            "return": fmt_pct(row.total_return),
+            "annual": fmt_pct(row.annualized_return),
+            "max DD": fmt_pct(row.max_drawdown),
+            "win": fmt_pct(row.win_rate),
+            "trades": str(row.trades),
+        }
+        table.add_row(str(row.rank), escape(text), *(values[m] for m in metrics))
     if ranking:
         console.print(table)
     if report.retried:

@@ -30,7 +30,8 @@ checkpoints_app = typer.Typer(
 
 ModelArg = Annotated[str, typer.Argument(help="Model id.", show_default=False)]
 VersionOpt = Annotated[
-    int | None, typer.Option("--version", "-v", help="Version (default: the latest).")
+    int | None,
+    typer.Option("--version", "-v", help="Version (default: the latest).", min=1, max=2**62),
 ]
 AliasOpt = Annotated[str | None, typer.Option("--alias", "-a", help="Resolve this alias.")]
 
@@ -137,16 +138,23 @@ def _jsonable(info: object) -> dict[str, object]:
 def prune_cmd(
     model: ModelArg,
     keep_last: Annotated[
-        int | None, typer.Option("--keep-last", help="Keep the newest N versions.")
+        int | None,
+        typer.Option("--keep-last", help="Keep the newest N versions.", min=0, max=2**62),
     ] = None,
     keep_best: Annotated[
-        int | None, typer.Option("--keep-best", help="Keep the best M by --metric.")
+        int | None,
+        typer.Option("--keep-best", help="Keep the best M by --metric.", min=0, max=2**62),
     ] = None,
     metric: Annotated[str | None, typer.Option("--metric", help="Metadata key to rank by.")] = None,
     mode: Annotated[str, typer.Option("--mode", help="'max' or 'min': which is best.")] = "max",
     grace: Annotated[
         float,
-        typer.Option("--grace", help="Keep versions superseded less than this many seconds ago."),
+        typer.Option(
+            "--grace",
+            help="Keep versions superseded less than this many seconds ago.",
+            min=0,
+            max=3650 * 86400,
+        ),
     ] = 3600.0,
     save_policy: Annotated[
         bool, typer.Option("--save-policy", help="Store these settings for `efsray cleanup`.")
@@ -192,11 +200,15 @@ def alias_cmd(
     model: ModelArg,
     alias: Annotated[str, typer.Argument(help="Alias name, e.g. production.", show_default=False)],
     version: Annotated[
-        int | None, typer.Argument(help="Version to point the alias at.", show_default=False)
+        int | None,
+        typer.Argument(help="Version to point the alias at.", show_default=False, min=1, max=2**62),
     ] = None,
     delete: Annotated[bool, typer.Option("--delete", help="Remove the alias.")] = False,
     expect: Annotated[
-        int | None, typer.Option("--expect", help="Move only if the alias points at this version.")
+        int | None,
+        typer.Option(
+            "--expect", help="Move only if the alias points at this version.", min=0, max=2**62
+        ),
     ] = None,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,

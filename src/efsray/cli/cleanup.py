@@ -26,13 +26,18 @@ def register(app: typer.Typer) -> None:
 
 def cleanup_cmd(
     days: Annotated[
-        float, typer.Option("--days", help="Remove what is older than this many days.")
+        float,
+        typer.Option(
+            "--days", help="Remove what is older than this many days (0-36500).", min=0, max=36500
+        ),
     ] = 7,
     grace: Annotated[
         float,
         typer.Option(
             "--grace",
             help="Seconds a reader or an unfinished writer is given: nothing younger goes.",
+            min=0,
+            max=3650 * 86400,
         ),
     ] = 3600.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Change nothing; report.")] = False,

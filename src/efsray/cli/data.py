@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from efsray.cli._common import (
@@ -90,6 +91,10 @@ def ingest_cmd(
         str | None,
         typer.Option("--timestamp-format", help="strftime format of timestamp strings."),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option("--encoding", help="Text encoding of a CSV file, e.g. latin-1 or cp1252."),
+    ] = "utf-8",
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
@@ -99,7 +104,7 @@ def ingest_cmd(
     Bars whose timestamps are already stored are replaced, so re-ingesting a file is safe.
     """
     mapping = _parse_map(column_map or [])
-    table = _read_file(file, quiet=json_out)
+    table = _read_file(file, quiet=json_out, encoding=encoding, timestamp_format=timestamp_format)
     store = _open(root, env_file, create=True)
     with (
         console.status(f"validating and committing {table.num_rows:,} bars", spinner="dots")
@@ -137,20 +142,36 @@ def _parse_map(items: list[str]) -> dict[str, str]:
     mapping = {}
     for item in items:
         source, sep, target = item.partition("=")
-        if not sep or not source.strip() or not target.strip():
+        if not sep or not target.strip():  # an empty SOURCE names an unnamed column
             raise InvalidDataError(
-                f"--map {item!r} is not SOURCE=TARGET, e.g. --map 'Date=timestamp'"
+                f"--map {item!r} is not SOURCE=TARGET, e.g. --map 'Date=timestamp' (or "
+                "--map '=timestamp' for a column without a name)"
             )
         mapping[source.strip()] = target.strip()
     return mapping
 
 
-def _read_file(path: Path, *, quiet: bool) -> pa.Table:
+def _read_file(
+    path: Path, *, quiet: bool, encoding: str = "utf-8", timestamp_format: str | None = None
+) -> pa.Table:
+    import codecs
+
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise InvalidDataError(
+            f"--encoding {encoding!r} is not a known encoding; e.g. utf-8, latin-1, cp1252"
+        ) from None
+    # With --timestamp-format, CSV timestamps are parsed with it, not by pyarrow's ISO
+    # inference (which would leave the format unused, and a wrong one unnoticed).
+    convert = pacsv.ConvertOptions(
+        timestamp_parsers=[timestamp_format] if timestamp_format else None
+    )
     if not path.is_file():
         raise InvalidDataError(f"{path} does not exist or is not a file")
     name = path.name.lower()
@@ -176,13 +197,22 @@ def _read_file(path: Path, *, quiet: bool) -> pa.Table:
             if name.endswith((".csv", ".csv.gz", ".txt")):
                 with pa.OSFile(str(path)) as raw:
                     stream = pa.CompressedInputStream(raw, "gzip") if name.endswith(".gz") else raw
-                    reader = pacsv.open_csv(stream)
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(encoding=encoding),
+                        convert_options=convert,
+                    )
                     for batch in reader:
                         batches.append(batch)
                         progress.update(task, completed=min(size, raw.tell()))
                     return pa.Table.from_batches(batches, schema=reader.schema)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InvalidDataError(f"cannot read {path}: {exc}") from None
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        hint = (
+            " (not UTF-8? pass --encoding latin-1 or cp1252)"
+            if "UTF8" in str(exc) or isinstance(exc, UnicodeDecodeError)
+            else ""
+        )
+        raise InvalidDataError(f"cannot read {path}: {exc}{hint}") from None
     raise InvalidDataError(f"{path}: unknown file type; use .csv, .csv.gz or .parquet")
 
 
@@ -193,12 +223,14 @@ def show_cmd(
     start: Annotated[str | None, typer.Option(help="First time to show (ISO-8601).")] = None,
     end: Annotated[str | None, typer.Option(help="Last time to show (ISO-8601).")] = None,
     tail: Annotated[
-        int | None, typer.Option("--tail", "-n", help="Show the newest N bars.", min=0)
+        int | None, typer.Option("--tail", "-n", help="Show the newest N bars.", min=0, max=2**62)
     ] = None,
     columns: Annotated[
         str | None, typer.Option(help="Comma-separated columns, e.g. close,volume.")
     ] = None,
-    version: Annotated[int | None, typer.Option(help="Read as of this version.", min=1)] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Read as of this version.", min=1, max=2**62)
+    ] = None,
     csv_out: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
@@ -217,15 +249,7 @@ def show_cmd(
         )
         if tail is not None:
             table = table.slice(max(0, table.num_rows - tail))
-    if csv_out:
-        import pyarrow.csv as pacsv
-
-        sink = sys.stdout.buffer
-        pacsv.write_csv(table, sink)
-        sink.flush()
-        return
-    if json_out:
-        print_json(table.to_pylist())
+    if _machine_output(table, csv_out=csv_out, json_out=json_out):
         return
     info = store.market.info(symbol, timeframe, version=version)
     view = Table(
@@ -279,7 +303,9 @@ def ls_cmd(root: RootOpt = None, env_file: EnvFileOpt = None, json_out: JsonOpt 
 def history_cmd(
     symbol: SymbolArg,
     timeframe: TimeframeArg,
-    limit: Annotated[int | None, typer.Option(help="Show at most N versions.", min=1)] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Show at most N versions.", min=1, max=2**62)
+    ] = None,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
@@ -333,3 +359,45 @@ def compact_cmd(
             f"{info.symbol}/{info.timeframe}: version {info.version}, "
             f"{info.rows:,} bars in {info.segments} segment(s)"
         )
+
+
+def _machine_output(table: pa.Table, *, csv_out: bool, json_out: bool) -> bool:
+    """Write ``table`` as CSV or JSON on stdout if asked; True if it did."""
+    if csv_out:
+        import pyarrow.csv as pacsv
+
+        sink = sys.stdout.buffer
+        pacsv.write_csv(table, sink)
+        sink.flush()
+        return True
+    if json_out:
+        print_json(table.to_pylist())
+        return True
+    return False
+
+
+@data_app.command("sql")
+def sql_cmd(
+    query: Annotated[
+        str,
+        typer.Argument(
+            help="A DuckDB query; market('SYM', 'TF') (or market('SYM', 'TF', VERSION)) is a "
+            "series as a table, e.g. \"SELECT max(close) FROM market('AAPL', '1m')\".",
+            show_default=False,
+        ),
+    ],
+    csv_out: Annotated[bool, typer.Option("--csv", help="Write CSV to stdout.")] = False,
+    root: RootOpt = None,
+    env_file: EnvFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """SQL over the stored series with DuckDB (pip install 'efsray[sql]')."""
+    from efsray.sql import query as run_query
+
+    table = run_query(_open(root, env_file), query)
+    if _machine_output(table, csv_out=csv_out, json_out=json_out):
+        return
+    out = Table(*[escape(n) for n in table.column_names])
+    for row in table.to_pylist():
+        out.add_row(*(escape(_fmt(v)) for v in row.values()))
+    console.print(out)

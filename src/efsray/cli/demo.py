@@ -52,12 +52,14 @@ def register(app: typer.Typer) -> None:
 
 
 def demo_cmd(
-    symbols: Annotated[int, typer.Option(help="How many symbols to generate.", min=1)] = 8,
-    years: Annotated[float, typer.Option(help="Years of bars per symbol.", min=0.05)] = 4.0,
+    symbols: Annotated[int, typer.Option(help="How many symbols to generate.", min=1, max=500)] = 8,
+    years: Annotated[float, typer.Option(help="Years of bars per symbol.", min=0.05, max=50)] = 4.0,
     timeframe: Annotated[
         str, typer.Option(help="Bar timeframe: 1h, or 1m for a heavy run.")
     ] = "1h",
-    seed: Annotated[int, typer.Option(help="Random seed of the generated market.", min=0)] = 7,
+    seed: Annotated[
+        int, typer.Option(help="Random seed of the generated market.", min=0, max=2**32 - 1)
+    ] = 7,
     local: Annotated[
         bool, typer.Option("--local", help="Run the sweeps in this process, without Ray.")
     ] = False,

@@ -36,12 +36,17 @@ PathsArg = Annotated[
 ]
 SamplesOpt = Annotated[
     int | None,
-    typer.Option("--samples", help="Timed 4 KiB reads, writes and fsyncs (0: skip).", min=0),
+    typer.Option(
+        "--samples", help="Timed 4 KiB reads, writes and fsyncs (0: skip).", min=0, max=1_000_000
+    ),
 ]
 FilesOpt = Annotated[
     int | None,
     typer.Option(
-        "--metadata-files", help="Files created/stat'ed/renamed/unlinked (0: skip).", min=0
+        "--metadata-files",
+        help="Files created/stat'ed/renamed/unlinked (0: skip).",
+        min=0,
+        max=1_000_000,
     ),
 ]
 FileSizeOpt = Annotated[
@@ -60,7 +65,9 @@ DirectOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", help="Probe deadline in seconds; past it: hung.", min=0.001),
+    typer.Option(
+        "--timeout", help="Probe deadline in seconds; past it: hung.", min=0.001, max=86400
+    ),
 ]
 
 
@@ -108,13 +115,17 @@ def bench_cmd(
 def monitor_cmd(
     paths: PathsArg = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port of /metrics and /healthz (0: any free).")
+        int | None,
+        typer.Option(
+            "--port", help="Port of /metrics and /healthz (0: any free).", min=0, max=65535
+        ),
     ] = None,
     host: Annotated[
         str | None, typer.Option("--host", help="Address to bind (default 127.0.0.1).")
     ] = None,
     interval: Annotated[
-        float | None, typer.Option("--interval", help="Seconds between probe runs.", min=0.1)
+        float | None,
+        typer.Option("--interval", help="Seconds between probe runs.", min=0.1, max=86400),
     ] = None,
     timeout: TimeoutOpt = None,
     env_file: EnvFileOpt = None,

@@ -52,8 +52,12 @@ def mount_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the command, fstab line and driver_opts.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds per mount attempt.", min=0.1)] = 30.0,
-    attempts: Annotated[int, typer.Option(help="Mount attempts before giving up.", min=1)] = 3,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds per mount attempt.", min=0.1, max=86400)
+    ] = 30.0,
+    attempts: Annotated[
+        int, typer.Option(help="Mount attempts before giving up.", min=1, max=100)
+    ] = 3,
     check_port: Annotated[
         bool, typer.Option("--check-port", help="Also connect to TCP 2049 before mounting.")
     ] = False,
@@ -112,7 +116,7 @@ def unmount_cmd(
     lazy: Annotated[
         bool, typer.Option("--lazy/--no-lazy", help="Detach lazily when busy or hung.")
     ] = True,
-    timeout: Annotated[float, typer.Option(help="Seconds for umount.", min=0.1)] = 30.0,
+    timeout: Annotated[float, typer.Option(help="Seconds for umount.", min=0.1, max=86400)] = 30.0,
     mountinfo: MountinfoOpt = _MOUNTINFO,
     json_out: JsonOpt = False,
 ) -> None:
@@ -182,6 +186,7 @@ def health_cmd(
         typer.Option(
             help="Seconds before the mount counts as hung. Default: EFS_HEALTH_TIMEOUT (5).",
             min=0.1,
+            max=86400,
             show_default=False,
         ),
     ] = None,

@@ -91,12 +91,18 @@ def simulate(
             "--jitter",
             help="Spread each delay uniformly by +/- this fraction (0-1).",
             show_default=False,
+            min=0,
+            max=1,
         ),
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
-            "--seed", help="Seed for jitter and probabilistic faults.", show_default=False
+            "--seed",
+            help="Seed for jitter and probabilistic faults.",
+            show_default=False,
+            min=0,
+            max=2**32 - 1,
         ),
     ] = None,
     attr_timeout: Annotated[
@@ -105,6 +111,8 @@ def simulate(
             "--attr-timeout",
             help="Seconds the kernel may cache attributes and lookups (0: every lookup is a "
             "round trip).",
+            min=0,
+            max=3600,
         ),
     ] = 0.0,
     hard_remove: Annotated[
@@ -125,7 +133,10 @@ def simulate(
         ),
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for a background mount.")
+        float,
+        typer.Option(
+            "--timeout", help="Seconds to wait for a background mount.", min=0.1, max=3600
+        ),
     ] = 30.0,
     json_out: JsonOpt = False,
 ) -> None:
@@ -234,13 +245,16 @@ def fault(
     error: Annotated[str, typer.Argument(help="EIO, ENOSPC, EDQUOT, ESTALE, ...")],
     ops: OpsOpt = "*",
     path: PathOpt = "*",
-    nth: Annotated[int, typer.Option("--nth", help="Fail the Nth matching operation.")] = 1,
+    nth: Annotated[
+        int, typer.Option("--nth", help="Fail the Nth matching operation.", min=1, max=2**62)
+    ] = 1,
     probability: Annotated[
         float | None,
-        typer.Option("--probability", help="Fail each match with this probability."),
+        typer.Option("--probability", help="Fail each match with this probability.", min=0, max=1),
     ] = None,
     times: Annotated[
-        int, typer.Option("--times", help="How many times it fires (0: every time).")
+        int,
+        typer.Option("--times", help="How many times it fires (0: every time).", min=0, max=2**62),
     ] = 1,
     control: ControlOpt = None,
     json_out: JsonOpt = False,
@@ -269,7 +283,9 @@ def hang(
     mountpoint: MountArg,
     ops: OpsOpt = "*",
     path: PathOpt = "*",
-    nth: Annotated[int, typer.Option("--nth", help="Hang from the Nth matching op on.")] = 1,
+    nth: Annotated[
+        int, typer.Option("--nth", help="Hang from the Nth matching op on.", min=1, max=2**62)
+    ] = 1,
     control: ControlOpt = None,
 ) -> None:
     """Block matching operations until `efsray simfs release`."""

@@ -21,6 +21,7 @@ def sync_cmd(
             help="Seconds between cycles (NEON_SYNC_INTERVAL).",
             show_default=False,
             min=0.01,
+            max=86400,
         ),
     ] = None,
     port: Annotated[

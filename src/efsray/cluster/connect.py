@@ -25,11 +25,12 @@ import os
 import secrets
 import socket
 import stat
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import tenacity
 
 from efsray.cluster.address import RayAddress, parse_ray_address
 from efsray.config import Settings
@@ -308,20 +309,27 @@ _TRANSIENT_CLIENT = ("Initialization failure from server", "timed out", "Timeout
 
 
 def _init_with_retry(ray: Any, target: RayAddress, kwargs: dict[str, Any]) -> None:
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionError) and any(t in str(exc) for t in _TRANSIENT_CLIENT)
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "Ray Client connection to %s failed (%s); retrying (%d/%d)",
+            target, _first_line(error) if error else "?", state.attempt_number + 1, attempts,
+        )  # fmt: skip
+        ray.shutdown()
+
     attempts = _CLIENT_ATTEMPTS if target.kind == "client" else 1
-    for attempt in range(1, attempts + 1):
-        try:
+    for attempt in tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_incrementing(start=2.0, increment=2.0),  # 2 s, then 4 s
+        retry=tenacity.retry_if_exception(transient),
+        before_sleep=before_sleep,
+        reraise=True,
+    ):
+        with attempt:
             ray.init(address=str(target), **kwargs)
-            return
-        except ConnectionError as exc:
-            if attempt == attempts or not any(t in str(exc) for t in _TRANSIENT_CLIENT):
-                raise
-            log.warning(
-                "Ray Client connection to %s failed (%s); retrying (%d/%d)",
-                target, _first_line(exc), attempt + 1, attempts,
-            )  # fmt: skip
-            ray.shutdown()
-            time.sleep(2.0 * attempt)
 
 
 def _first_line(exc: BaseException) -> str:

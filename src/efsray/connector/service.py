@@ -13,19 +13,20 @@ CLI) ends the loop after the current step, closes the pool and the HTTP server.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
 
 from efsray.connector.migrate import migrate
 from efsray.connector.pool import Database
 from efsray.connector.sync import Syncer, SyncReport
 from efsray.errors import DatabaseError, EfsrayError
+from efsray.httpd import ServiceHTTPServer
 
 if TYPE_CHECKING:
     from efsray.store import Store
@@ -186,40 +187,17 @@ class _Collector:
         yield rows
 
 
-def _handler(health: Health) -> type[BaseHTTPRequestHandler]:
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
+def _registry(health: Health) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(health))
+    return registry
 
-    class HealthHandler(BaseHTTPRequestHandler):
-        server_version = "efsray-sync"
 
-        def do_GET(self) -> None:
-            path = self.path.split("?")[0]
-            if path == "/metrics":
-                body = generate_latest(registry)
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            if path not in ("/", "/health", "/healthz"):
-                self.send_error(404, "try /health or /metrics")
-                return
-            body = json.dumps(health.snapshot(), indent=2).encode() + b"\n"
-            self.send_response(200 if health.healthy else 503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def _health_fn(health: Health) -> Callable[[], tuple[int, dict[str, Any]]]:
+    def answer() -> tuple[int, dict[str, Any]]:
+        return (200 if health.healthy else 503), health.snapshot()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("health request: " + format, *args)
-
-    return HealthHandler
+    return answer
 
 
 class SyncService:
@@ -246,30 +224,21 @@ class SyncService:
         self.health = Health(str(store.root), database_label, config.interval)
         self._stop = threading.Event()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServiceHTTPServer | None = None
 
     # --- HTTP -----------------------------------------------------------------------------------
 
     def start_http(self) -> tuple[str, int]:
         """Bind the health endpoint (port 0: any free port); returns (host, port)."""
-        try:
-            server = ThreadingHTTPServer(
-                (self.config.host, self.config.port), _handler(self.health)
-            )
-        except OSError as exc:
-            raise EfsrayError(
-                f"cannot serve health on {self.config.host}:{self.config.port}: {exc}; "
-                "choose another --port (NEON_SYNC_PORT)"
-            ) from None
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="efsray-sync-health", daemon=True
+        server = ServiceHTTPServer(
+            _registry(self.health),
+            _health_fn(self.health),
+            host=self.config.host,
+            port=self.config.port,
+            name="efsray sync",
         )
-        self._thread.start()
-        host, port = server.server_address[:2]
-        return str(host), int(port)
+        self._server = server.start()
+        return self.config.host, server.port
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -341,9 +310,5 @@ class SyncService:
     def close(self) -> None:
         """Stop the HTTP server."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None

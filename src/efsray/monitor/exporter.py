@@ -12,7 +12,8 @@ Per mount (``{mountpoint="/mnt/efs"}``)::
     efsray_mount_status_code                    0 ok, 1 degraded, 2 failing, 3 hung
     efsray_mount_up                             1 if the last probe completed
     efsray_filesystem_size_bytes / _avail_bytes / _used_bytes / _files / _files_free
-    efsray_probe_latency_seconds{operation, quantile}        p50/p95/p99 of the last probe
+    efsray_probe_latency_seconds{operation, quantile}        summary: p50/p95/p99 of the last
+                                                             probe, _count/_sum of all probes
     efsray_probe_operation_duration_seconds{operation}       histogram of every timed call
     efsray_probe_throughput_bytes_per_second{direction}      sequential read / write
     efsray_probe_metadata_operations_per_second{operation}   create / stat / rename / unlink
@@ -33,23 +34,19 @@ And for the service: ``efsray_monitor_last_collection_timestamp_seconds``,
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from efsray import __version__
+from efsray.httpd import ServiceHTTPServer
 from efsray.monitor.metrics import (
     LATENCY_OPERATIONS,
     METADATA_OPERATIONS,
@@ -107,6 +104,7 @@ class MonitorMetrics(Collector):
         self._last_success: dict[str, float] = {}
         self._last_collection: float | None = None
         self._collection_seconds: float | None = None
+        self._latency_totals: dict[tuple[str, str], tuple[int, float]] = {}
         self._durations = Histogram(
             "efsray_probe_operation_duration_seconds",
             "Duration of each timed filesystem call of the probe, by operation.",
@@ -136,6 +134,11 @@ class MonitorMetrics(Collector):
                     self._last_success[report.mount_path] = report.timestamp.timestamp()
             self._last_collection = now
             self._collection_seconds = collection_seconds
+            for report in reports:
+                for operation, values in report.samples.items():
+                    key = (report.mount_path, operation)
+                    count, total = self._latency_totals.get(key, (0, 0.0))
+                    self._latency_totals[key] = (count + len(values), total + sum(values))
         for report in reports:
             for operation, values in report.samples.items():
                 child = self._durations.labels(report.mount_path, operation)
@@ -205,7 +208,8 @@ class MonitorMetrics(Collector):
             last_success = dict(self._last_success)
             last = self._last_collection
             took = self._collection_seconds
-        yield from _mount_families(reports, last_success)
+            totals = dict(self._latency_totals)
+        yield from _mount_families(reports, last_success, totals)
         yield from _nfs_families(reports)
         build = GaugeMetricFamily("efsray_build_info", "efsray version.", labels=["version"])
         build.add_metric([__version__], 1)
@@ -233,7 +237,9 @@ def _finite(value: float | None) -> bool:
 
 
 def _mount_families(
-    reports: Sequence[MountReport], last_success: dict[str, float]
+    reports: Sequence[MountReport],
+    last_success: dict[str, float],
+    latency_totals: dict[tuple[str, str], tuple[int, float]],
 ) -> Iterator[Metric]:
     status = _gauge("efsray_mount_status", "1 for the mount's current status.", ["status"])
     code = _gauge("efsray_mount_status_code", "0 ok, 1 degraded, 2 failing, 3 hung.")
@@ -243,10 +249,11 @@ def _mount_families(
     used = _gauge("efsray_filesystem_used_bytes", "Bytes in use.")
     files = _gauge("efsray_filesystem_files", "Inodes in the file system.")
     files_free = _gauge("efsray_filesystem_files_free", "Free inodes.")
-    latency = _gauge(
+    latency = Metric(
         "efsray_probe_latency_seconds",
-        "Latency quantiles of the last probe's 4 KiB reads, writes and fsyncs.",
-        ["operation", "quantile"],
+        "Latency of 4 KiB reads, writes and fsyncs: quantiles of the last probe, count and sum "
+        "of every probe.",
+        "summary",
     )
     throughput = _gauge(
         "efsray_probe_throughput_bytes_per_second",
@@ -283,10 +290,16 @@ def _mount_families(
         files_free.add_metric([m], x.inodes_free)
         direct.add_metric([m], 1.0 if x.direct_io else 0.0)
         for op in LATENCY_OPERATIONS:
+            if not latency_totals.get((m, op), (0, 0.0))[0]:
+                continue  # not measured (a part of the probe set to 0)
+            labels = {_LABEL: m, "operation": op}
             for label, q in _QUANTILES:
                 value = getattr(x, f"{op}_latency_p{q}_ms")
                 if _finite(value):
-                    latency.add_metric([m, op, label], value / 1000.0)
+                    latency.add_sample(latency.name, {**labels, "quantile": label}, value / 1000.0)
+            count, total = latency_totals[(m, op)]
+            latency.add_sample(f"{latency.name}_count", labels, float(count))
+            latency.add_sample(f"{latency.name}_sum", labels, total)
         for direction in ("read", "write"):
             value = getattr(x, f"{direction}_throughput_mbps")
             if _finite(value):
@@ -369,8 +382,9 @@ def _nfs_families(reports: Sequence[MountReport]) -> Iterator[Metric]:
     )  # fmt: skip
 
 
-class MetricsServer:
-    """``GET /metrics`` (Prometheus text or OpenMetrics) and ``GET /healthz`` (JSON).
+class MetricsServer(ServiceHTTPServer):
+    """``GET /metrics`` (Prometheus text or OpenMetrics) and ``GET /healthz`` (JSON) of a
+    :class:`MonitorMetrics`, on :class:`efsray.httpd.ServiceHTTPServer`.
 
     ``port=0`` binds a free port; read :attr:`port` after :meth:`start`. Use as a context
     manager, or call :meth:`start` and :meth:`stop`.
@@ -384,95 +398,5 @@ class MetricsServer:
         host: str = "127.0.0.1",
         port: int = 9641,
     ) -> None:
+        super().__init__(registry, metrics.health, host=host, port=port, name="efsray monitor")
         self.metrics = metrics
-        self.registry = registry
-        self.host = host
-        self.requested_port = port
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the metrics server is not running; call start() first")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        if self._httpd is not None:
-            return self
-        handler = _make_handler(self.metrics, self.registry)
-        server_cls = _server_class(self.host)
-        self._httpd = server_cls((self.host, self.requested_port), handler)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="efsray-metrics-http",
-            daemon=True,
-        )
-        self._thread.start()
-        logger.info("serving /metrics and /healthz on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> MetricsServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _server_class(host: str) -> type[ThreadingHTTPServer]:
-    class _Server(ThreadingHTTPServer):
-        daemon_threads = True
-        allow_reuse_address = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    return _Server
-
-
-def _make_handler(
-    metrics: MonitorMetrics, registry: CollectorRegistry
-) -> type[BaseHTTPRequestHandler]:
-    class _Handler(BaseHTTPRequestHandler):
-        server_version = f"efsray-monitor/{__version__}"
-
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, content_type, encoder(registry))
-            elif path in ("/healthz", "/health"):
-                code, body = metrics.health()
-                self._send(code, "application/json", json.dumps(body).encode())
-            elif path == "/":
-                page = b"efsray monitor: /metrics (Prometheus), /healthz (JSON)\n"
-                self._send(200, "text/plain; charset=utf-8", page)
-            else:
-                self._send(404, "text/plain; charset=utf-8", b"not found: try /metrics\n")
-
-        def _send(self, code: int, content_type: str, body: bytes) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("%s %s", self.address_string(), format % args)
-
-    return _Handler

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from efsray.monitor.mountstats import MountStats, OpInterval
 from efsray.monitor.status import Status
 
@@ -40,11 +42,7 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise ValueError(f"percentile q={q} must be within 0..100")
     if not values:
         return NAN
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
 @dataclass(frozen=True, slots=True)

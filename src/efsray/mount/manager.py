@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import tenacity
+
 from efsray.errors import DeadlineExceeded, EfsrayError, MountError
 from efsray.mount._proc import run_bounded
 from efsray.mount.availability import Availability, Resolver, check_availability
@@ -222,27 +224,27 @@ class EFSMountManager:
             raise MountError(f"not mounting {cfg.device}: {report.error}")
         self._make_mount_point()
         self.logger.info("mounting: %s", command)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.attempts),
+            wait=tenacity.wait_exponential(multiplier=self.backoff, max=self.max_backoff),
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, _Retryable)),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
         attempt = 0
-        failure = ""
-        while attempt < self.attempts:
-            attempt += 1
-            failure, retry = self._run_mount(argv, attempt)
-            if not failure:
-                break
-            if not retry or attempt == self.attempts:
-                raise MountError(
-                    f"mounting {cfg.device} on {cfg.mount_path} failed after {attempt} "
-                    f"attempt(s): {failure}. Command: {command}{_hint(failure)}"
-                )
-            delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1))
-            self.logger.warning(
-                "mount attempt %d/%d failed (%s); retrying in %.1f s",
-                attempt,
-                self.attempts,
-                failure,
-                delay,
-            )
-            self._sleep(delay)
+        try:
+            for try_ in retrying:
+                with try_:
+                    attempt = try_.retry_state.attempt_number
+                    failure, retry = self._run_mount(argv, attempt)
+                    if failure:
+                        raise (_Retryable if retry else _Final)(failure)
+        except (_Retryable, _Final) as exc:
+            raise MountError(
+                f"mounting {cfg.device} on {cfg.mount_path} failed after {attempt} "
+                f"attempt(s): {exc}. Command: {command}{_hint(str(exc))}"
+            ) from None
         mounted = self._mounted()
         if mounted is None:
             raise MountError(
@@ -332,6 +334,15 @@ class EFSMountManager:
                 f"cannot create mount point {path}: {exc.strerror or exc}; create it as root "
                 "or choose another EFS_MOUNT_PATH"
             ) from exc
+
+    def _log_retry(self, state: tenacity.RetryCallState) -> None:
+        self.logger.warning(
+            "mount attempt %d/%d failed (%s); retrying in %.1f s",
+            state.attempt_number,
+            self.attempts,
+            state.outcome.exception() if state.outcome else "?",
+            state.upcoming_sleep,
+        )
 
     def _run_mount(self, argv: tuple[str, ...], attempt: int) -> tuple[str, bool]:
         """One mount(8) run: ('', _) on success, else (reason, retry?)."""
@@ -435,3 +446,11 @@ def _hint(failure: str) -> str:
             "this host, and the host needs a mount target in its availability zone"
         )
     return ""
+
+
+class _Retryable(Exception):
+    """A mount(8) failure that another attempt may not meet (a timeout, a busy server)."""
+
+
+class _Final(Exception):
+    """A mount(8) failure that retrying cannot help (bad options, permissions)."""

@@ -3,7 +3,9 @@
 Accepted inputs: a pyarrow Table or RecordBatch, a pandas or polars DataFrame (a pandas
 DatetimeIndex counts as the timestamp column), a list of bar dicts, a dict of columns, or one
 bar as a dict of scalars. Column names are matched case-insensitively; ``ts``, ``time``,
-``date`` and ``datetime`` mean ``timestamp``, ``vol`` means ``volume``.
+``date`` and ``datetime`` mean ``timestamp``, ``vol`` means ``volume``. An unnamed first
+column (pandas' default ``to_csv()`` writes its index so) is the timestamp, unless another
+column is; ``column_map`` can name it as ``""``.
 
 The normalized table has ``timestamp`` as ``timestamp[ns, tz=UTC]``, then ``open``, ``high``,
 ``low``, ``close``, ``volume`` and any extra numeric columns, all float64, sorted by time.
@@ -51,6 +53,7 @@ _UNIT_BANDS = (
     ("us", 10**14, 10**17),
     ("ns", 10**17, 10**20),
 )
+_PANDAS_INDEX = ("", "unnamed: 0")  # the unnamed index column of pandas' to_csv / read_csv
 _EXTRA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
 
 
@@ -155,6 +158,7 @@ def normalize_bars(
     timestamp_format: str | None = None,
 ) -> pa.Table:
     """Validate ``data`` as OHLCV bars and return the normalized, time-sorted table."""
+    _check_timestamp_options(timestamp_unit, timestamp_format)
     table = _rename(to_table(data), column_map or {})
     if table.num_rows == 0:
         raise InvalidDataError("the bars have no rows; there is nothing to write")
@@ -190,13 +194,49 @@ def _strictly_increasing(ts: pa.Array) -> bool:
     return bool(np.all(values[1:] > values[:-1]))
 
 
+# The directives strptime knows (Python 3.11); anything else after a '%' is a typo.
+_STRPTIME_DIRECTIVE = re.compile(r"%([aAwdbBmyYHIpMSfzZjUWcxXGuV%]|:z)")
+
+
+def _check_timestamp_options(unit: str | None, fmt: str | None) -> None:
+    """Refuse a bad unit or format up front: either could otherwise go unused in silence
+    (ISO strings need neither), and the user would never learn the value was wrong."""
+    if unit is not None and unit not in _UNITS:
+        raise InvalidDataError(
+            f"timestamp_unit {unit!r} is not one of s, ms, us, ns (CLI: --timestamp-unit)"
+        )
+    if fmt is not None:
+        rest = _STRPTIME_DIRECTIVE.sub("", fmt)
+        if "%" in rest or rest == fmt:
+            bad = rest[rest.index("%") :][:2] if "%" in rest else fmt
+            raise InvalidDataError(
+                f"timestamp_format {fmt!r} is not a strptime format ({bad!r} is not a "
+                "directive); e.g. '%m/%d/%Y %H:%M:%S' (CLI: --timestamp-format)"
+            )
+
+
 def _rename(table: pa.Table, column_map: Mapping[str, str]) -> pa.Table:
     lowered_map = {str(k).strip().lower(): str(v).strip().lower() for k, v in column_map.items()}
+    try:
+        raw_names = table.column_names
+    except UnicodeDecodeError as exc:
+        raise InvalidDataError(
+            f"the column names are not UTF-8 (byte 0x{exc.object[exc.start]:02x}); the file is "
+            "probably latin-1 or cp1252: read it with that encoding (CLI: --encoding latin-1) "
+            "or save it as UTF-8"
+        ) from None
     names = []
-    for raw in table.column_names:
+    for raw in raw_names:
         name = str(raw).strip().lower()
         name = lowered_map.get(name, name)
         names.append(_ALIASES.get(name, name))
+    if names and names[0] in _PANDAS_INDEX:
+        # pandas' default to_csv() writes the index first, unnamed. Bars' index is their time;
+        # any other index (0, 1, 2, ...) means nothing once a column holds the time.
+        if "timestamp" in names[1:]:
+            table, names = table.remove_column(0), names[1:]
+        else:
+            names[0] = "timestamp"
     seen: dict[str, str] = {}
     for raw, name in zip(table.column_names, names, strict=True):
         if name in seen:
@@ -312,7 +352,11 @@ def _numeric(column: pa.ChunkedArray, name: str, *, allow_null: bool) -> pa.Arra
     if not allow_null and arr.null_count:
         row = int(pc.index(pc.is_null(arr), True).as_py())
         raise InvalidDataError(f"column {name!r} is missing (null) in row {row}")
-    return arr if t == pa.float64() else arr.cast(pa.float64())
+    if t == pa.float64():
+        return arr
+    # Integers beyond 2**53 (a uint64 volume) have no exact float64: round to the nearest,
+    # as every float does, rather than refuse the file (the schema is float64 throughout).
+    return arr.cast(pa.float64(), safe=not pa.types.is_integer(t))
 
 
 def _check_values(table: pa.Table) -> None:

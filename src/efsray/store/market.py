@@ -597,6 +597,18 @@ class MarketDataStore:
         """``info`` of every stored series at its latest version."""
         return [self.info(s, t) for s, t in self.list_series()]
 
+    def files(self, symbol: str, timeframe: str, version: int | None = None) -> list[Path]:
+        """Exactly the segment files of ``version`` (default: the latest), in time order.
+
+        Their rows are the series at that version, each bar once: for DuckDB, polars or
+        pyarrow (``efsray.sql``; docs/sql.md). A glob of ``segments/`` is not: it also holds
+        segments superseded by later versions (kept for older readers until retention).
+        Segments are ``.arrow`` (Arrow IPC) or ``.parquet`` files; one written before a
+        column was added lacks that column. Retention may remove the files of an old version.
+        """
+        directory, _, manifest = self._manifest(symbol, timeframe, version)
+        return [directory / "segments" / seg.file for seg in self._segments(manifest)]
+
 
 # --- helpers -----------------------------------------------------------------------------------
 
