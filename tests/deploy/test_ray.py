@@ -155,7 +155,7 @@ def test_shipped_head_and_worker_commands_form_an_authenticated_cluster(
     tmp_path: Path, short_tmp: Path
 ) -> None:
     head, worker = _service("ray-head"), _service("ray-worker")
-    token_file = write_token(tmp_path / "secrets" / "ray_auth_token")
+    token_file = write_token(tmp_path / "secrets" / "ray_auth_token").path
     token = token_file.read_text()
     gcs, client, dashboard, head_agent, head_metrics = (free_port() for _ in range(5))
     worker_agent, worker_metrics = free_port(), free_port()
