@@ -101,6 +101,22 @@ CASES: dict[str, tuple[str, str]] = {
         "services:" + _HEAD + "    network_mode: host\n" + _SECRETS,
         "services:" + _HEAD + _SECRETS,
     ),
+    "RAY012": (
+        "services:\n  w:\n    image: rayproject/ray:2.60.0-py311-cpu\n"
+        "    command: ray start --address=10.0.1.10:10001 --block\n",
+        "services:\n  w:\n    image: rayproject/ray:2.60.0-py311-cpu\n"
+        "    command: ray start --address=10.0.1.10:6379 --block\n",
+    ),
+    "RAY013": (
+        "services:"
+        + _HEAD.replace("--port=6379]", "--port=6379, --dashboard-host=0.0.0.0]")
+        + "    network_mode: host\n"
+        + _SECRETS,
+        "services:"
+        + _HEAD.replace("--port=6379]", "--port=6379, --dashboard-host=127.0.0.1]")
+        + "    network_mode: host\n"
+        + _SECRETS,
+    ),
     "HC001": (
         "services:\n  m: {image: 'a:1', command: [efsray, monitor], restart: always}\n",
         "services:\n  m: {image: 'a:1', command: [efsray, monitor], restart: always,"

@@ -155,10 +155,14 @@ def test_shipped_head_and_worker_commands_form_an_authenticated_cluster(
     tmp_path: Path, short_tmp: Path
 ) -> None:
     head, worker = _service("ray-head"), _service("ray-worker")
-    token_file = write_token(tmp_path / "secrets" / "ray_auth_token")
+    token_file = write_token(tmp_path / "secrets" / "ray_auth_token").path
     token = token_file.read_text()
     gcs, client, dashboard, head_agent, head_metrics = (free_port() for _ in range(5))
     worker_agent, worker_metrics = free_port(), free_port()
+    # the agents' fixed ports (6382, 6383) remapped too: two nodes share this host here
+    head_env_agent, head_agent_grpc, worker_env_agent, worker_agent_grpc = (
+        free_port() for _ in range(4)
+    )
     (tmp_path / "efs").mkdir()
 
     head_cmd = _command(
@@ -169,16 +173,22 @@ def test_shipped_head_and_worker_commands_form_an_authenticated_cluster(
             "--dashboard-host": "--dashboard-host=127.0.0.1",
             "--dashboard-port": f"--dashboard-port={dashboard}",
             "--metrics-export-port": f"--metrics-export-port={head_metrics}",
+            "--runtime-env-agent-port": f"--runtime-env-agent-port={head_env_agent}",
+            "--dashboard-agent-grpc-port": f"--dashboard-agent-grpc-port={head_agent_grpc}",
+            "--dashboard-agent-listen-port": f"--dashboard-agent-listen-port={head_agent}",
         },
-        [f"--dashboard-agent-listen-port={head_agent}", "--node-ip-address=127.0.0.1"],
+        ["--node-ip-address=127.0.0.1"],
     )
     worker_cmd = _command(
         worker,
         {
             "--address": f"--address=127.0.0.1:{gcs}",
             "--metrics-export-port": f"--metrics-export-port={worker_metrics}",
+            "--runtime-env-agent-port": f"--runtime-env-agent-port={worker_env_agent}",
+            "--dashboard-agent-grpc-port": f"--dashboard-agent-grpc-port={worker_agent_grpc}",
+            "--dashboard-agent-listen-port": f"--dashboard-agent-listen-port={worker_agent}",
         },
-        [f"--dashboard-agent-listen-port={worker_agent}", "--node-ip-address=127.0.0.1"],
+        ["--node-ip-address=127.0.0.1"],
     )
     assert "--block" in head_cmd and "--block" in worker_cmd
     head_env = _environment(head, token_file, tmp_path, short_tmp)
@@ -212,8 +222,8 @@ def test_shipped_head_and_worker_commands_form_an_authenticated_cluster(
             no_token_env = {**worker_env, "HOME": str(lonely)}
             no_token_env.pop("RAY_AUTH_TOKEN_PATH")
             no_token_cmd = [
-                f"--dashboard-agent-listen-port={free_port()}" if w.startswith("--dashboard-agent")
-                else f"--metrics-export-port={free_port()}" if w.startswith("--metrics-export")
+                f"{w.split('=', 1)[0]}={free_port()}"
+                if w.startswith(("--dashboard-agent", "--metrics-export", "--runtime-env-agent"))
                 else w
                 for w in worker_cmd
             ]  # fmt: skip

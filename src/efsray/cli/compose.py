@@ -139,13 +139,29 @@ def register(app: typer.Typer) -> None:
                 help="Where to create the token file, e.g. deploy/secrets/ray_auth_token."
             ),
         ],
+        uid: Annotated[
+            int, typer.Option("--uid", help="The containers' user id (who must read it).")
+        ] = 1000,
+        gid: Annotated[int, typer.Option("--gid", help="The containers' group id.")] = 100,
+        json_out: JsonOpt = False,
     ) -> None:
-        """Create a Ray auth token file (mode 0600) for the compose secret. Never overwrites,
-        never prints the token."""
+        """Create a Ray auth token file the containers (uid 1000, gid 100) can read: as root,
+        chowned to them, mode 0600. Never overwrites, never prints the token."""
         from efsray.compose import write_token
 
-        written = write_token(path)
-        _say(f"wrote a new token to {escape(str(written))} (mode 0600)")
+        written = write_token(path, uid=uid, gid=gid)
+        if json_out:
+            print_json(
+                {
+                    "path": str(written.path),
+                    "mode": f"{written.mode:04o}",
+                    "uid": written.uid,
+                    "gid": written.gid,
+                    "container_readable": written.container_readable,
+                }
+            )
+            return
+        _say(f"wrote a new token to {escape(str(written.path))}: {escape(written.note)}")
 
     @compose.command("rules")
     def rules_cmd(json_out: JsonOpt = False) -> None:

@@ -20,7 +20,7 @@ from efsray.compose.render import (
 )
 from efsray.compose.rules import PARSE_RULES, RAY_VERSION, RULES, Rule, rule_info
 from efsray.compose.schema import compose_schema
-from efsray.compose.token import generate_token, write_token
+from efsray.compose.token import TokenFile, generate_token, write_token
 
 __all__ = [
     "DEFAULT_ROOT_DIR",
@@ -34,6 +34,7 @@ __all__ = [
     "Rule",
     "RuleInfo",
     "Severity",
+    "TokenFile",
     "compose_schema",
     "driver_opts",
     "efs_volumes",

@@ -11,13 +11,19 @@ a bad and a corrected example in ``tests/compose/test_rules.py``.
 from __future__ import annotations
 
 from efsray.compose.findings import RuleInfo
-from efsray.compose.rules import compose, health, nfs, ray
+from efsray.compose.rules import compose, health, multihost, nfs, ray
 from efsray.compose.rules._base import RAY_VERSION, Hit, Rule
 from efsray.compose.rules.parse import PARSE_RULES
 
 __all__ = ["PARSE_RULES", "RAY_VERSION", "RULES", "Hit", "Rule", "rule_info"]
 
-RULES: tuple[Rule, ...] = (*compose.RULES, *ray.RULES, *health.RULES, *nfs.RULES)
+RULES: tuple[Rule, ...] = (
+    *compose.RULES,
+    *ray.RULES,
+    *multihost.RULES,
+    *health.RULES,
+    *nfs.RULES,
+)
 
 
 def rule_info(rule_id: str) -> RuleInfo:

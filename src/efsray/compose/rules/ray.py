@@ -345,27 +345,45 @@ RAY010 = Rule(
 )
 
 
+# What a host-networked Ray node must fix so that a security group can allow exactly its ports
+# (docs/deploy.md, "Several hosts"): the address it advertises, and every port it listens on.
+HOST_NETWORK_FIXED = (
+    "node-ip-address",
+    "node-manager-port",
+    "object-manager-port",
+    "min-worker-port",
+    "max-worker-port",
+)
+
+
 def _host_network(doc: ComposeDoc) -> Iterator[Hit]:
     for svc in doc.services():
-        if svc.is_ray and svc.text(svc.get("network_mode")) == "host":
-            yield Hit(
-                "Ray node uses network_mode: host, so every Ray port listens on the host's "
-                "interfaces",
-                svc.name,
-                ("services", svc.name, "network_mode"),
-            )
+        if not (svc.is_ray and svc.text(svc.get("network_mode")) == "host"):
+            continue
+        for start in svc.ray_starts():
+            missing = [f"--{o}" for o in HOST_NETWORK_FIXED if not start.get(o)]
+            if missing:
+                yield Hit(
+                    "Ray node uses network_mode: host without fixing "
+                    f"{', '.join(missing)}: its ports are random and listen on the host's "
+                    "interfaces, so no security group can allow exactly them",
+                    svc.name,
+                    ("services", svc.name, "network_mode"),
+                )
 
 
 RAY011 = Rule(
     info(
         "RAY011",
-        "ray-host-network",
+        "ray-host-network-unfixed-ports",
         W,
-        "With host networking every Ray port (GCS, client, dashboard, workers) listens on "
-        "the host's interfaces; only the security group stands between them and the "
-        "network.",
-        "Prefer the compose bridge network; if hosts must talk directly, restrict the "
-        "ports to the Ray nodes' security group and keep token auth on.",
+        "With host networking every Ray port (GCS, node and object managers, workers) "
+        "listens on the host's interfaces; only the security group stands between them and "
+        "the network, and it can only allow ports that are fixed.",
+        "Prefer the compose bridge network on one host. Across hosts (the worker stack), "
+        "set --node-ip-address to the host's private IP and fix --node-manager-port, "
+        "--object-manager-port, --min-worker-port and --max-worker-port; allow exactly "
+        "those between the Ray nodes' security group (deploy/aws/efs.yml).",
     ),
     _host_network,
 )
