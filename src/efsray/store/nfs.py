@@ -88,8 +88,12 @@ __all__ = [
     "list_subdirs",
     "overwrite_hint",
     "read_bytes",
+    "read_range",
     "reading",
+    "remove_empty_dir",
+    "remove_file",
     "retry_estale",
+    "stat_or_none",
     "walk",
     "write_new",
     "write_temp",
@@ -844,3 +848,61 @@ class VersionLog:
         # Fixed width, so that each write covers the previous one exactly.
         with contextlib.suppress(StorageError):
             overwrite_hint(self._head, f"{version:020d}\n".encode())
+
+
+# --- 6. ranges, sizes and removals (the results table's reads and retention) -------------
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``path`` from ``offset`` (one open, one pread, one close),
+    re-opening on ESTALE; FileNotFoundError passes through, other errors are StorageErrors.
+    Fewer bytes come back only if the file is shorter: the caller's checksum says so."""
+
+    def once() -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            parts: list[bytes] = []
+            got = 0
+            while got < length:
+                chunk = os.pread(fd, length - got, offset + got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+    return reading(path, once)
+
+
+def stat_or_none(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, None when absent; any other error is a StorageError."""
+    try:
+        return retry_estale(lambda: os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise storage_error_from(exc, "checking", path) from exc
+
+
+def remove_file(path: Path) -> bool:
+    """Remove ``path``; False if it was already gone, a StorageError on any other error."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise storage_error_from(exc, "removing", path) from exc
+    return True
+
+
+def remove_empty_dir(path: Path) -> bool:
+    """Remove ``path`` if it is an empty directory; False (and nothing done) otherwise."""
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            log.warning("could not remove empty directory %s: %s", path, exc)
+        return False
+    return True

@@ -1,4 +1,10 @@
-"""Backtest results: one immutable file per run, sharded by time, queried as a DataFrame.
+"""The legacy layout of backtest results: one immutable file per run, sharded by time.
+
+Stores written before the columnar table (:mod:`efsray.store.results.table`) hold their runs
+this way; :class:`LegacyRuns` reads them (``ResultStore`` merges them into every answer),
+prunes them, and still writes them for tests of the migration
+(``efsray results migrate`` converts them into the table). What follows is the format.
+
 
 A run of strategy ``<s>`` is ``results/backtests/<s>/<YYYY-MM-DD>/<HHMM>/<run_id>.json``:
 metrics, parameters, tags, the market-data versions the run read, anything else JSON-safe,
@@ -50,7 +56,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +67,6 @@ from efsray.errors import (
     InvalidNameError,
     NotFoundError,
     StorageError,
-    storage_error_from,
 )
 from efsray.store import jsonsafe
 from efsray.store.hashing import DEFAULT_ALGORITHM, check, new_hasher, split_digest
@@ -74,10 +79,15 @@ from efsray.store.nfs import (
     kind_of,
     list_dir,
     read_bytes,
+    remove_empty_dir,
+    remove_file,
+    stat_or_none,
     write_new,
 )
+from efsray.store.results.records import BacktestRun, RunInfo
+from efsray.store.results.where import parse_where
 
-__all__ = ["INLINE_MAX_BYTES", "BacktestRun", "ResultStore", "RunInfo", "parse_where"]
+__all__ = ["INLINE_MAX_BYTES", "LegacyRuns"]
 
 log = logging.getLogger("efsray.store")
 
@@ -98,50 +108,7 @@ _WHERE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*(\S
 _HOST = socket.gethostname().split(".")[0][:64] or "host"
 
 
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """A stored run without its tables."""
-
-    run_id: str
-    strategy: str
-    created_at: dt.datetime
-    path: str
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    data_versions: dict[str, int]
-    tags: dict[str, Any]
-    extra: dict[str, Any]
-    tables: tuple[str, ...]
-    writer: str
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestRun:
-    """A whole run: its info and its tables (pandas DataFrames, None when not saved)."""
-
-    info: RunInfo
-    equity_curve: Any = None
-    trades: Any = None
-    tables: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_where(text: str) -> tuple[str, str, float]:
-    """Parse ``"sharpe>=1.5"`` into ("sharpe", ">=", 1.5); InvalidDataError otherwise."""
-    match = _WHERE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidDataError(
-            f"cannot read the filter {text!r}: write METRIC OP NUMBER, e.g. 'sharpe>=1.5' "
-            "(OP is one of < <= > >= == !=)"
-        )
-    name, op, raw = match.groups()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidDataError(f"in the filter {text!r}, {raw!r} is not a number") from None
-    return name, "==" if op == "=" else op, value
-
-
-class ResultStore:
+class LegacyRuns:
     """Backtest runs under ``layout.backtests``.
 
     ``id_factory`` makes run ids when the caller does not choose one (default: a
@@ -790,30 +757,18 @@ def _digest(data: bytes, algorithm: str) -> str:
 
 
 def _stat(path: Path) -> os.stat_result | None:
-    """``os.stat(path)``, None when it does not exist; any other error is a StorageError."""
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise storage_error_from(exc, "checking", path) from exc
+    return stat_or_none(path)
 
 
 def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error_from(exc, "removing", path) from exc
-    return True
+    return remove_file(path)
 
 
 def _unlink_all(paths: Iterable[Path]) -> None:
     for path in paths:
         try:
-            os.unlink(path)
-        except OSError as exc:
+            remove_file(path)
+        except StorageError as exc:
             log.warning("could not remove %s (cleanup will): %s", path, exc)
 
 
@@ -972,8 +927,4 @@ def _remove_empty_dirs(base: Path, cutoff: float) -> None:
 
 
 def _rmdir_quietly(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-            log.warning("could not remove empty directory %s: %s", path, exc)
+    remove_empty_dir(path)
