@@ -491,6 +491,20 @@ class ResultStore:
             infos.sort(key=lambda i: (i.created_at, i.run_id))
             yield from infos
 
+    def migrate(
+        self, strategy: str | None = None, *, dry_run: bool = False, batch_size: int = 1000
+    ) -> Any:
+        """Move legacy one-file-per-run runs into the table (see
+        :mod:`efsray.store.results.migrate`); returns a ``MigrationReport``."""
+        from efsray.store.results.migrate import migrate
+
+        if strategy is not None:
+            validate_name("strategy id", strategy)
+        try:
+            return migrate(self, strategy, dry_run=dry_run, batch_size=batch_size)
+        finally:
+            self._legacy.clear()  # legacy directories may be gone now
+
     # --- retention --------------------------------------------------------------------------
 
     def prune(
