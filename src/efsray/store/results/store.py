@@ -418,16 +418,13 @@ class ResultStore:
             expr = e if expr is None else expr & e
         wanted: list[str] | None = None
         if columns is not None:
-            wanted = [
+            wanted = list(dict.fromkeys([
                 *_BASE_COLUMNS, *(f"metrics.{c}" for c in columns), *columns,
                 *(f"tags.{k}" for k in tags or {}), *(f.column for f in filters),
-            ]  # fmt: skip
+            ]))  # fmt: skip
 
         def one(entry: SegmentEntry) -> Any:
-            names = wanted
-            if names is None:
-                names = None  # every column but the hidden ones, resolved below
-            rows = table.read_segment(entry, columns=names, filters=expr)
+            rows = table.read_segment(entry, columns=wanted, filters=expr)
             rows = rows.drop_columns(
                 [c for c in rows.column_names if c in _HIDDEN or c.startswith("table.")]
             )
