@@ -460,8 +460,13 @@ class CleanupPath(WritePath):
 
     def check(self, root: Path, raised: BaseException | None) -> bool:
         files = files_under(root)
-        assert files <= self.golden_files, f"cleanup created {sorted(files - self.golden_files)}"
-        removed = self.expected - files
+        # Retention of a results table commits a version without the dropped segments: the
+        # only files cleanup may create.
+        created = {f for f in files - self.golden_files
+                   if not (f.startswith("results/tables/") and "/versions/" in f)}  # fmt: skip
+        assert not created, f"cleanup created {sorted(created)}"
+        removed = (self.expected - files) & self.golden_files  # (a results table's new
+        # version, which a cleanup that failed earlier did not commit, was never there)
         assert not removed, f"cleanup removed what retention keeps: {sorted(removed)}"
         store = Store(root, create=False)
         # market data: a contiguous history ending at the latest, each version unchanged
@@ -605,7 +610,7 @@ def test_efsray_cleanup_removes_what_writes_failed_at_their_commit_left(
     )
     assert done.code == 0, done.err
     report = done.json()
-    assert report["errors"] == [] and report["files"] >= 4, report
+    assert report["errors"] == [] and report["files"] >= 3, report
     after = leftovers(golden, backing)
     assert after.garbage == [] and after.unexplained == [], after
     fresh = Store(fault_fs.path / name, create=False)

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from efsray.errors import CorruptionError
 from efsray.store import jsonsafe
 from efsray.store.ids import id_time
-from efsray.store.results.records import TABLES, digest
+from efsray.store.results.records import TABLES, decode_fields, digest
 
 __all__ = [
     "ROW_GROUP_ROWS",
@@ -46,7 +46,7 @@ __all__ = [
     "metric_ranges",
 ]
 
-ROW_GROUP_ROWS = 8192
+ROW_GROUP_ROWS = 2048
 _UTC_MS = pa.timestamp("ms", tz="UTC")
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 _TABLE_COLUMNS = ("offset", "bytes", "rows", "digest")
@@ -111,7 +111,7 @@ def _float(value: Any) -> float | None:
 def encode_batch(runs: Sequence[PreparedRun], writer: str) -> Encoded:
     """The segment and sidecar bytes of ``runs`` (sorted here by run id)."""
     runs = sorted(runs, key=lambda r: r.run_id)
-    decoded = [jsonsafe.decode(dict(r.record)) for r in runs]
+    decoded = [decode_fields(r.record) for r in runs]
     columns: dict[str, pa.Array] = {
         "run_id": pa.array([r.run_id for r in runs], pa.string()),
         "created_at": pa.array([id_time(r.run_id) for r in runs], _UTC_MS),
@@ -196,15 +196,38 @@ def decode_segment(
     *,
     columns: Sequence[str] | None = None,
     filters: Any = None,
+    run_ids: Sequence[str] | None = None,
 ) -> pa.Table:
-    """A segment's rows (only ``columns``, only rows passing ``filters``, when given)."""
+    """A segment's rows: only ``columns`` (those it has), only rows passing ``filters`` (a
+    pyarrow expression), and with ``run_ids`` only the row groups whose run-id statistics
+    can hold one of them (the file is sorted by run id)."""
     try:
         source = pq.ParquetFile(pa.BufferReader(data))
         names = set(source.schema_arrow.names)
         wanted = None if columns is None else [c for c in columns if c in names]
-        return pq.read_table(pa.BufferReader(data), columns=wanted, filters=filters)
+        if run_ids is None:
+            table = source.read(columns=wanted)
+        else:
+            groups = _groups_holding(source, sorted(run_ids))
+            table = source.read_row_groups(groups, columns=wanted)
+        return table if filters is None else table.filter(filters)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptionError(f"{what} is unreadable: {exc}; restore it from a backup") from None
+
+
+def _groups_holding(source: pq.ParquetFile, run_ids: Sequence[str]) -> list[int]:
+    meta = source.metadata
+    index = source.schema_arrow.names.index("run_id")
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(g)
+            continue
+        low, high = stats.min, stats.max
+        if any(low <= i <= high for i in run_ids):
+            groups.append(g)
+    return groups
 
 
 def merge_tables(tables: Sequence[pa.Table], bases: Sequence[int]) -> pa.Table:

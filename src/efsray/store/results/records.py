@@ -109,6 +109,23 @@ def comparable(record: Mapping[str, Any]) -> dict[str, Any]:
     return normal
 
 
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def decode_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``jsonsafe.decode`` of a record, one level at a time: the scalars of its dicts (most
+    of a run) are taken as they are, only nested values are walked."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and not (len(value) == 1 and "$float" in value):
+            out[key] = {
+                k: v if type(v) in _SCALARS else jsonsafe.decode(v) for k, v in value.items()
+            }
+        else:
+            out[key] = jsonsafe.decode(value)
+    return out
+
+
 def run_info(
     record: Mapping[str, Any],
     *,
@@ -118,7 +135,7 @@ def run_info(
     tables: Iterable[str],
     writer: str,
 ) -> RunInfo:
-    decoded = jsonsafe.decode(dict(record))
+    decoded = decode_fields(record)
     return RunInfo(
         run_id=run_id,
         strategy=str(decoded["strategy"]),

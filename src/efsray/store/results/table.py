@@ -109,12 +109,18 @@ class ResultTable:
     # --- reading ----------------------------------------------------------------------------
 
     def read_segment(
-        self, entry: SegmentEntry, *, columns: Sequence[str] | None = None, filters: Any = None
+        self,
+        entry: SegmentEntry,
+        *,
+        columns: Sequence[str] | None = None,
+        filters: Any = None,
+        run_ids: Sequence[str] | None = None,
     ) -> pa.Table:
-        """A segment's rows, its whole bytes verified against the manifest first."""
+        """A segment's rows (see ``decode_segment``), its whole bytes verified against the
+        manifest first."""
         data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
         return decode_segment(data, f"segment {self.data / entry.name}", columns=columns,
-                              filters=filters)  # fmt: skip
+                              filters=filters, run_ids=run_ids)  # fmt: skip
 
     def _verified(self, name: str, size: int, expected: str, what: str) -> bytes:
         path = self.data / name
@@ -149,8 +155,9 @@ class ResultTable:
     def _rows_of(self, entry: SegmentEntry, wanted: set[str]) -> dict[str, dict[str, Any]]:
         import pyarrow.compute as pc
 
-        table = self.read_segment(entry, columns=ROW_COLUMNS)
-        table = table.filter(pc.is_in(table.column("run_id"), pa.array(sorted(wanted))))
+        mine = sorted(i for i in wanted if entry.holds(i))
+        table = self.read_segment(entry, columns=ROW_COLUMNS, run_ids=mine)
+        table = table.filter(pc.is_in(table.column("run_id"), pa.array(mine)))
         out = {}
         for row in table.to_pylist():
             row["segment"] = entry
@@ -380,63 +387,76 @@ class ResultTable:
     # --- retention --------------------------------------------------------------------------
 
     def prune(self, older_than: float, *, grace_cutoff: float, dry_run: bool) -> tuple[int, int]:
-        """Drop segments whose runs are all older than ``older_than`` (never the newest run),
-        then remove files no manifest committed since ``grace_cutoff`` (or the one current
-        then) names, once they are older than ``grace_cutoff``, and manifests committed
-        before both cutoffs except the latest. Returns (files, bytes)."""
-        cutoff_ms = min(older_than, grace_cutoff) * 1000
+        """Retention of the table; returns (files, bytes) removed (or, with ``dry_run``,
+        that would be).
+
+        1. Segments whose runs were all created before both cutoffs are dropped by a new
+           version, except the segment of the newest run; their files go at once (as a
+           legacy run's file did: retention retires them, whoever still reads them).
+        2. Versions go as market data's do: committed before both cutoffs, not the latest,
+           superseded before ``grace_cutoff`` (a reader who resolved it just before the next
+           commit has had the grace period), and only a prefix, so no gaps.
+        3. Data files go when no kept version names them and they are older than
+           ``grace_cutoff`` (a writer's uncommitted files are younger): a merge's inputs
+           stay as long as the versions that name them, so old versions stay readable.
+        """
+        limit = min(older_than, grace_cutoff)
+        doomed: set[str] = set()
+        ours = 0  # the version this retention commits, if any
         current = self.manifest()
-        if current is not None and not dry_run:
+        if current is not None:
             newest = max((s.max_created_ms for s in current.segments), default=0)
-            doomed = {
-                s.name for s in current.segments
-                if s.max_created_ms < cutoff_ms and s.max_created_ms < newest
-            }  # fmt: skip
-            if doomed:
+            dropped = [
+                s for s in current.segments
+                if s.max_created_ms < limit * 1000 and s.max_created_ms < newest
+            ]  # fmt: skip
+            doomed = {name for s in dropped for name in s.files()}
+            names = {s.name for s in dropped}
+            if names and not dry_run:
 
                 def build(version: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
                     now = self._parse(version, body)
-                    kept = tuple(s for s in now.segments if s.name not in doomed)
+                    kept = tuple(s for s in now.segments if s.name not in names)
                     if len(kept) == len(now.segments):
                         return None
                     return TableManifest(version, self.strategy, kept).to_json()
 
-                self.log.commit(build)
+                committed = self.log.commit(build)
+                ours = committed[0] if committed else 0
         _, versions = self.log.known_versions()
+        manifests = self.log.read_present(versions)
+        present = sorted(manifests)
+        removable: list[int] = []
+        for i, version in enumerate(present[:-1]):  # never the latest; only a prefix
+            committed = committed_time(manifests[version])
+            superseded = committed_time(manifests[present[i + 1]])
+            # (A HEAD that names a removed version costs a reader a listing, no error.)
+            if (
+                committed is None
+                or committed >= limit
+                or superseded is None
+                # superseded by this very retention: what it dropped goes anyway (1.), and
+                # the rest is in the new version
+                or (superseded >= grace_cutoff and present[i + 1] != ours)
+            ):
+                break
+            removable.append(version)
         live: set[str] = set()
-        older: list[int] = []  # versions before the one that was current at grace_cutoff
-        boundary_seen = False
-        for version in reversed(versions):
-            if boundary_seen:
-                older.append(version)
-                continue
-            try:
-                body = self.log.read(version)
-            except Exception as exc:  # noqa: BLE001 - unreadable: keep every file, say why
-                log.warning("results table %s: not pruning (%s)", self.strategy, exc)
-                return 0, 0
-            # Files of the latest version, of every version a reader may have picked up
-            # within the grace period, and of the one that was current when it began.
-            live |= self._parse(version, body).files()
-            when = committed_time(body)
-            boundary_seen = when is not None and when < grace_cutoff
-        removable_versions = []
-        for version in older:
-            st = stat_or_none(self.log.path(version))
-            if st is not None and st.st_mtime < min(older_than, grace_cutoff):
-                removable_versions.append(version)
+        for version in present:
+            if version not in removable:
+                live |= self._parse(version, manifests[version]).files() - doomed
         files = nbytes = 0
         for name in list_dir(self.data):
             if name in live:
                 continue
             st = stat_or_none(self.data / name)
-            if st is None or st.st_mtime >= grace_cutoff:
+            if st is None or (st.st_mtime >= grace_cutoff and name not in doomed):
                 continue
             files += 1
             nbytes += st.st_size
             if not dry_run:
                 remove_file(self.data / name)
-        for version in removable_versions:
+        for version in removable:
             path = self.log.path(version)
             st = stat_or_none(path)
             if st is None:
