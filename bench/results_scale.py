@@ -300,7 +300,7 @@ def markdown(result: dict[str, Any], command: str) -> str:
             f", {q['filter_ops']} server ops ({q['filter_ops_cold']} cold)"
             if q["filter_ops"] is not None
             else ""
-        ),  # fmt: skip
+        ),
         f"- top 100 by sharpe: {q['top100_s'] * 1000:.1f} ms; one column of every run: "
         f"{q['all_runs_one_column_s']} s",
         f"- a run by id: {q['load_by_id_ms']} ms"
@@ -338,6 +338,7 @@ def main() -> None:
     parser.add_argument("--simfs", metavar="PROFILE", default=None)
     parser.add_argument("--attr-timeout", type=float, default=3.0)
     parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--name", default=None, help="results file name (default: by medium)")
     args = parser.parse_args()
     if args.runs % args.batch:
         parser.error("--runs must be a multiple of --batch")
@@ -361,6 +362,7 @@ def main() -> None:
         if args.root is None:
             shutil.rmtree(base, ignore_errors=True)
         name = "results_scale"
+    name = args.name or name
     path = write_results(name, {"command": command, **result}, markdown(result, command))
     print(f"wrote {path}")
 

@@ -498,3 +498,21 @@ def test_the_mean_over_symbols_does_not_depend_on_the_order_points_arrive(
     shuffled = list(values)
     rnd.shuffle(shuffled)
     assert _mean(shuffled) == _mean(values)
+
+
+def test_local_sweep_retries_a_storage_error_and_reports_what_no_retry_fixes(
+    tmp_path: Path, market: dict
+) -> None:
+    """The local executor's retries (tenacity): a task whose first attempt hits a storage
+    error is retried and succeeds; a task that fails with another error is not retried."""
+    store = make_store(tmp_path / "s", market)
+    kwargs = {"symbols": "A,B", "timeframe": "1h", "strategy": "ma_crossover", "grid": GRID}
+    report = run_sweep(store.root, executor="local", hook="tests.sweep_hooks:storage_error_once",
+                       **kwargs)  # fmt: skip
+    assert report.ok and len(report.retried) == 1 and set(report.retried.values()) == {2}
+    assert_one_result_per_point(store, report, 18)
+    failing = run_sweep(store.root, executor="local", hook="tests.sweep_hooks:fail_symbol_b",
+                        max_retries=3, **{**kwargs, "grid": "fast=4|8,slow=20"})  # fmt: skip
+    assert {f.symbol for f in failing.failures} == {"B"}
+    assert "broken on purpose" in failing.failures[0].error
+    assert failing.retried == {}

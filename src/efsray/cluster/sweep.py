@@ -504,9 +504,7 @@ def _run_here(
             stop=tenacity.stop_after_attempt(max_retries + 1),
             wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
             retry=tenacity.retry_if_exception_type(RETRYABLE),
-            before_sleep=lambda state, key=spec.task_key: log.warning(
-                "task %s failed (%s); retrying", key, state.outcome and state.outcome.exception()
-            ),
+            before_sleep=_log_retry,
             reraise=True,
         )
         try:
@@ -518,6 +516,12 @@ def _run_here(
         if progress:
             progress(done, plan.size, failed)
     return outcomes, failures
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    spec = state.args[0] if state.args else None
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("task %s failed (%s); retrying", getattr(spec, "task_key", "?"), error)
 
 
 def _run_on_ray(

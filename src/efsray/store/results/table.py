@@ -421,8 +421,8 @@ class ResultTable:
                         return None
                     return TableManifest(version, self.strategy, kept).to_json()
 
-                committed = self.log.commit(build)
-                ours = committed[0] if committed else 0
+                done = self.log.commit(build)
+                ours = done[0] if done else 0
         _, versions = self.log.known_versions()
         manifests = self.log.read_present(versions)
         present = sorted(manifests)
