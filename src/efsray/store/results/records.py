@@ -33,6 +33,7 @@ __all__ = [
     "make_record",
     "run_info",
     "to_arrow",
+    "to_datetime",
 ]
 
 TABLES = ("equity_curve", "trades")
@@ -225,3 +226,21 @@ def _data_versions(value: Any) -> dict[str, int]:
             )
         out[f"{symbol}/{timeframe}"] = version
     return out
+
+
+def to_datetime(value: Any, what: str) -> dt.datetime | None:
+    """A time bound (datetime, date or ISO 8601 text; naive means UTC), None for None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        stamp = value
+    elif isinstance(value, dt.date):
+        stamp = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            stamp = dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise InvalidDataError(
+                f"{what} {value!r} is not a time: use ISO 8601, like 2024-05-01T12:00"
+            ) from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)

@@ -24,7 +24,8 @@ from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import ManifestCache, io_pool, kind_of, list_dir
 from efsray.store.results.format import PreparedRun, encode_table
-from efsray.store.results.legacy import INLINE_MAX_BYTES, LegacyRuns
+from efsray.store.results.legacy import INLINE_MAX_BYTES
+from efsray.store.results.legacy_write import LegacyWriter
 from efsray.store.results.manifest import SegmentEntry, TableManifest
 from efsray.store.results.records import (
     BacktestRun,
@@ -35,6 +36,7 @@ from efsray.store.results.records import (
     run_info,
     to_arrow,
 )
+from efsray.store.results.records import to_datetime as _to_dt
 from efsray.store.results.table import ROW_COLUMNS, ResultTable
 from efsray.store.results.where import Filter, parse_filters
 
@@ -70,7 +72,7 @@ class ResultStore:
         self.layout = layout
         self.algorithm = algorithm or DEFAULT_ALGORITHM
         new_hasher(self.algorithm)
-        self.legacy = LegacyRuns(
+        self.legacy = LegacyWriter(
             layout, clock=clock, algorithm=self.algorithm, inline_max_bytes=inline_max_bytes
         )
         self._new_id = id_factory or MonotonicIds()
@@ -588,23 +590,6 @@ def _same_tag(value: Any, want: Any) -> bool:
         isinstance(want, int | float) and not isinstance(want, bool)
         and isinstance(value, int | float) and not isinstance(value, bool) and value == want
     )  # fmt: skip
-
-
-def _to_dt(value: Any, what: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, dt.date):
-        stamp = dt.datetime(value.year, value.month, value.day)
-    else:
-        try:
-            stamp = dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            raise InvalidDataError(
-                f"{what} {value!r} is not a time: use ISO 8601, like 2024-05-01T12:00"
-            ) from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
 __all__ += ["TableManifest"]
