@@ -7,7 +7,6 @@ it, until ``efsray results migrate`` has moved those runs into the table.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,11 +21,11 @@ from efsray.store.hashing import DEFAULT_ALGORITHM, new_hasher
 from efsray.store.ids import MonotonicIds, id_time, is_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
-from efsray.store.nfs import ManifestCache, io_pool, kind_of, list_dir
+from efsray.store.nfs import ManifestCache, kind_of, list_dir
 from efsray.store.results.format import PreparedRun, encode_table
 from efsray.store.results.legacy import INLINE_MAX_BYTES
 from efsray.store.results.legacy_write import LegacyWriter
-from efsray.store.results.manifest import SegmentEntry, TableManifest
+from efsray.store.results.query import BASE_COLUMNS, select, table_frames
 from efsray.store.results.records import (
     BacktestRun,
     RunInfo,
@@ -38,15 +37,13 @@ from efsray.store.results.records import (
 )
 from efsray.store.results.records import to_datetime as _to_dt
 from efsray.store.results.table import ROW_COLUMNS, ResultTable
-from efsray.store.results.where import Filter, parse_filters
+from efsray.store.results.where import parse_filters
 
 __all__ = ["ResultStore"]
 
 log = logging.getLogger("efsray.store")
 
 _UTC_MS = pa.timestamp("ms", tz="UTC")
-_HIDDEN = ("record",)  # columns a query never returns (``info`` and ``load`` decode them)
-_BASE_COLUMNS = ["run_id", "strategy", "created_at", "writer"]
 _ID_ATTEMPTS = 16
 
 
@@ -357,7 +354,9 @@ class ResultStore:
         names = [validate_name("strategy id", strategy)] if strategy else self.strategies()
         frames = []
         for name in names:
-            frames.extend(self._table_frames(name, lo, hi, filters, tags, columns, version))
+            frames.extend(
+                table_frames(self.table(name), name, lo, hi, filters, tags, columns, version)
+            )
             if version is None and self._has_legacy(name):
                 legacy = self.legacy.query(
                     name, since=lo, until=hi, where=[(f.metric, f.op, f.value) for f in filters],
@@ -372,7 +371,7 @@ class ResultStore:
             if len(frames) > 1:
                 frame = frame.drop_duplicates("run_id", keep="first")
         else:
-            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in _BASE_COLUMNS})
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in BASE_COLUMNS})
         if order is not None:
             column = order if order in frame.columns else f"metrics.{order}"
             if column not in frame.columns and not frame.empty:
@@ -387,62 +386,8 @@ class ResultStore:
         if limit is not None:
             frame = frame.head(limit)
         if columns is not None:
-            frame = frame[[c for c in _select(columns, frame.columns) if c in frame.columns]]
+            frame = frame[[c for c in select(columns, frame.columns) if c in frame.columns]]
         return frame.reset_index(drop=True)
-
-    def _table_frames(
-        self,
-        strategy: str,
-        lo: dt.datetime | None,
-        hi: dt.datetime | None,
-        filters: list[Filter],
-        tags: Mapping[str, Any] | None,
-        columns: Sequence[str] | None,
-        version: int | None,
-    ) -> list[Any]:
-        import pyarrow.compute as pc
-
-        table = self.table(strategy)
-        manifest = table.manifest(version)
-        if manifest is None:
-            return []
-        lo_ms = None if lo is None else int(lo.timestamp() * 1000)
-        hi_ms = None if hi is None else int(hi.timestamp() * 1000)
-        chosen = [s for s in manifest.segments if _may_match(s, lo_ms, hi_ms, filters)]
-        expr = None
-        for f in filters:
-            expr = f.expression() if expr is None else expr & f.expression()
-        if lo is not None:
-            e = pc.field("created_at") >= pa.scalar(lo, _UTC_MS)
-            expr = e if expr is None else expr & e
-        if hi is not None:
-            e = pc.field("created_at") <= pa.scalar(hi, _UTC_MS)
-            expr = e if expr is None else expr & e
-        wanted: list[str] | None = None
-        if columns is not None:
-            wanted = list(dict.fromkeys([
-                *_BASE_COLUMNS, *(f"metrics.{c}" for c in columns), *columns,
-                *(f"tags.{k}" for k in tags or {}), *(f.column for f in filters),
-            ]))  # fmt: skip
-
-        def one(entry: SegmentEntry) -> Any:
-            rows = table.read_segment(entry, columns=wanted, filters=expr)
-            rows = rows.drop_columns(
-                [c for c in rows.column_names if c in _HIDDEN or c.startswith("table.")]
-            )
-            frame = rows.to_pandas()
-            frame.insert(1, "strategy", strategy)
-            if tags:
-                for key, value in tags.items():
-                    column = f"tags.{key}"
-                    if column not in frame.columns:
-                        return frame.iloc[0:0]
-                    frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
-            return frame
-
-        if len(chosen) <= 2:
-            return [one(s) for s in chosen]
-        return list(io_pool().map(one, chosen))
 
     def run_files(
         self, strategy: str | None = None, *, since: Any = None, until: Any = None
@@ -554,42 +499,3 @@ def _check_legacy_same(info: RunInfo, run: PreparedRun) -> None:
             f"run {run.run_id} already exists ({info.path}) with a different record; a chosen "
             "run id must name exactly one result"
         )
-
-
-def _may_match(
-    entry: SegmentEntry, lo_ms: int | None, hi_ms: int | None, filters: list[Filter]
-) -> bool:
-    if lo_ms is not None and entry.max_created_ms < lo_ms:
-        return False
-    if hi_ms is not None and entry.min_created_ms > hi_ms:
-        return False
-    for f in filters:
-        bounds = entry.metrics.get(f.metric)
-        if bounds is None or not f.may_match(*bounds):
-            return False
-    return True
-
-
-def _select(columns: Sequence[str], available: Iterable[str]) -> list[str]:
-    have = set(available)
-    out = ["run_id"]
-    for name in columns:
-        column = name if name in have else f"metrics.{name}"
-        if column not in out:
-            out.append(column)
-    return out
-
-
-def _same_tag(value: Any, want: Any) -> bool:
-    item = getattr(value, "item", None)
-    if callable(item):
-        value = item()
-    if value is None or (isinstance(value, float) and value != value):
-        return False
-    return (bool(value == want) and type(value) is type(want)) or (
-        isinstance(want, int | float) and not isinstance(want, bool)
-        and isinstance(value, int | float) and not isinstance(value, bool) and value == want
-    )  # fmt: skip
-
-
-__all__ += ["TableManifest"]
