@@ -197,14 +197,22 @@ def decode_segment(
     columns: Sequence[str] | None = None,
     filters: Any = None,
     run_ids: Sequence[str] | None = None,
+    whole: bool = False,
 ) -> pa.Table:
-    """A segment's rows: only ``columns`` (those it has), only rows passing ``filters`` (a
-    pyarrow expression), and with ``run_ids`` only the row groups whose run-id statistics
-    can hold one of them (the file is sorted by run id)."""
+    """A segment's rows: only ``columns`` (those it has; default: all but ``record`` and
+    the sidecar offsets; ``whole``: every column, as a merge needs), only rows passing
+    ``filters`` (a pyarrow expression), and with ``run_ids`` only the row groups whose
+    run-id statistics can hold one of them (the file is sorted by run id)."""
     try:
         source = pq.ParquetFile(pa.BufferReader(data))
         names = set(source.schema_arrow.names)
-        wanted = None if columns is None else [c for c in columns if c in names]
+        if whole:
+            wanted = None
+        elif columns is None:  # every column a query returns: not the records, not the offsets
+            wanted = [n for n in source.schema_arrow.names
+                      if n != "record" and not n.startswith("table.")]  # fmt: skip
+        else:
+            wanted = [c for c in columns if c in names]
         if run_ids is None:
             table = source.read(columns=wanted)
         else:

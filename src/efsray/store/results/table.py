@@ -115,12 +115,13 @@ class ResultTable:
         columns: Sequence[str] | None = None,
         filters: Any = None,
         run_ids: Sequence[str] | None = None,
+        whole: bool = False,
     ) -> pa.Table:
         """A segment's rows (see ``decode_segment``), its whole bytes verified against the
         manifest first."""
         data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
         return decode_segment(data, f"segment {self.data / entry.name}", columns=columns,
-                              filters=filters, run_ids=run_ids)  # fmt: skip
+                              filters=filters, run_ids=run_ids, whole=whole)  # fmt: skip
 
     def _verified(self, name: str, size: int, expected: str, what: str) -> bytes:
         path = self.data / name
@@ -346,7 +347,7 @@ class ResultTable:
         tables, sidecars, bases = [], [], []
         offset = 0
         for entry in inputs:
-            tables.append(self.read_segment(entry))
+            tables.append(self.read_segment(entry, whole=True))
             bases.append(offset)
             if entry.sidecar is not None:
                 side = entry.sidecar
