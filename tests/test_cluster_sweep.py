@@ -167,7 +167,9 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
     assert again.computed == 0 and again.reused == 32
     assert point_table(again.points) == point_table(report.points)
     assert [p.result_id for p in again.points] == [p.result_id for p in report.points]
-    before = {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")}
+    tables = store.layout.results / "tables"
+    before = {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()}
+    assert before
     assert_one_result_per_point(store, again, 32)
     # nothing was rewritten, and the symbols' order does not make another sweep
     swapped = run_sweep(
@@ -175,7 +177,7 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
         grid="lookback=5:40:5,threshold=0|0.01", executor="local",
     )  # fmt: skip
     assert swapped.sweep_id == report.sweep_id and swapped.reused == 32
-    assert {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")} == before
+    assert {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()} == before
 
 
 def test_results_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict) -> None:
