@@ -23,6 +23,7 @@ retention removes them, after the grace period, so readers of older versions kee
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -33,7 +34,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from efsray.errors import CorruptionError, InvalidDataError
+from efsray.errors import CorruptionError, InvalidDataError, StorageError
 from efsray.store.hashing import check, split_digest
 from efsray.store.merging import find_run
 from efsray.store.nfs import (
@@ -42,6 +43,7 @@ from efsray.store.nfs import (
     VersionLog,
     committed_time,
     ensure_dir,
+    is_temp_name,
     list_dir,
     read_bytes,
     read_range,
@@ -387,6 +389,20 @@ class ResultTable:
 
     # --- retention --------------------------------------------------------------------------
 
+    def _check_no_temp_left(self, version: int) -> None:
+        """A commit removes its temporary manifest after linking it; if that failed (the
+        commit stands, the protocol only logs it), a cleanup must not report success."""
+        shard = self.log.path(version).parent
+        mine = f".{_HOST}.{os.getpid()}."
+        left = [n for n in list_dir(shard) if is_temp_name(n) and mine in n]
+        if left:
+            raise StorageError(
+                errno.EIO,
+                f"results table {self.strategy}: retention committed version {version} but "
+                f"could not remove its temporary file {left[0]}; run cleanup again later",
+                str(shard / left[0]),
+            )
+
     def prune(self, older_than: float, *, grace_cutoff: float, dry_run: bool) -> tuple[int, int]:
         """Retention of the table; returns (files, bytes) removed (or, with ``dry_run``,
         that would be).
@@ -424,6 +440,8 @@ class ResultTable:
 
                 done = self.log.commit(build)
                 ours = done[0] if done else 0
+                if ours:
+                    self._check_no_temp_left(ours)
         _, versions = self.log.known_versions()
         manifests = self.log.read_present(versions)
         present = sorted(manifests)
