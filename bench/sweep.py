@@ -2,8 +2,9 @@
 
 20 symbols x 100 parameter sets (a 10 x 10 moving-average grid) over the store on local disk,
 as the distributed sweep runs them: every task reads its symbol from the store at the pinned
-version and saves each backtest's result with ``store.results`` (one file per backtest, the
-equity curve embedded, on writer threads that overlap the next backtests).
+version and commits its backtests' results in batches to the strategy's results table
+(``store.results.save_batch``: one segment and one version per batch, on a background thread
+that overlaps the next backtests).
 
 N workers get N cores: every run is a fresh driver process confined (CPU affinity) to the
 first N cores of the machine (all of them when N exceeds the count), with its own local Ray
@@ -57,10 +58,12 @@ def forget_results(root: Path) -> None:
     """Remove every stored sweep result, so that the next run computes everything."""
     shutil.rmtree(root / "results" / "sweeps", ignore_errors=True)
     shutil.rmtree(root / "results" / "backtests", ignore_errors=True)
+    shutil.rmtree(root / "results" / "tables", ignore_errors=True)
 
 
 def result_files(root: Path) -> int:
-    return sum(len(files) for _, _, files in os.walk(root / "results" / "backtests"))
+    """Files of the results table (segments, sidecars, manifests; superseded ones too)."""
+    return sum(len(files) for _, _, files in os.walk(root / "results" / "tables"))
 
 
 def one_run(root: Path, symbols: list[str], timeframe: str, **kwargs: Any) -> SweepReport:

@@ -31,17 +31,21 @@ def _claim(root: str, name: str, info: Mapping[str, Any]) -> bool:
 
 
 def kill_mid_write(event: str, info: Mapping[str, Any]) -> None:
-    """SIGKILL this worker in the middle of saving a result, once at least 3 results of its
-    task are saved: the run's bytes are in a temporary file (written and fsync'ed exactly as
-    the store's commit protocol does) but not yet linked into place. Other writer threads
-    of the task may be anywhere in their own saves when the kill lands."""
+    """SIGKILL this worker in the middle of committing a batch of results, once at least
+    one batch (3 results) of its task is committed: the batch's segment is half written
+    under its final name (which no manifest names yet) and its manifest is in a temporary
+    file, exactly where the store's commit protocol would be when the kill lands."""
     if event != "before_save" or info["attempt"] != 0 or info["saved"] < 3:
         return
-    if not _claim(info["root"], "killed-mid-write", info):
+    if not _claim(info["root"], "killed-mid-write", {**info, "run_id": info["run_ids"][0]}):
         return
-    path = Path(info["path"])
-    ensure_dir(path.parent)  # the save would make its run directory first
-    write_temp(path, b'{"format": 1, "kind": "backtest-run", "metrics": {')
+    table = Path(info["root"]) / "results" / "tables" / info["strategy"]
+    ensure_dir(table / "data")
+    segment = table / "data" / f"{info['run_ids'][0]}-deadbeef0000.parquet"
+    fd = os.open(segment, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+    os.write(fd, b"PAR1" + b"\0" * 4096)  # no footer: a torn file
+    os.close(fd)
+    write_temp(table / "versions" / "000000" / "v000000000099.json", b'{"format": "efsray-res')
     os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import itertools
 import json
 import random
 import subprocess
@@ -23,6 +22,7 @@ from efsray.cluster.tasks import equity_table
 from efsray.errors import ConfigError, NotFoundError
 from efsray.store import Store
 from efsray.store.ids import id_time
+from efsray.store.results.manifest import TableManifest
 
 SYMBOLS = ["A", "B", "C", "D"]
 GRID = "fast=4:12:4,slow=20:60:20"  # 9 parameter sets, all valid
@@ -167,7 +167,9 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
     assert again.computed == 0 and again.reused == 32
     assert point_table(again.points) == point_table(report.points)
     assert [p.result_id for p in again.points] == [p.result_id for p in report.points]
-    before = {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")}
+    tables = store.layout.results / "tables"
+    before = {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()}
+    assert before
     assert_one_result_per_point(store, again, 32)
     # nothing was rewritten, and the symbols' order does not make another sweep
     swapped = run_sweep(
@@ -175,7 +177,7 @@ def test_local_sweep_is_resumable_and_ranks(tmp_path: Path, market: dict) -> Non
         grid="lookback=5:40:5,threshold=0|0.01", executor="local",
     )  # fmt: skip
     assert swapped.sweep_id == report.sweep_id and swapped.reused == 32
-    assert {p: p.stat().st_ino for p in store.layout.backtests.rglob("*.json")} == before
+    assert {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()} == before
 
 
 def test_results_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict) -> None:
@@ -202,27 +204,24 @@ def test_results_hold_what_a_reproducible_run_needs(tmp_path: Path, market: dict
         assert str(equity["timestamp"].dtype) == "datetime64[ns, UTC]"
         assert equity["equity"].iloc[0] == 1.0
         assert equity["equity"].iloc[-1] == pytest.approx(1 + info.metrics["total_return"])
-        # one file per result: the equity curve is embedded in the run's JSON
-        assert not list(Path(info.path).parent.glob(f"{point.result_id}.*.parquet"))
-    # 4 points, 4 run directories: the minutes from the sweep's creation minute on
-    minute = dt.datetime.fromisoformat(spec["created_at"]).replace(second=0, microsecond=0)
-    times = sorted(store.results.info(p.result_id).created_at for p in report.points)
-    assert times == [minute + dt.timedelta(minutes=m) for m in range(4)]
+    # the ids' times: the sweep's creation time plus each point's index, in milliseconds
+    created = dt.datetime.fromisoformat(spec["created_at"])
+    times = [store.results.info(p.result_id).created_at for p in report.points]
+    assert times == [created + dt.timedelta(milliseconds=i) for i in range(4)]
+    # one batch per task -> one segment (with its sidecar) per task
+    assert len(store.results.files("mean_reversion")) == report.tasks
 
 
-@pytest.mark.parametrize("size", [1, 9, 2000, 40_000, 40_001, 120_000])
-def test_result_ids_spread_a_sweep_over_bounded_directories(size: int) -> None:
-    created = dt.datetime(2024, 5, 1, 12, 34, 56, 789000, tzinfo=dt.UTC)
-    minute = created.replace(second=0, microsecond=0)
+@pytest.mark.parametrize("size", [1, 9, 2000, 120_000])
+def test_result_ids_of_a_sweep_are_contiguous_ranges_in_sweep_order(size: int) -> None:
+    created = dt.datetime(2024, 5, 1, 12, 34, 56, 789123, tzinfo=dt.UTC)
     ids = [result_id("sw-x", created, i, size, "A", f"p-{i}") for i in range(size)]
     assert len(set(ids)) == size
-    directory = [(id_time(i) - minute) // dt.timedelta(minutes=1) for i in ids]
-    per_directory = collections.Counter(directory)
-    dirs = max(min(16, size), -(-size // 2500))
-    assert sorted(per_directory) == list(range(dirs))  # consecutive minutes, all used
-    assert max(per_directory.values()) <= 2500
-    # consecutive points (saved at once by one task's writer threads) use other directories
-    assert all(a != b for a, b in itertools.pairwise(directory)) or dirs == 1
+    # time-ordered by index: a task's points (consecutive indexes) are one id range
+    assert ids == sorted(ids)
+    start = created.replace(microsecond=789000)
+    assert [id_time(i) for i in ids[:3]] == [start + dt.timedelta(milliseconds=k) for k in
+                                             range(min(3, size))]  # fmt: skip
     with pytest.raises(ValueError, match="outside"):
         result_id("sw-x", created, size, size, "A", "p")
 
@@ -259,11 +258,12 @@ def test_sweep_spreads_over_all_nodes_and_matches_a_single_process_run(
     assert stored_results(distributed, report) == stored_results(reference, local)
 
     # a re-run finds every result and computes (and writes) nothing
-    before = {p: p.stat().st_ino for p in distributed.layout.backtests.rglob("*.json")}
+    tables = distributed.layout.results / "tables"
+    before = {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()}
     again = run_sweep(distributed.root, executor="ray", **kwargs)
     assert again.ok and again.computed == 0 and again.reused == 36
     assert_one_result_per_point(distributed, again, 36)
-    assert {p: p.stat().st_ino for p in distributed.layout.backtests.rglob("*.json")} == before
+    assert {p: p.stat().st_ino for p in tables.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.ray
@@ -277,6 +277,7 @@ def test_worker_killed_mid_write_is_retried_and_leaves_no_partial_result(
         "strategy": "ma_crossover",
         "grid": GRID,
         "chunk_size": 9,
+        "batch_size": 3,
     }
     report = run_sweep(
         store.root, executor="ray", hook="tests.sweep_hooks:kill_mid_write", **kwargs
@@ -284,12 +285,14 @@ def test_worker_killed_mid_write_is_retried_and_leaves_no_partial_result(
     marker = json.loads((tmp_path / "killed-mid-write").read_text())  # the kill happened
     assert report.ok, report.failures
     assert report.retried == {marker["task"]: 2}
-    # the dead writer's bytes are debris under temporary names, never a visible run
-    debris = sorted((store.layout.backtests / "ma_crossover").rglob(".efsray-tmp.*"))
+    # the dead writer's bytes are debris no manifest names, never a visible run
+    table = store.layout.results / "tables" / "ma_crossover"
+    debris = sorted(table.rglob(".efsray-tmp.*"))
     assert debris and all(f".{marker['pid']}." in p.name for p in debris)
-    assert any(p.name.startswith(f".efsray-tmp.{marker['run_id']}.json.") for p in debris)
+    torn = table / "data" / f"{marker['run_id']}-deadbeef0000.parquet"
+    assert torn.exists() and torn not in store.results.files("ma_crossover")
     frame = assert_one_result_per_point(store, report, 18)
-    for point in report.points:  # every visible run is whole: its JSON and embedded table
+    for point in report.points:  # every visible run is whole: its row and its equity curve
         store.results.load(point.result_id, strategy="ma_crossover")
     writers = zip(frame["run_id"], frame["writer"], strict=True)
     pid_of = {run_id: int(w.rsplit(":", 1)[1]) for run_id, w in writers}
@@ -469,8 +472,13 @@ def test_sweep_bookkeeping_is_pruned_once_its_results_are_gone(
     cutoff = time.time() - 3600
     # its results are still there: a re-run must find them under the same ids
     assert journal.prune(cutoff) == ([], 0, 0)
-    for point in old.points:  # retention removes the results
-        Path(store.results.info(point.result_id).path).unlink()
+    # retention removes the results (here: the old sweep's segments, by hand)
+    table = store.results.table("momentum")
+    olds = {p.result_id for p in old.points}
+    manifest = table.manifest()
+    assert manifest is not None
+    kept = tuple(s for s in manifest.segments if not any(s.holds(i) for i in olds))
+    table.log.commit(lambda v, _b: TableManifest(v, "momentum", kept).to_json())
     removed, files, size = journal.prune(cutoff, dry_run=True)
     assert removed == [old.sweep_id] and files >= 2 and size > 0
     assert sorted(journal.sweeps()) == sorted([old.sweep_id, new.sweep_id])
@@ -492,3 +500,21 @@ def test_the_mean_over_symbols_does_not_depend_on_the_order_points_arrive(
     shuffled = list(values)
     rnd.shuffle(shuffled)
     assert _mean(shuffled) == _mean(values)
+
+
+def test_local_sweep_retries_a_storage_error_and_reports_what_no_retry_fixes(
+    tmp_path: Path, market: dict
+) -> None:
+    """The local executor's retries (tenacity): a task whose first attempt hits a storage
+    error is retried and succeeds; a task that fails with another error is not retried."""
+    store = make_store(tmp_path / "s", market)
+    kwargs = {"symbols": "A,B", "timeframe": "1h", "strategy": "ma_crossover", "grid": GRID}
+    report = run_sweep(store.root, executor="local", hook="tests.sweep_hooks:storage_error_once",
+                       **kwargs)  # fmt: skip
+    assert report.ok and len(report.retried) == 1 and set(report.retried.values()) == {2}
+    assert_one_result_per_point(store, report, 18)
+    failing = run_sweep(store.root, executor="local", hook="tests.sweep_hooks:fail_symbol_b",
+                        max_retries=3, **{**kwargs, "grid": "fast=4|8,slow=20"})  # fmt: skip
+    assert {f.symbol for f in failing.failures} == {"B"}
+    assert "broken on purpose" in failing.failures[0].error
+    assert failing.retried == {}

@@ -252,6 +252,20 @@ def referenced_checkpoint_data(root: Path) -> set[str]:
     return used
 
 
+def referenced_result_files(root: Path) -> set[str]:
+    """Results-table files (``results/tables/<strategy>/data/<name>``, relative to ``root``)
+    named by a committed manifest of the table."""
+    used: set[str] = set()
+    for manifest in (root / "results" / "tables").glob("*/versions/*/v*.json"):
+        data = json.loads(manifest.read_bytes())
+        table_dir = manifest.parent.parent.parent
+        for segment in data.get("segments", []):
+            names = [segment["name"]] + ([segment["sidecar"]["name"]] if segment.get("sidecar")
+                                         else [])  # fmt: skip
+            used.update(str((table_dir / "data" / n).relative_to(root)) for n in names)
+    return used
+
+
 @dataclass(frozen=True)
 class Leftovers:
     garbage: list[str]  # what cleanup removes: temporary and unreferenced files, debris dirs
@@ -264,6 +278,7 @@ def leftovers(golden: Path, root: Path) -> Leftovers:
     new = files_under(root) - golden_files
     segments = referenced_segments(root)
     checkpoint_data = referenced_checkpoint_data(root)
+    result_files = referenced_result_files(root)
     garbage, unexplained = [], []
     for name in sorted(new):
         path = Path(name)
@@ -278,6 +293,9 @@ def leftovers(golden: Path, root: Path) -> Leftovers:
         elif parts[:2] == ("models", "checkpoints") and len(parts) > 6 and parts[3] == "data":
             if str(Path(*parts[:6])) not in checkpoint_data:
                 garbage.append(name)  # a file of a save that never committed
+        elif parts[:2] == ("results", "tables") and len(parts) == 5 and parts[3] == "data":
+            if name not in result_files:
+                garbage.append(name)  # a batch's segment or sidecar that never committed
         elif parts[:2] == ("results", "backtests") and path.suffix in (".json", ".parquet"):
             run_id = path.name.split(".", 1)[0]
             if not is_id(run_id):

@@ -321,9 +321,9 @@ def report_json(
 
 
 def results_dir(report: SweepReport) -> str:
-    """Where the sweep's results are: the store's backtest runs of its strategy (each tagged
+    """Where the sweep's results are: the results table of its strategy (each run tagged
     with the sweep id)."""
-    return str(Path(report.root) / "results" / "backtests" / report.strategy)
+    return str(Path(report.root) / "results" / "tables" / report.strategy)
 
 
 def _raise_on_failures(report: SweepReport) -> None:

@@ -258,7 +258,7 @@ def _print(
     console.print(f"store:    {escape(str(root))}")
     console.print(f"market:   {escape(str(root / 'market_data' / 'ohlcv'))}  (efsray data ls)")
     console.print(
-        f"results:  {escape(str(root / 'results' / 'backtests'))}  (efsray results ls --tag "
+        f"results:  {escape(str(root / 'results' / 'tables'))}  (efsray results ls --tag "
         f"sweep={reports[0].sweep_id if reports else 'ID'})"
     )
     console.print(f"models:   {escape(str(root / 'models' / 'checkpoints'))}")

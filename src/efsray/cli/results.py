@@ -1,12 +1,13 @@
-"""``efsray results ls|show``: stored backtest runs from the shell."""
+"""``efsray results ls|show|migrate``: stored backtest runs from the shell."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -28,6 +29,10 @@ def _open(root: Path | None, env_file: Path | None) -> ResultStore:
     from efsray.store import Store
 
     return Store(store_root(root, env_file), create=False).results
+
+
+_PREFERRED = ("sharpe", "total_return", "max_drawdown", "sortino", "win_rate")
+DEFAULT_LIMIT = 20
 
 
 @results_app.command("ls")
@@ -56,51 +61,110 @@ def ls_cmd(
     ] = None,
     sort: Annotated[str | None, typer.Option("--sort", help="Sort by a metric or column.")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most N runs.")] = None,
+    limit: Annotated[
+        int,
+        typer.Option("--limit", "-n", min=1, help="At most N runs (see --all)."),
+    ] = DEFAULT_LIMIT,
+    all_runs: Annotated[bool, typer.Option("--all", help="Every matching run.")] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            "--columns",
+            "-c",
+            help="Comma-separated columns to show, e.g. 'sharpe,params.fast,created_at' "
+            "(a bare name is a metric). Default: 3 metrics and the parameters.",
+        ),
+    ] = None,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (oldest first unless --sort). Runs saved on another host in the last
-    minute may be missing (NFS directory caching)."""
-    wanted = [_parse_tag(t) for t in tag or ()]
-    frame = _open(root, env_file).query(
-        strategy, since=since, until=until, where=where or (), sort_by=sort,
-        ascending=not desc, limit=None if wanted else limit,
+    """List runs (oldest first unless --sort), at most --limit of them (20 by default).
+    Runs committed on another host in the last minute may be missing (NFS caching)."""
+    tags = dict(_parse_tag(t) for t in tag or ())
+    results = _open(root, env_file)
+    frame = results.query(
+        strategy, since=since, until=until, where=where or (), order_by=sort,
+        ascending=not desc, limit=None if tags else (None if all_runs else limit + 1),
     )  # fmt: skip
-    for key, text in wanted:
+    for key, text in tags.items():
         column = f"tags.{key}"
         if column not in frame.columns:
             frame = frame.iloc[0:0]
             break
         frame = frame[frame[column].map(lambda value, text=text: _tag_matches(value, text))]
-    if wanted and limit is not None:
+    more = not all_runs and len(frame) > limit
+    if not all_runs:
         frame = frame.head(limit)
     if json_out:
-        records = frame.to_dict(orient="records")
-        print_json(records)
+        print_json(frame.to_dict(orient="records"))
         return
-    metric_cols = [c for c in frame.columns if c.startswith("metrics.")][:6]
-    param_cols = [c for c in frame.columns if c.startswith("params.")]
-    table = Table(title_justify="left")
+    shown = _columns(frame, columns)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
     table.add_column("run id", no_wrap=True, min_width=26)  # whole: `results show` needs it
-    for name in ("strategy", "created at", *[c[8:] for c in metric_cols]):
-        table.add_column(name)
-    if param_cols:
-        table.add_column("params", overflow="fold")
+    for name in shown:
+        if name == "params":
+            table.add_column("params", overflow="fold", ratio=1)
+        else:
+            right = name.startswith("metrics.")
+            justify: Literal["left", "right"] = "right" if right else "left"
+            table.add_column(_header(name), no_wrap=True, overflow="ellipsis", justify=justify)
     for record in frame.to_dict(orient="records"):
-        params = " ".join(
-            f"{c[7:]}={_fmt(record[c])}" for c in param_cols if not _missing(record.get(c))
-        )
-        table.add_row(
-            str(record.get("run_id", "")),
-            escape(str(record.get("strategy", ""))),
-            str(record.get("created_at", ""))[:19],
-            *[_fmt(record.get(c)) for c in metric_cols],
-            *([escape(params)] if param_cols else []),
-        )
+        cells = [str(record.get("run_id", ""))]
+        for name in shown:
+            if name == "params":
+                cells.append(" ".join(
+                    f"{c[7:]}={_fmt(record[c])}" for c in frame.columns
+                    if c.startswith("params.") and not _missing(record.get(c))
+                ))  # fmt: skip
+            elif name == "created_at":
+                cells.append(str(record.get(name, ""))[:16])
+            else:
+                cells.append(_fmt(record.get(name)))
+        table.add_row(*[escape(c) for c in cells])
     console.print(table)
-    console.print(f"{len(frame)} runs")
+    if more:
+        console.print(f"{len(frame)} runs shown; more match (--limit N, --all, or --json)")
+    else:
+        console.print(f"{len(frame)} runs")
+
+
+def _columns(frame: Any, wanted: str | None) -> list[str]:
+    """Which columns to show: the user's, or the strategy (when several), 3 metrics
+    (the usual ones first) and the parameters folded into one column."""
+    have = list(frame.columns)
+    if wanted:
+        out = []
+        for name in (n.strip() for n in wanted.split(",")):
+            if not name:
+                continue
+            column = name if name in have or name == "params" else f"metrics.{name}"
+            if column not in have and column != "params":
+                from efsray.errors import InvalidDataError
+
+                raise InvalidDataError(
+                    f"--columns: no column {name!r}; columns here: "
+                    f"{', '.join(c for c in have if c != 'run_id')}"
+                )
+            out.append(column)
+        return out
+    metrics = [c for c in have if c.startswith("metrics.")]
+    preferred = [f"metrics.{m}" for m in _PREFERRED if f"metrics.{m}" in metrics]
+    chosen = (preferred + [m for m in metrics if m not in preferred])[:3]
+    out = []
+    if "strategy" in have and frame["strategy"].nunique() > 1:
+        out.append("strategy")
+    out += chosen
+    if any(c.startswith("params.") for c in have):
+        out.append("params")
+    return out
+
+
+def _header(column: str) -> str:
+    name = column.split(".", 1)[1] if column.startswith("metrics.") else column
+    return {"total_return": "return", "max_drawdown": "max dd", "created_at": "created"}.get(
+        name, name
+    )
 
 
 def _parse_tag(text: str) -> tuple[str, str]:
@@ -137,8 +201,11 @@ def _tag_matches(value: object, text: str) -> bool:
 
 
 def _fmt(value: object) -> str:
+    item = getattr(value, "item", None)  # numpy scalars from the DataFrame
+    if callable(item):
+        value = item()
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return "" if math.isnan(value) else f"{value:.3g}"
     return "" if value is None else str(value)
 
 
@@ -182,3 +249,37 @@ def show_cmd(
         console.print(
             f"[bold]{name}[/]: {shape['rows']} rows, columns {escape(', '.join(shape['columns']))}"
         )
+
+
+@results_app.command("migrate")
+def migrate_cmd(
+    strategy: Annotated[
+        str | None, typer.Option("--strategy", "-s", help="Only this strategy.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read and report; write and remove nothing.")
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Runs per committed batch.")
+    ] = 1000,
+    root: RootOpt = None,
+    env_file: EnvFileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move runs of the old one-file-per-run layout into the results table (idempotent:
+    run it again after an interruption). Damaged runs are skipped, kept, and listed."""
+    report = _open(root, env_file).migrate(strategy, dry_run=dry_run, batch_size=batch_size)
+    if json_out:
+        from efsray.cli._common import to_jsonable
+
+        print_json(to_jsonable(report))
+        return
+    verb = "would migrate" if dry_run else "migrated"
+    count = report.found - len(report.skipped) if dry_run else report.migrated
+    console.print(
+        f"{verb} {count} of {report.found} legacy runs"
+        + (f" ({report.already} were in the table already)" if report.already else "")
+        + (f"; removed {report.removed_files} legacy files" if not dry_run else "")
+    )
+    for path, why in report.skipped:
+        console.print(f"skipped {escape(path)}: {escape(why)}")

@@ -8,20 +8,16 @@ is saved exactly once whatever the retries, re-runs or cluster size:
   symbols and the market-data versions read, costs, engine version): re-running the same
   sweep on the same data derives the same ids and finds its results; a changed input is a
   new sweep;
-- a run id's time part places the result in one of the sweep's run directories (a run
-  directory is one minute of one strategy): the sweep's creation minute, recorded once in
-  its definition file, plus the point's directory number, plus its position in that
-  directory. Points are dealt out to the directories in turn (in sweep order: symbols
-  sorted, then the grid's points), over at least 16 directories and as many as it takes to
-  keep each under 2,500 of the sweep's points. Creating, linking and removing names in one
-  directory are serialized per directory by the kernel (NFS clients included: one namespace
-  round trip at a time), so consecutive points, which one task saves at the same time on
-  its writer threads, and the tasks running at once, go to different directories;
+- a run id's time part is the sweep's creation time (recorded once, in its definition
+  file) plus the point's index in the sweep, in milliseconds: the ids of a task's points,
+  which it commits in batches, form one contiguous range of the results table that no other
+  task's batch overlaps, so a batch's idempotency check reads at most the segments of its
+  own range, and loading a run by id finds its segment from the manifest's id ranges;
 - the random part is a hash of (sweep id, symbol, point key)
   (:func:`efsray.store.ids.derive`);
-- ``store.results.save(run_id=...)`` is idempotent: of two writers of one point (a retried
-  task whose first attempt is not quite dead, on another host) exactly one creates the run
-  and the other gets the stored one.
+- ``store.results.save_batch`` with chosen ids is idempotent: of two writers of one point
+  (a retried task whose first attempt is not quite dead, on another host) exactly one
+  commits the run and the other gets the stored one.
 
 Under ``results/sweeps/<sweep_id>/``:
 
@@ -37,7 +33,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 from collections.abc import Mapping
@@ -51,7 +46,6 @@ from efsray.store.ids import derive
 from efsray.store.nfs import create_exclusive, ensure_dir, list_dir, read_bytes, walk
 
 __all__ = [
-    "RUNS_PER_MINUTE",
     "SweepJournal",
     "canonical_json",
     "point_key",
@@ -61,9 +55,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("efsray.cluster")
-
-RUNS_PER_MINUTE = 2500  # at most this many of a sweep's points per run directory (minute)
-MIN_DIRECTORIES = 16  # a sweep's results are spread over at least this many (if it has as many)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -84,13 +75,8 @@ def result_id(
     docstring)."""
     if not 0 <= index < size:
         raise ValueError(f"point index {index} is outside the sweep's {size} points")
-    directories = max(min(MIN_DIRECTORIES, size), math.ceil(size / RUNS_PER_MINUTE))
-    per_directory = math.ceil(size / directories)
-    minute = created_at.replace(second=0, microsecond=0)
-    when = minute + dt.timedelta(
-        minutes=index % directories,
-        milliseconds=(index // directories) * (60_000 // per_directory),
-    )
+    start = created_at.replace(microsecond=created_at.microsecond // 1000 * 1000)
+    when = start + dt.timedelta(milliseconds=index)
     return derive(when, f"{sweep_id}/{symbol}/{key}")
 
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import tenacity
+
 from efsray.backtest import BacktestConfig, ParamGrid, RejectedPoint, get_strategy, parse_grid
 from efsray.backtest.engine import ENGINE_VERSION
 from efsray.backtest.timeframe import parse_timeframe
@@ -262,6 +264,7 @@ def plan_sweep(
     config: BacktestConfig | None = None,
     parallelism: int = 1,
     chunk_size: int | None = None,
+    batch_size: int = 500,
     run_id: str | None = None,
     hook: str | None = None,
 ) -> SweepPlan:
@@ -271,6 +274,8 @@ def plan_sweep(
     gives them the time of its result ids."""
     if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     config = config or BacktestConfig()
     tf = parse_timeframe(timeframe).name
     strat = get_strategy(strategy)
@@ -331,6 +336,7 @@ def plan_sweep(
             config=config.to_dict(),
             first_index=order[symbol] * len(points) + offset,
             sweep_size=len(syms) * len(points),
+            batch_size=batch_size,
             hook=hook,
         )
         for symbol in syms
@@ -353,6 +359,7 @@ def run_sweep(
     executor: Literal["ray", "local"] = "ray",
     max_retries: int = 3,
     chunk_size: int | None = None,
+    batch_size: int = 500,
     max_parallel: int | None = None,
     progress: Progress | None = None,
     hook: str | None = None,
@@ -361,6 +368,7 @@ def run_sweep(
 
     With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``);
     ``max_parallel`` caps the tasks running at once (default: two per CPU in flight).
+    ``batch_size``: results per committed batch (a segment of the results table).
     """
     if executor not in ("ray", "local"):
         raise ConfigError(f"executor must be 'ray' or 'local', got {executor!r}")
@@ -383,6 +391,7 @@ def run_sweep(
             "config": config,
             "parallelism": parallelism,
             "chunk_size": chunk_size,
+            "batch_size": batch_size,
             "hook": hook,
         },
     )
@@ -491,24 +500,28 @@ def _run_here(
     failures: list[TaskFailure] = []
     done = failed = 0
     for spec in plan.tasks:
-        for attempt in range(max_retries + 1):
-            try:
-                outcomes.append(run_task(spec))
-                done += len(spec.points)
-                break
-            except RETRYABLE as exc:
-                if attempt == max_retries:
-                    failures.append(_failure(spec, exc))
-                    failed += len(spec.points)
-                else:
-                    log.warning("task %s failed (%s); retrying", spec.task_key, exc)
-            except EfsrayError as exc:
-                failures.append(_failure(spec, exc))
-                failed += len(spec.points)
-                break
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_retries + 1),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+            retry=tenacity.retry_if_exception_type(RETRYABLE),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            outcomes.append(retrying(run_task, spec))
+            done += len(spec.points)
+        except EfsrayError as exc:  # not retryable, or retried max_retries times
+            failures.append(_failure(spec, exc))
+            failed += len(spec.points)
         if progress:
             progress(done, plan.size, failed)
     return outcomes, failures
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    spec = state.args[0] if state.args else None
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("task %s failed (%s); retrying", getattr(spec, "task_key", "?"), error)
 
 
 def _run_on_ray(

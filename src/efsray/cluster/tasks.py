@@ -2,20 +2,21 @@
 
 A task is one symbol and a chunk of parameter sets. It opens the store at the path it was
 given (every node mounts the same volume there), reads the symbol's closes once at the pinned
-market-data version, runs the backtests, and saves each one's result with
-``store.results.save`` under the run id derived for that grid point
-(:func:`efsray.cluster.journal.result_id`). Only paths, names, versions and parameters travel
-through Ray; market data never does.
+market-data version, runs the backtests, and commits their results in batches of
+``batch_size`` with ``store.results.save_batch`` (one segment and one version each), under
+the run ids derived for the grid points (:func:`efsray.cluster.journal.result_id`). Only
+paths, names, versions and parameters travel through Ray; market data never does.
 
 A task is idempotent: it first reads the results its points already have (saved by an
 earlier attempt that was killed, or an earlier run of the same sweep; read by id, not from
 a listing) and computes only the missing points. Ray retries a task whose worker died; the
-retry resumes where the dead attempt stopped, and a save that races a not-quite-dead
-attempt gets the stored run (the store's saves with a chosen id are idempotent).
+retry resumes after the last batch the dead attempt committed (a killed batch left nothing
+visible), and a batch that races a not-quite-dead attempt gets the stored runs (batches with
+chosen ids are idempotent).
 
-A save is one file (the equity curve is embedded in the run's JSON) and costs a few
-fsyncs/round trips, about a sixth of a backtest locally and more on EFS, so saves run on a
-few writer threads while the next backtests compute (the waits release the GIL).
+A batch costs a handful of round trips however many runs it holds, so a task's results cost
+far less than its backtests; with ``writers`` > 0 the batches are committed on a background
+thread while the next backtests compute (the waits release the GIL).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +38,7 @@ from efsray.backtest.engine import ENGINE_VERSION
 from efsray.cluster.journal import SweepJournal, point_key, result_id, writer_info
 from efsray.errors import ConfigError, StoreFormatError
 from efsray.store import ResultStore, RunInfo, Store
+from efsray.store.results import RunSpec
 
 __all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "equity_table", "run_task"]
 
@@ -52,11 +53,12 @@ class TaskSpec:
     ``created_at`` (ISO 8601) is the sweep's recorded creation time, ``first_index`` the
     sweep-wide index of ``points[0]`` and ``sweep_size`` the number of points in the sweep:
     with the sweep id, symbol and point key they make the run id of each point's result.
-    ``writers``: threads saving results while the next backtests run (0: each result is
-    saved before the next backtest starts). ``hook`` names a function ``"module:function"``
-    called on the worker at ``task_start`` and ``before_save`` (of each result, on the
-    saving thread) with a dict of details: an observation and fault-injection point for
-    tests and chaos drills (it may kill the process).
+    ``batch_size``: runs per committed batch. ``writers``: 1 commits batches on a background
+    thread while the next backtests run, 0 in the computing thread. ``hook`` names a
+    function ``"module:function"`` called on the worker at ``task_start`` and
+    ``before_save`` (of each batch, on the committing thread) with a dict of details: an
+    observation and fault-injection point for tests and chaos drills (it may kill the
+    process).
     """
 
     root: str
@@ -73,7 +75,8 @@ class TaskSpec:
     first_index: int = 0
     sweep_size: int = 0
     equity_points: int = 250
-    writers: int = 4
+    writers: int = 1
+    batch_size: int = 500
     hook: str | None = None
 
 
@@ -139,7 +142,7 @@ def equity_table(timestamps_ns: np.ndarray, values: np.ndarray, limit: int) -> p
 
 
 class _Writers:
-    """Saves results on a few threads while the caller computes the next ones."""
+    """Commits batches of results, on a background thread while the caller computes."""
 
     def __init__(
         self, results: ResultStore, spec: TaskSpec, attempt: int, hook: Hook | None
@@ -149,59 +152,61 @@ class _Writers:
         self._attempt = attempt
         self._hook = hook
         self._pool = (
-            ThreadPoolExecutor(spec.writers, thread_name_prefix="efsray-save")
-            if spec.writers > 0
-            else None
+            ThreadPoolExecutor(1, thread_name_prefix="efsray-save") if spec.writers > 0 else None
         )
-        self._futures: list[Future[RunInfo]] = []
-        self._failed: Future[RunInfo] | None = None
-        self._lock = threading.Lock()
+        self._futures: list[Future[list[RunInfo]]] = []
+        self._pending: list[RunSpec] = []
+        self._first = 0
         self.saved = 0
         self.save_s = 0.0
 
-    def submit(self, run_id: str, index: int, run: dict[str, Any]) -> None:
-        if self._pool is None:  # no writer threads: save here, now
-            future: Future[RunInfo] = Future()
-            future.set_result(self._save(run_id, index, run))
-            self._futures.append(future)
+    def submit(self, index: int, run: RunSpec) -> None:
+        if not self._pending:
+            self._first = index
+        self._pending.append(run)
+        if len(self._pending) >= max(1, self._spec.batch_size):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
             return
-        if self._failed is not None:  # stop at the first failed save, not at the end
-            self._failed.result()
-        future = self._pool.submit(self._save, run_id, index, run)
-        future.add_done_callback(self._check)
+        batch, first = self._pending, self._first
+        self._pending = []
+        if self._pool is None:
+            future: Future[list[RunInfo]] = Future()
+            future.set_result(self._save(first, batch))
+        else:
+            for done in self._futures:  # stop at the first failed batch, not at the end
+                if done.done() and done.exception() is not None:
+                    done.result()
+            future = self._pool.submit(self._save, first, batch)
         self._futures.append(future)
 
-    def _check(self, future: Future[RunInfo]) -> None:
-        if not future.cancelled() and future.exception() is not None and self._failed is None:
-            self._failed = future
-
-    def _save(self, run_id: str, index: int, run: dict[str, Any]) -> RunInfo:
+    def _save(self, first: int, batch: list[RunSpec]) -> list[RunInfo]:
         spec = self._spec
         if self._hook is not None:
-            with self._lock:
-                saved = self.saved
             self._hook(
                 "before_save",
                 {
                     "task": spec.task_key,
                     "attempt": self._attempt,
-                    "index": index,
-                    "saved": saved,
+                    "index": first,
+                    "saved": self.saved,
                     "root": spec.root,
-                    "run_id": run_id,
-                    "path": str(self._results.run_path(spec.strategy, run_id)),
+                    "strategy": spec.strategy,
+                    "run_ids": [r.run_id for r in batch],
                 },
             )
         started = time.perf_counter()
-        info = self._results.save(spec.strategy, run_id=run_id, **run)
-        with self._lock:
-            self.saved += 1
-            self.save_s += time.perf_counter() - started
-        return info
+        infos = self._results.save_batch(spec.strategy, batch)
+        self.saved += len(infos)
+        self.save_s += time.perf_counter() - started
+        return infos
 
     def results(self) -> list[RunInfo]:
-        """Wait for every save; the first failure is raised."""
-        return [f.result() for f in self._futures]
+        """Commit what is pending and wait for every batch; the first failure is raised."""
+        self.flush()
+        return [info for f in self._futures for info in f.result()]
 
     def close(self) -> None:
         if self._pool is not None:
@@ -286,21 +291,22 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             for i in todo:
                 t = time.perf_counter()
                 result = backtester.run(strategy, spec.points[i])
-                run = {
-                    "metrics": result.metrics.to_dict(),
-                    "params": dict(result.params),
-                    "equity_curve": equity_table(stamps, result.equity, spec.equity_points),
-                    "data_versions": data_versions,
-                    "tags": {
+                run = RunSpec(
+                    metrics=result.metrics.to_dict(),
+                    params=dict(result.params),
+                    equity_curve=equity_table(stamps, result.equity, spec.equity_points),
+                    data_versions=data_versions,
+                    tags={
                         "sweep": spec.sweep_id,
                         "symbol": spec.symbol,
                         "timeframe": spec.timeframe,
                         "point": keys[i],
                     },
-                    "extra": extra,
-                }
+                    extra=extra,
+                    run_id=ids[i],
+                )
                 compute_s += time.perf_counter() - t
-                writers.submit(ids[i], spec.first_index + i, run)
+                writers.submit(spec.first_index + i, run)
             t = time.perf_counter()
             saved = writers.results()
             write_s = time.perf_counter() - t

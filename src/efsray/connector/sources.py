@@ -43,13 +43,10 @@ class StoreRuns:
         self.root = root
 
     def iter_runs(self, since: dt.datetime | None) -> Iterator[RunRecord]:
-        for strategy, run_id, _path in self.results.run_files(since=since):
-            try:
-                info = self.results.info(run_id, strategy=strategy)
-            except (NotFoundError, CorruptionError) as exc:
-                # Removed by retention since the listing, or damaged: skip, say so.
-                log.warning("skipping run %s/%s: %s", strategy, run_id, exc)
-                continue
+        """Runs created at or after ``since``: the results table's segments whose recorded
+        time range reaches ``since`` are read (with the time filter pushed down), and
+        legacy runs found by listing."""
+        for info in self.results.iter_infos(since=since):
             yield RunRecord(
                 run_id=info.run_id,
                 strategy_id=info.strategy,

@@ -152,11 +152,12 @@ class EFSDataManager:
         return found
 
     async def save_backtest_results(self, strategy_id: str, results: Mapping[str, Any]) -> str:
-        """Store one backtest run; returns the path of the run's file.
+        """Store one backtest run; returns the path of the strategy's results table (the run
+        is one row of it: ``store.results.load(run_id)`` reads it back).
 
         ``results`` is split as follows: numeric top-level values are the run's metrics;
         ``params``/``parameters`` (a dict) its parameters; ``equity_curve`` and ``trades``
-        given as DataFrames/Series/Arrow tables are stored as Parquet; ``data_versions`` the
+        given as DataFrames/Series/Arrow tables are stored beside the row (Arrow IPC); ``data_versions`` the
         market data read; ``tags`` (a dict) its tags; everything else is kept as JSON.
         """
         if not isinstance(results, Mapping):

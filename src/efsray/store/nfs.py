@@ -112,7 +112,9 @@ __all__ = [
     "overwrite_hint",
     "publish_dir",
     "read_bytes",
+    "read_range",
     "reading",
+    "remove_empty_dir",
     "remove_file",
     "remove_tree",
     "retry_estale",
@@ -1120,3 +1122,37 @@ def publish_dir(staging: Path, final: Path) -> None:
     except OSError as exc:
         raise storage_error_from(exc, "publishing", final) from exc
     fsync_dir(final.parent)
+
+
+def remove_empty_dir(path: Path) -> bool:
+    """Remove ``path`` if it is an empty directory; False (and nothing done) otherwise."""
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            log.warning("could not remove empty directory %s: %s", path, exc)
+        return False
+    return True
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``path`` from ``offset`` (one open, one pread, one close),
+    re-opening on ESTALE; FileNotFoundError passes through, other errors are StorageErrors.
+    Fewer bytes come back only if the file is shorter: the caller's checksum says so."""
+
+    def once() -> bytes:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            parts: list[bytes] = []
+            got = 0
+            while got < length:
+                chunk = os.pread(fd, length - got, offset + got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            return b"".join(parts)
+        finally:
+            os.close(fd)
+
+    return reading(path, once)

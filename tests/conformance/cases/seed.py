@@ -125,8 +125,9 @@ def save_backtest_results(site: Site) -> None:
         "daily_returns": [0.01, -0.02],
     }
     path = asyncio.run(manager.save_backtest_results("ma_cross", results))
-    assert Path(path).is_file() and path.endswith(".json")
-    run_id = Path(path).name[:-5]
+    # the run is a row of the strategy's results table: the path is the table's directory
+    assert Path(path).is_dir() and Path(path).name == "ma_cross"
+    [run_id] = EFSDataManager(site.root).store.results.query("ma_cross")["run_id"]
     run = EFSDataManager(site.root).store.results.load(run_id)
     assert run.info.metrics == {"total_return": 0.15, "sharpe_ratio": 1.2}
     assert run.info.params == {"fast": 10, "slow": 30}

@@ -1,4 +1,10 @@
-"""Backtest results: one immutable file per run, sharded by time, queried as a DataFrame.
+"""The legacy layout of backtest results: one immutable file per run, sharded by time.
+
+Stores written before the columnar table (:mod:`efsray.store.results.table`) hold their runs
+this way; :class:`LegacyRuns` reads them (``ResultStore`` merges them into every answer),
+prunes them, and still writes them for tests of the migration
+(``efsray results migrate`` converts them into the table). What follows is the format.
+
 
 A run of strategy ``<s>`` is ``results/backtests/<s>/<YYYY-MM-DD>/<HHMM>/<run_id>.json``:
 metrics, parameters, tags, the market-data versions the run read, anything else JSON-safe,
@@ -38,46 +44,52 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import errno
-import json
 import logging
 import math
-import operator
 import os
-import re
-import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from efsray.errors import (
-    CommitConflictError,
     CorruptionError,
     InvalidDataError,
-    InvalidNameError,
     NotFoundError,
     StorageError,
-    storage_error_from,
 )
 from efsray.store import jsonsafe
 from efsray.store.hashing import DEFAULT_ALGORITHM, check, new_hasher, split_digest
-from efsray.store.ids import MonotonicIds, id_time, is_id, new_id
+from efsray.store.ids import MonotonicIds, id_time, is_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
 from efsray.store.nfs import (
-    create_exclusive,
     ensure_dir,
     kind_of,
     list_dir,
     read_bytes,
-    write_new,
+    remove_empty_dir,
+    remove_file,
+    stat_or_none,
 )
+from efsray.store.results.records import (
+    BacktestRun,
+    RunInfo,
+)
+from efsray.store.results.records import (
+    check_id as _check_id,
+)
+from efsray.store.results.records import (
+    digest as _digest,
+)
+from efsray.store.results.records import (
+    to_datetime as _to_dt,
+)
+from efsray.store.results.where import parse_filters
 
-__all__ = ["INLINE_MAX_BYTES", "BacktestRun", "ResultStore", "RunInfo", "parse_where"]
+__all__ = ["INLINE_MAX_BYTES", "LegacyRuns"]
 
 log = logging.getLogger("efsray.store")
 
@@ -90,58 +102,10 @@ _IGNORED = ("run_id", "writer", "created_at", "tables")  # the id names it; the 
 _READ_WORKERS = 16
 _SLOW_CALL_S = 200e-6  # a lookup slower than this is a network round trip: use threads
 _ID_ATTEMPTS = 16
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
-    "<": operator.lt, ">": operator.gt, "=": operator.eq,
-}  # fmt: skip
-_WHERE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*(\S.*?)\s*")
 _HOST = socket.gethostname().split(".")[0][:64] or "host"
 
 
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """A stored run without its tables."""
-
-    run_id: str
-    strategy: str
-    created_at: dt.datetime
-    path: str
-    metrics: dict[str, Any]
-    params: dict[str, Any]
-    data_versions: dict[str, int]
-    tags: dict[str, Any]
-    extra: dict[str, Any]
-    tables: tuple[str, ...]
-    writer: str
-
-
-@dataclass(frozen=True, slots=True)
-class BacktestRun:
-    """A whole run: its info and its tables (pandas DataFrames, None when not saved)."""
-
-    info: RunInfo
-    equity_curve: Any = None
-    trades: Any = None
-    tables: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_where(text: str) -> tuple[str, str, float]:
-    """Parse ``"sharpe>=1.5"`` into ("sharpe", ">=", 1.5); InvalidDataError otherwise."""
-    match = _WHERE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidDataError(
-            f"cannot read the filter {text!r}: write METRIC OP NUMBER, e.g. 'sharpe>=1.5' "
-            "(OP is one of < <= > >= == !=)"
-        )
-    name, op, raw = match.groups()
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidDataError(f"in the filter {text!r}, {raw!r} is not a number") from None
-    return name, "==" if op == "=" else op, value
-
-
-class ResultStore:
+class LegacyRuns:
     """Backtest runs under ``layout.backtests``.
 
     ``id_factory`` makes run ids when the caller does not choose one (default: a
@@ -193,190 +157,6 @@ class ResultStore:
         if directory not in self._dirs:
             ensure_dir(directory)
             self._dirs.add(directory)
-
-    # --- saving --------------------------------------------------------------------------
-
-    def save(
-        self,
-        strategy: str,
-        *,
-        metrics: Mapping[str, Any],
-        params: Mapping[str, Any] | None = None,
-        equity_curve: Any = None,
-        trades: Any = None,
-        data_versions: Any = None,
-        tags: Mapping[str, Any] | None = None,
-        extra: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-    ) -> RunInfo:
-        """Store one run. Everything is validated before anything is written.
-
-        ``metrics``: name -> number (NaN and infinity allowed). ``params``, ``tags``,
-        ``extra``: JSON-safe dicts. ``equity_curve`` and ``trades``: pandas or polars
-        DataFrames, pandas Series, or Arrow tables (embedded in the JSON as Arrow IPC when
-        small, else Parquet files). ``data_versions``: the market data the run read, as
-        {"AAPL/1m": 12} or CommitInfo/SeriesInfo objects.
-
-        ``run_id``: an id of the caller's choosing (see :func:`efsray.store.ids.derive`).
-        Saving is then idempotent: if that run exists with the same record (who wrote it
-        and when aside), the stored run is returned and nothing is written; if it exists
-        with another record, :class:`InvalidDataError` says so. Without ``run_id`` a new
-        id is drawn.
-        """
-        validate_name("strategy id", strategy)
-        if run_id is not None:
-            _check_id(run_id)
-        record: dict[str, Any] = {
-            "format": 1,
-            "kind": "backtest-run",
-            "strategy": strategy,
-            "metrics": jsonsafe.encode_metrics(metrics),
-            "params": _encode_dict(params, "params"),
-            "data_versions": _data_versions(data_versions),
-            "tags": _encode_dict(tags, "tags"),
-            "extra": _encode_dict(extra, "extra"),
-        }
-        given = (("equity_curve", equity_curve), ("trades", trades))
-        tables = [
-            _encode_table(name, value, self.algorithm, self.inline_max_bytes)
-            for name, value in given
-            if value is not None
-        ]
-        if run_id is not None:
-            return self._save_as(strategy, run_id, record, tables)
-        for _ in range(_ID_ATTEMPTS):
-            drawn = self._new_id()
-            if not is_id(drawn):
-                raise InvalidDataError(f"id_factory returned {drawn!r}, which is not an id")
-            try:
-                return self._commit(strategy, drawn, record, tables)
-            except FileExistsError:
-                log.warning("run id %s of %s was taken; drawing another", drawn, strategy)
-        raise InvalidDataError(
-            f"could not find a free run id in {_ID_ATTEMPTS} attempts; the id_factory "
-            "keeps returning ids that exist"
-        )
-
-    def _save_as(
-        self, strategy: str, run_id: str, record: dict[str, Any], tables: list[_Table]
-    ) -> RunInfo:
-        """Create run ``run_id``, or return the stored one if it holds the same record."""
-        for _ in range(_SAME_ID_ATTEMPTS):
-            try:
-                return self._commit(strategy, run_id, record, tables)
-            except FileExistsError:
-                pass
-            path = self._run_dir(strategy, run_id) / f"{run_id}.json"
-            try:
-                stored = _read_record(path)
-            except NotFoundError:
-                continue  # removed (by retention) between our link() and this read: again
-            self._check_same(path, stored, record, tables)
-            log.debug("run %s of %s already saved with the same record", run_id, strategy)
-            return _run_info(stored, path)
-        raise CommitConflictError(
-            f"run {run_id} of {strategy} kept appearing and disappearing while it was saved "
-            f"({_SAME_ID_ATTEMPTS} times); is a cleanup with a zero grace period running? "
-            "Retry the save"
-        )
-
-    def _commit(
-        self, strategy: str, run_id: str, record: dict[str, Any], tables: list[_Table]
-    ) -> RunInfo:
-        """Write run ``run_id``: big tables, then the JSON (the commit point).
-
-        FileExistsError if the run's JSON exists (this writer's table files are removed).
-        """
-        directory = self._run_dir(strategy, run_id)
-        try:
-            return self._write_run(directory, run_id, record, tables)
-        except StorageError as exc:
-            if exc.errno != errno.ENOENT or directory not in self._dirs:
-                raise
-            # The directory we made earlier was removed (retention removes empty old
-            # directories): make it again, once.
-            self._dirs.discard(directory)
-            return self._write_run(directory, run_id, record, tables)
-
-    def _write_run(
-        self, directory: Path, run_id: str, record: dict[str, Any], tables: list[_Table]
-    ) -> RunInfo:
-        self._ensure_dir(directory)
-        created: list[Path] = []
-        try:
-            entries: dict[str, Any] = {}
-            for table in tables:
-                entry: dict[str, Any] = {
-                    "rows": table.rows, "bytes": len(table.data), "digest": table.digest,
-                }  # fmt: skip
-                if table.inline:
-                    entry["format"] = "arrow-ipc"
-                    entry["inline"] = base64.b64encode(table.data).decode("ascii")
-                else:
-                    # A unique name: a dead attempt's file (same run id) never blocks a retry.
-                    path = directory / f"{run_id}.{table.name}.{secrets.token_hex(4)}.parquet"
-                    write_new(path, table.data)  # no reader knows it until the JSON names it
-                    created.append(path)
-                    entry["file"] = path.name
-                entries[table.name] = entry
-            full = {
-                **record,
-                "tables": entries,
-                "run_id": run_id,
-                "created_at": id_time(run_id).isoformat(),
-                "writer": {"host": _HOST, "pid": os.getpid()},
-            }
-            raw = jsonsafe.dumps(full)
-            if len(raw) > MAX_RUN_JSON_BYTES:
-                raise InvalidDataError(
-                    f"the run's JSON is {len(raw)} bytes, more than {MAX_RUN_JSON_BYTES}; "
-                    "put bulky data in equity_curve or trades (Parquet)"
-                )
-            path = directory / f"{run_id}.json"
-            create_exclusive(path, raw)
-        except BaseException:
-            _unlink_all(created)
-            raise
-        return _run_info(full, path)
-
-    def _check_same(
-        self, path: Path, stored: dict[str, Any], record: dict[str, Any], tables: list[_Table]
-    ) -> None:
-        """Raise InvalidDataError unless ``stored`` (read from ``path``) is the run that
-        ``record`` and ``tables`` describe."""
-        run_id = stored["run_id"]
-        old, new = _comparable(stored), _comparable(record)
-        differ = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        stored_tables = stored.get("tables") or {}
-        new_tables = {t.name: t for t in tables}
-        if set(stored_tables) != set(new_tables):
-            differ.append("tables")
-        else:
-            for name, table in new_tables.items():
-                if not self._same_table(path, run_id, name, stored_tables[name], table):
-                    differ.append(name)
-        if differ:
-            raise InvalidDataError(
-                f"run {run_id} of {stored.get('strategy')} already exists ({path}) with a "
-                f"different {', '.join(differ)}; a chosen run id must name exactly one "
-                "result: derive it from everything that determines the result, or save "
-                "without run_id to get a new run"
-            )
-
-    def _same_table(
-        self, path: Path, run_id: str, name: str, entry: Mapping[str, Any], table: _Table
-    ) -> bool:
-        if entry.get("rows") != table.rows:
-            return False
-        digest = str(entry.get("digest"))
-        algorithm, _ = split_digest(digest)
-        if len(table.data) == entry.get("bytes") and _digest(table.data, algorithm) == digest:
-            return True
-        # Other bytes can hold the same table (embedded or not, another Arrow or Parquet
-        # writer version): compare the data.
-        stored = _decode_table(path, run_id, name, entry, _table_bytes(path, run_id, name, entry))
-        fresh = _decode_table(path, run_id, name, table.entry(), table.data)
-        return bool(stored.equals(fresh, check_metadata=False))
 
     # --- reading -------------------------------------------------------------------------
 
@@ -506,13 +286,13 @@ class ResultStore:
         """
         import pandas as pd
 
-        filters = [parse_where(w) if isinstance(w, str) else _check_filter(w) for w in where]
+        filters = parse_filters(where)
         paths = [p for _, _, p in self.run_files(strategy, since=since, until=until)]
         records = _read_many(paths)
         rows = []
         for record in records:
             metrics = jsonsafe.decode(record.get("metrics") or {})
-            if not all(_passes(metrics.get(n), op, v) for n, op, v in filters):
+            if not all(f.passes(metrics.get(f.metric)) for f in filters):
                 continue
             if tags and any(record.get("tags", {}).get(k) != v for k, v in tags.items()):
                 continue
@@ -600,86 +380,6 @@ def _listdir(path: Path) -> list[str]:
     return sorted(list_dir(path))
 
 
-def _encode_dict(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InvalidDataError(f"{what} must be a dict, got {type(value).__name__}")
-    encoded: dict[str, Any] = jsonsafe.encode(value, what)
-    return encoded
-
-
-def _data_versions(value: Any) -> dict[str, int]:
-    if value is None:
-        return {}
-    out: dict[str, int] = {}
-    items: Iterable[Any] = value.items() if isinstance(value, Mapping) else value
-    try:
-        iterator = iter(items)
-    except TypeError:
-        raise InvalidDataError(
-            f"data_versions must be a dict like {{'AAPL/1m': 12}} or a list of CommitInfo, got "
-            f"{type(value).__name__}"
-        ) from None
-    for item in iterator:
-        if isinstance(value, Mapping):
-            key, version = item
-            symbol, sep, timeframe = str(key).partition("/")
-            if not sep:
-                raise InvalidDataError(f"data_versions key {key!r} must be 'SYMBOL/TIMEFRAME'")
-        elif hasattr(item, "symbol") and hasattr(item, "version"):
-            symbol, timeframe, version = item.symbol, item.timeframe, item.version
-        elif isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 3:
-            symbol, timeframe, version = item
-        else:
-            raise InvalidDataError(
-                f"data_versions entry {item!r} is not (symbol, timeframe, version)"
-            )
-        validate_name("symbol", symbol)
-        validate_name("timeframe", timeframe)
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise InvalidDataError(
-                f"data_versions[{symbol}/{timeframe}] must be a version >= 1, got {version!r}"
-            )
-        out[f"{symbol}/{timeframe}"] = version
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Table:
-    """A table ready to store: embedded (Arrow IPC stream) or a file (Parquet)."""
-
-    name: str
-    data: bytes
-    rows: int
-    digest: str
-    inline: bool
-
-    def entry(self) -> dict[str, Any]:
-        return {"format": "arrow-ipc"} if self.inline else {}
-
-
-def _encode_table(name: str, value: Any, algorithm: str, inline_max: int) -> _Table:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = _to_arrow(name, value)
-    if table.nbytes <= inline_max:
-        # Embedded: an Arrow IPC stream, uncompressed. A 250-row equity curve takes ~10 us
-        # to write and ~12 us to read this way, where Parquet takes ~130 us and ~560 us: a
-        # sweep saves one per backtest (Parquet's encodings pay off on big tables only).
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        data = bytes(sink.getvalue().to_pybytes())
-        if len(data) <= inline_max:
-            return _Table(name, data, table.num_rows, _digest(data, algorithm), True)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    data = bytes(sink.getvalue().to_pybytes())
-    return _Table(name, data, table.num_rows, _digest(data, algorithm), False)
-
-
 def _decode_table(path: Path, run_id: str, name: str, entry: Mapping[str, Any], data: bytes) -> Any:
     """An Arrow table from a stored table's (verified) bytes."""
     import pyarrow as pa
@@ -729,20 +429,6 @@ def _table_bytes(path: Path, run_id: str, name: str, entry: Mapping[str, Any]) -
     return data
 
 
-def _comparable(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What a run *is*, in one normal form (NaN tagged, tuples as lists): the record
-    without who wrote it, when, and its tables (compared by content separately)."""
-    kept = jsonsafe.decode({k: v for k, v in record.items() if k not in _IGNORED})
-    normal: dict[str, Any] = json.loads(jsonsafe.dumps(jsonsafe.encode(kept, "run")))
-    return normal
-
-
-def _check_id(run_id: Any) -> str:
-    if not is_id(run_id):
-        raise InvalidNameError(f"{run_id!r} is not a run id (26 characters, like {new_id()})")
-    return str(run_id)
-
-
 def _map(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     """``func`` over ``items``: each call is a lookup or a read, a round trip on EFS, so
     when the first call shows that the filesystem answers slowly the rest run on up to
@@ -759,61 +445,19 @@ def _map(func: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return [first, *pool.map(func, rest)]
 
 
-def _to_arrow(name: str, value: Any) -> Any:
-    import pyarrow as pa
-
-    if isinstance(value, pa.Table):
-        return value
-    module = type(value).__module__
-    try:
-        if module.startswith("pandas"):
-            import pandas as pd
-
-            if isinstance(value, pd.Series):
-                value = value.to_frame(name=value.name if value.name is not None else name)
-            if isinstance(value, pd.DataFrame):
-                return pa.Table.from_pandas(value, preserve_index=None)
-        if module.startswith("polars") and hasattr(value, "to_arrow"):
-            return value.to_arrow()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        raise InvalidDataError(f"{name} cannot be stored as an Arrow table: {exc}") from None
-    raise InvalidDataError(
-        f"{name} must be a pandas or polars DataFrame, a pandas Series or an Arrow table, "
-        f"got {type(value).__name__}"
-    )
-
-
-def _digest(data: bytes, algorithm: str) -> str:
-    hasher = new_hasher(algorithm)
-    hasher.update(data)
-    return f"{algorithm}:{hasher.hexdigest()}"
-
-
 def _stat(path: Path) -> os.stat_result | None:
-    """``os.stat(path)``, None when it does not exist; any other error is a StorageError."""
-    try:
-        return os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise storage_error_from(exc, "checking", path) from exc
+    return stat_or_none(path)
 
 
 def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise storage_error_from(exc, "removing", path) from exc
-    return True
+    return remove_file(path)
 
 
 def _unlink_all(paths: Iterable[Path]) -> None:
     for path in paths:
         try:
-            os.unlink(path)
-        except OSError as exc:
+            remove_file(path)
+        except StorageError as exc:
             log.warning("could not remove %s (cleanup will): %s", path, exc)
 
 
@@ -892,41 +536,6 @@ def _row(record: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _check_filter(item: Any) -> tuple[str, str, float]:
-    try:
-        name, op, value = item
-    except (TypeError, ValueError):
-        raise InvalidDataError(
-            f"filter {item!r} must be (metric, op, number) or 'metric>=number'"
-        ) from None
-    if op not in _OPS:
-        raise InvalidDataError(f"filter {item!r}: op must be one of {', '.join(_OPS)}")
-    return str(name), "==" if op == "=" else op, value
-
-
-def _passes(value: Any, op: str, target: Any) -> bool:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return False
-    return bool(_OPS[op](value, target))
-
-
-def _to_dt(value: Any, what: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        stamp = value
-    elif isinstance(value, dt.date):
-        stamp = dt.datetime(value.year, value.month, value.day)
-    else:
-        try:
-            stamp = dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            raise InvalidDataError(
-                f"{what} {value!r} is not a time: use ISO 8601, like 2024-05-01T12:00"
-            ) from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
-
-
 def _remove_run(directory: Path, run_id: str, tables: list[str], dry_run: bool) -> tuple[int, int]:
     """Remove a run: its JSON first (the run is gone), then its table files."""
     files = nbytes = 0
@@ -972,8 +581,4 @@ def _remove_empty_dirs(base: Path, cutoff: float) -> None:
 
 
 def _rmdir_quietly(path: Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
-            log.warning("could not remove empty directory %s: %s", path, exc)
+    remove_empty_dir(path)

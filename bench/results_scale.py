@@ -1,0 +1,371 @@
+"""Results at sweep scale: the results table against MLflow tracking and DuckDB's floor.
+
+A sweep's runs (6 metrics, 2 parameters, 3 tags each, as ``efsray backtest`` saves them) are
+committed in batches (``store.results.save_batch``, one segment and one version each, merged
+in the background), then queried the ways a quant does:
+
+- ``filter``: ``query(where=["sharpe>=T"], columns=[3 metrics, 2 params])``, T chosen so that
+  ~1% of the runs match;
+- ``top``: ``query(where=..., order_by="sharpe", ascending=False, limit=100)``;
+- ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50).
+
+The floor: DuckDB over ONE Parquet file holding the same rows (written once, outside any
+store; ``SELECT ... WHERE "metrics.sharpe" >= T``), and DuckDB over exactly the table's
+files (``read_parquet(store.results.files(...))``). The comparison: MLflow's tracking
+(``mlflow-skinny``) with its file store and its SQLite store, the same runs logged with
+``log_batch``, queried with ``search_runs(filter_string="metrics.sharpe >= T")`` (every page).
+
+On the EFS-like mount (``--simfs efs-gp``) each query also reports the server operations it
+made (simfs counters). The machine is shared: compare ratios within one run.
+
+    python bench/results_scale.py --runs 1000000 --mlflow-runs 100000   # the issue's figures
+    python bench/results_scale.py                                       # a quicker look
+    python bench/results_scale.py --simfs efs-gp --runs 100000 --mlflow-runs 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from bench._common import write_results
+from efsray.store import Store
+from efsray.store.ids import derive
+
+STRATEGY = "ma_crossover"
+COLUMNS = ["sharpe", "total_return", "max_drawdown", "params.fast", "params.slow"]
+T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.UTC)
+
+
+def runs_of(batch: int, size: int, seed: int = 1) -> list[dict[str, Any]]:
+    """Batch ``batch`` of a synthetic sweep: run ids as a sweep derives them (the sweep's
+    time plus the point's index in ms), metrics from a fixed-seed generator."""
+    rng = np.random.default_rng(seed * 1_000_003 + batch)
+    sharpe = rng.normal(0.5, 0.8, size)
+    out = []
+    for i in range(size):
+        index = batch * size + i
+        out.append({
+            "run_id": derive(T0 + dt.timedelta(milliseconds=index), f"sw/{index}"),
+            "metrics": {
+                "sharpe": float(sharpe[i]),
+                "sortino": float(sharpe[i] * 1.3),
+                "total_return": float(sharpe[i] * 0.2),
+                "annualized_return": float(sharpe[i] * 0.1),
+                "max_drawdown": float(-abs(rng.normal(0.1, 0.05))),
+                "win_rate": float(rng.uniform(0.3, 0.7)),
+            },
+            "params": {"fast": 5 + index % 50, "slow": 60 + (index // 50) % 100},
+            "tags": {"sweep": "sw-bench", "symbol": f"S{index % 20:02d}", "point": f"p-{index}"},
+        })  # fmt: skip
+    return out
+
+
+def median_time(func: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, value = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), value
+
+
+class Ops:
+    """Server operations (simfs counters) around a call; None without simfs."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs = fs
+
+    def count(self, func: Callable[[], Any]) -> int | None:
+        if self.fs is None:
+            func()
+            return None
+        self.fs.control.reset()
+        func()
+        return int(self.fs.control.reset().total(exclude=("release", "releasedir")))
+
+
+def write_table(root: Path, runs: int, batch: int) -> dict[str, Any]:
+    store = Store(root)
+    started = time.perf_counter()
+    commit_s: list[float] = []
+    for b in range(runs // batch):
+        rows = runs_of(b, batch)
+        t = time.perf_counter()
+        store.results.save_batch(STRATEGY, rows)
+        commit_s.append(time.perf_counter() - t)
+        if b % 100 == 0:
+            print(f"  {(b + 1) * batch:>9,} runs committed", flush=True)
+    wall = time.perf_counter() - started
+    table = root / "results" / "tables" / STRATEGY
+    data = list((table / "data").iterdir())
+    manifests = list((table / "versions").rglob("v*.json"))
+    live = store.results.files(STRATEGY)
+    return {
+        "runs": runs,
+        "batch": batch,
+        "write_s": round(wall, 2),
+        "runs_per_s": round(runs / wall),
+        "commit_ms_median": round(statistics.median(commit_s) * 1000, 2),
+        "files_total": len(data) + len(manifests) + 1,  # + HEAD
+        "data_files": len(data),
+        "live_segments": len(live),
+        "manifests": len(manifests),
+        "live_bytes": sum(p.stat().st_size for p in live),
+        "all_bytes": sum(p.stat().st_size for p in data + manifests),
+    }
+
+
+def threshold(root: Path) -> float:
+    """The sharpe that ~1% of the runs reach."""
+    frame = Store(root).results.query(STRATEGY, columns=["sharpe"])
+    return float(np.quantile(frame["metrics.sharpe"], 0.99))
+
+
+def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
+    results = Store(root).results
+    where = [f"sharpe>={t}"]
+    results.query(STRATEGY, where=where, columns=COLUMNS)  # warm: manifests, page cache
+    filt_s, frame = median_time(
+        lambda: results.query(STRATEGY, where=where, columns=COLUMNS), repeats
+    )
+    top_s, top = median_time(
+        lambda: results.query(STRATEGY, where=where, order_by="sharpe", ascending=False,
+                              limit=100), repeats)  # fmt: skip
+    all_s, everything = median_time(lambda: results.query(STRATEGY, columns=["sharpe"]), 1)
+    ids = list(everything["run_id"])
+    rng = random.Random(5)
+    picks = [rng.choice(ids) for _ in range(50)]
+    results.load(picks[0], strategy=STRATEGY)
+    load_times = []
+    for run_id in picks:
+        t0 = time.perf_counter()
+        results.load(run_id, strategy=STRATEGY)
+        load_times.append(time.perf_counter() - t0)
+    fresh = Store(root).results  # a new process's view: no manifest cached
+    return {
+        "threshold": round(t, 4),
+        "matched": len(frame),
+        "filter_s": round(filt_s, 4),
+        "top100_s": round(top_s, 4),
+        "top_is_sorted": bool(top["metrics.sharpe"].is_monotonic_decreasing),
+        "all_runs_one_column_s": round(all_s, 3),
+        "load_by_id_ms": round(statistics.median(load_times) * 1000, 2),
+        "filter_ops": ops.count(lambda: results.query(STRATEGY, where=where, columns=COLUMNS)),
+        "filter_ops_cold": ops.count(lambda: fresh.query(STRATEGY, where=where, columns=COLUMNS)),
+        "load_by_id_ops": ops.count(lambda: results.load(picks[1], strategy=STRATEGY)),
+    }
+
+
+def duckdb_floor(root: Path, scratch: Path, t: float, repeats: int) -> dict[str, Any]:
+    import duckdb
+
+    files = [str(p) for p in Store(root).results.files(STRATEGY)]
+    one = scratch / "all-runs.parquet"
+    table = pq.read_table(files, columns=["run_id", *(f"metrics.{c}" for c in COLUMNS[:3]),
+                                          "params.fast", "params.slow"])  # fmt: skip
+    pq.write_table(table, one, compression="zstd")
+    sql = (
+        'SELECT run_id, "metrics.sharpe", "metrics.total_return", "metrics.max_drawdown", '
+        '"params.fast", "params.slow" FROM read_parquet($f) WHERE "metrics.sharpe" >= $t'
+    )
+    con = duckdb.connect()
+    con.execute(sql, {"f": [str(one)], "t": t}).df()
+    one_s, frame = median_time(lambda: con.execute(sql, {"f": [str(one)], "t": t}).df(), repeats)
+    store_s, frame2 = median_time(lambda: con.execute(sql, {"f": files, "t": t}).df(), repeats)
+    return {
+        "one_file_s": round(one_s, 4),
+        "one_file_matched": len(frame),
+        "over_table_files_s": round(store_s, 4),
+        "over_table_files_matched": len(frame2),
+        "duckdb": duckdb.__version__,
+    }
+
+
+def mlflow_side(scratch: Path, runs: int, t: float, repeats: int) -> dict[str, Any]:
+    """The same runs logged to MLflow's file store and SQLite store, searched by metric."""
+    import logging
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # 3.x: maintenance mode, still there
+    out: dict[str, Any] = {"mlflow": mlflow.__version__, "runs": runs}
+    for kind, uri in (
+        ("file_store", f"file://{scratch / 'mlruns'}"),
+        ("sqlite_store", f"sqlite:///{scratch / 'mlflow.db'}"),
+    ):
+        client = MlflowClient(tracking_uri=uri)
+        experiment = client.create_experiment(f"bench-{kind}")
+        started = time.perf_counter()
+        size = 1000
+        for b in range(runs // size):
+            for row in runs_of(b, size):
+                run = client.create_run(experiment, run_name=row["run_id"])
+                client.log_batch(
+                    run.info.run_id,
+                    metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in row["metrics"].items()],
+                    params=[mlflow.entities.Param(k, str(v)) for k, v in row["params"].items()],
+                    tags=[mlflow.entities.RunTag(k, str(v)) for k, v in row["tags"].items()],
+                )
+            print(f"  mlflow {kind}: {(b + 1) * size:,} runs logged", flush=True)
+        log_s = time.perf_counter() - started
+
+        page_size = 50_000 if kind == "sqlite_store" else 1000
+
+        def search(
+            client: Any = client, experiment: str = experiment, size: int = page_size
+        ) -> int:
+            found, token = 0, None
+            while True:
+                page = client.search_runs(
+                    [experiment], filter_string=f"metrics.sharpe >= {t}", max_results=size,
+                    page_token=token,
+                )  # fmt: skip
+                found += len(page)
+                token = page.token
+                if not token:
+                    return found
+
+        search_s, matched = median_time(search, repeats)
+        out[kind] = {"log_s": round(log_s, 1), "search_s": round(search_s, 4), "matched": matched}
+    return out
+
+
+def run(args: argparse.Namespace, root: Path, medium: str, fs: Any) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="efsray-bench-results-scratch-"))
+    ops = Ops(fs)
+    print(f"{medium}: {args.runs:,} runs in batches of {args.batch} into {root}")
+    written = write_table(root, args.runs, args.batch)
+    t = threshold(root)
+    print(f"  written: {written}")
+    measured = queries(root, t, args.repeats, ops)
+    print(f"  queries: {measured}")
+    floor = duckdb_floor(root, scratch, t, args.repeats)
+    print(f"  duckdb: {floor}")
+    out = {"medium": medium, "write": written, "query": measured, "duckdb": floor}
+    if args.mlflow_runs:
+        small = root.parent / "store-mlflow-size"
+        write_table(small, args.mlflow_runs, args.batch)
+        ours = queries(small, t, args.repeats, Ops(None))
+        theirs = mlflow_side(scratch, args.mlflow_runs, t, args.repeats)
+        print(f"  mlflow: {theirs}")
+        out["at_mlflow_size"] = {
+            "runs": args.mlflow_runs,
+            "efsray_filter_s": ours["filter_s"],
+            "efsray_matched": ours["matched"],
+            **theirs,
+            "speedup_vs_file_store": round(theirs["file_store"]["search_s"] / ours["filter_s"], 1),
+            "speedup_vs_sqlite_store": round(
+                theirs["sqlite_store"]["search_s"] / ours["filter_s"], 1
+            ),
+        }
+        shutil.rmtree(small, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    w, q, d = result["write"], result["query"], result["duckdb"]
+    lines = [
+        "# Results at sweep scale",
+        "",
+        f"Command: `{command}`. Medium: {result['medium']}. Machine shared with other jobs "
+        f"(load average {os.getloadavg()[0]:.1f} at the end): compare ratios within a run.",
+        "",
+        f"- {w['runs']:,} runs in batches of {w['batch']}: {w['write_s']} s "
+        f"({w['runs_per_s']:,} runs/s, median commit {w['commit_ms_median']} ms)",
+        f"- files: {w['files_total']:,} in all ({w['live_segments']} live segments, "
+        f"{w['data_files']} data files incl. superseded ones awaiting retention, "
+        f"{w['manifests']} manifests); live bytes {w['live_bytes']:,}",
+        f"- filter (~1% match, {q['matched']:,} runs, 5 columns): {q['filter_s'] * 1000:.1f} ms"
+        + (
+            f", {q['filter_ops']} server ops ({q['filter_ops_cold']} cold)"
+            if q["filter_ops"] is not None
+            else ""
+        ),
+        f"- top 100 by sharpe: {q['top100_s'] * 1000:.1f} ms; one column of every run: "
+        f"{q['all_runs_one_column_s']} s",
+        f"- a run by id: {q['load_by_id_ms']} ms"
+        + (f", {q['load_by_id_ops']} server ops" if q["load_by_id_ops"] is not None else ""),
+        f"- DuckDB floor (one Parquet file of the same rows): {d['one_file_s'] * 1000:.1f} ms; "
+        f"DuckDB over the table's files: {d['over_table_files_s'] * 1000:.1f} ms",
+    ]
+    m = result.get("at_mlflow_size")
+    if m:
+        lines += [
+            "",
+            f"## Against MLflow {m['mlflow']} tracking, {m['runs']:,} runs",
+            "",
+            "| | log all runs | search `metrics.sharpe >= T` (all pages) | matched |",
+            "|---|---|---|---|",
+            f"| efsray results table | - | {m['efsray_filter_s'] * 1000:.1f} ms | "
+            f"{m['efsray_matched']} |",
+            f"| MLflow file store | {m['file_store']['log_s']} s | "
+            f"{m['file_store']['search_s'] * 1000:.0f} ms | {m['file_store']['matched']} |",
+            f"| MLflow SQLite store | {m['sqlite_store']['log_s']} s | "
+            f"{m['sqlite_store']['search_s'] * 1000:.0f} ms | {m['sqlite_store']['matched']} |",
+            "",
+            f"efsray is {m['speedup_vs_file_store']}x faster than MLflow's file store and "
+            f"{m['speedup_vs_sqlite_store']}x faster than its SQLite store.",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--mlflow-runs", type=int, default=10_000, help="0: skip MLflow")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--simfs", metavar="PROFILE", default=None)
+    parser.add_argument("--attr-timeout", type=float, default=3.0)
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--name", default=None, help="results file name (default: by medium)")
+    args = parser.parse_args()
+    if args.runs % args.batch:
+        parser.error("--runs must be a multiple of --batch")
+    command = "python bench/results_scale.py " + " ".join(sys.argv[1:])
+    if args.simfs:
+        from efsray.simfs import SimFSConfig, SimFSProcess
+
+        base = Path(tempfile.mkdtemp(prefix="efsray-bench-simfs-"))
+        (base / "mnt").mkdir()
+        (base / "backing").mkdir()
+        config = SimFSConfig(mountpoint=base / "mnt", backing=base / "backing",
+                             profile=args.simfs, attr_timeout=args.attr_timeout)  # fmt: skip
+        with SimFSProcess.start(config) as fs:
+            medium = f"simulated EFS (simfs {args.simfs}, attribute cache {args.attr_timeout:g} s)"
+            result = run(args, fs.path / "store", medium, fs)
+        shutil.rmtree(base, ignore_errors=True)
+        name = f"results_scale_simfs_{args.simfs.replace('-', '_')}"
+    else:
+        base = args.root or Path(tempfile.mkdtemp(prefix="efsray-bench-results-"))
+        result = run(args, base / "store", "local disk", None)
+        if args.root is None:
+            shutil.rmtree(base, ignore_errors=True)
+        name = "results_scale"
+    name = args.name or name
+    path = write_results(name, {"command": command, **result}, markdown(result, command))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

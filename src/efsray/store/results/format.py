@@ -1,0 +1,263 @@
+"""The table format: a batch of runs as one Parquet segment and one sidecar.
+
+A segment is a Parquet file (ZSTD, statistics on, row groups of ``ROW_GROUP_ROWS``), one row
+per run, sorted by run id, with the columns:
+
+- ``run_id`` (string), ``created_at`` (timestamp[ms, UTC], the run id's time), ``writer``;
+- ``metrics.<name>`` (float64, null where a run lacks the metric): what filters and sorts
+  read; ``params.<name>`` and ``tags.<name>`` (the type the batch's values share, else their
+  JSON text); ``data_versions`` (``AAPL/1m@3,...``) and ``tables`` (``equity_curve,trades``);
+- ``record``: the run's whole JSON record, from which ``info`` and ``load`` rebuild it exactly;
+- ``table.<name>.offset|bytes|rows|digest``: where the run's table is in the sidecar.
+
+The sidecar is the concatenation of the runs' tables, each an Arrow IPC stream (LZ4): loading
+one run reads its byte range only, and checks that range's xxh3 digest. Every file's size and
+digest are in the manifest and checked when the file is read whole.
+
+DuckDB, polars and pyarrow read segments as they are: ``ResultStore.files`` lists exactly the
+segments of a version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from efsray.errors import CorruptionError
+from efsray.store import jsonsafe
+from efsray.store.ids import id_time
+from efsray.store.results.records import TABLES, decode_fields, digest
+
+__all__ = [
+    "ROW_GROUP_ROWS",
+    "Encoded",
+    "PreparedRun",
+    "decode_segment",
+    "decode_table",
+    "encode_batch",
+    "encode_table",
+    "merge_tables",
+    "metric_ranges",
+]
+
+ROW_GROUP_ROWS = 2048
+_UTC_MS = pa.timestamp("ms", tz="UTC")
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
+_TABLE_COLUMNS = ("offset", "bytes", "rows", "digest")
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A run validated and encoded, ready to store: its JSON record and its tables' bytes."""
+
+    run_id: str
+    record: Mapping[str, Any]
+    tables: Mapping[str, tuple[bytes, int, str]]  # name -> (Arrow IPC bytes, rows, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A batch as bytes: the segment's and the sidecar's (empty when no run has a table)."""
+
+    segment: bytes
+    sidecar: bytes
+    table: pa.Table  # the segment's rows (for the caller's manifest entry)
+
+
+def encode_table(name: str, table: pa.Table, algorithm: str) -> tuple[bytes, int, str]:
+    """A table as an Arrow IPC stream: (bytes, rows, digest)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
+        writer.write_table(table)
+    data = sink.getvalue().to_pybytes()
+    return data, table.num_rows, digest(data, algorithm)
+
+
+def decode_table(data: bytes, what: str) -> pa.Table:
+    try:
+        return pa.ipc.open_stream(data).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptionError(f"{what} is unreadable: {exc}; restore it from a backup") from None
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """The values of a params/tags key: one Arrow type if they share one, else JSON text."""
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {bool} or kinds <= {str} or kinds <= {int} or kinds <= {int, float}:
+        try:
+            return pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    text = [None if v is None else jsonsafe.dumps(jsonsafe.encode(v, "value")).decode()
+            for v in values]  # fmt: skip
+    return pa.array(text, pa.string())
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return float(value) if isinstance(value, bool) else None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def encode_batch(runs: Sequence[PreparedRun], writer: str) -> Encoded:
+    """The segment and sidecar bytes of ``runs`` (sorted here by run id)."""
+    runs = sorted(runs, key=lambda r: r.run_id)
+    decoded = [decode_fields(r.record) for r in runs]
+    columns: dict[str, pa.Array] = {
+        "run_id": pa.array([r.run_id for r in runs], pa.string()),
+        "created_at": pa.array([id_time(r.run_id) for r in runs], _UTC_MS),
+        "writer": pa.array([writer] * len(runs), pa.string()),
+    }
+    for prefix in ("metrics", "params", "tags"):
+        keys = sorted({k for d in decoded for k in (d.get(prefix) or {})})
+        for key in keys:
+            values = [(d.get(prefix) or {}).get(key) for d in decoded]
+            if prefix == "metrics":
+                columns[f"metrics.{key}"] = pa.array([_float(v) for v in values], pa.float64())
+            else:
+                columns[f"{prefix}.{key}"] = _column(values)
+    columns["data_versions"] = pa.array(
+        [",".join(f"{k}@{v}" for k, v in sorted((d.get("data_versions") or {}).items()))
+         for d in decoded], pa.string(),
+    )  # fmt: skip
+    columns["tables"] = pa.array([",".join(sorted(r.tables)) for r in runs], pa.string())
+    columns["record"] = pa.array(
+        [jsonsafe.dumps(dict(r.record)).decode() for r in runs], pa.string()
+    )
+    parts: list[bytes] = []
+    offset = 0
+    for name in TABLES:
+        if not any(name in r.tables for r in runs):
+            continue
+        cells: dict[str, list[Any]] = {c: [] for c in _TABLE_COLUMNS}
+        for run in runs:
+            if name not in run.tables:
+                for c in _TABLE_COLUMNS:
+                    cells[c].append(None)
+                continue
+            data, rows, dig = run.tables[name]
+            cells["offset"].append(offset)
+            cells["bytes"].append(len(data))
+            cells["rows"].append(rows)
+            cells["digest"].append(dig)
+            parts.append(data)
+            offset += len(data)
+        for c in _TABLE_COLUMNS:
+            kind = pa.string() if c == "digest" else pa.int64()
+            columns[f"table.{name}.{c}"] = pa.array(cells[c], kind)
+    table = pa.table(columns)
+    return Encoded(_parquet(table), b"".join(parts), table)
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(
+        table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS, write_statistics=True
+    )
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def metric_ranges(table: pa.Table) -> dict[str, tuple[float, float]]:
+    """The finite (min, max) of every ``metrics.*`` column that has a finite value."""
+    import pyarrow.compute as pc
+
+    out: dict[str, tuple[float, float]] = {}
+    for name in table.column_names:
+        if not name.startswith("metrics."):
+            continue
+        column = table.column(name)
+        finite = column.filter(pc.is_finite(column))
+        if len(finite) == 0:
+            continue
+        bounds = pc.min_max(finite).as_py()
+        out[name[8:]] = (float(bounds["min"]), float(bounds["max"]))
+    return out
+
+
+def created_range(table: pa.Table) -> tuple[int, int]:
+    import pyarrow.compute as pc
+
+    bounds = pc.min_max(table.column("created_at").cast(pa.int64())).as_py()
+    return int(bounds["min"]), int(bounds["max"])
+
+
+def decode_segment(
+    data: bytes | memoryview,
+    what: str,
+    *,
+    columns: Sequence[str] | None = None,
+    filters: Any = None,
+    run_ids: Sequence[str] | None = None,
+    whole: bool = False,
+) -> pa.Table:
+    """A segment's rows: only ``columns`` (those it has; default: all but ``record`` and
+    the sidecar offsets; ``whole``: every column, as a merge needs), only rows passing
+    ``filters`` (a pyarrow expression), and with ``run_ids`` only the row groups whose
+    run-id statistics can hold one of them (the file is sorted by run id)."""
+    try:
+        source = pq.ParquetFile(pa.BufferReader(data))
+        names = set(source.schema_arrow.names)
+        if whole:
+            wanted = None
+        elif columns is None:  # every column a query returns: not the records, not the offsets
+            wanted = [n for n in source.schema_arrow.names
+                      if n != "record" and not n.startswith("table.")]  # fmt: skip
+        else:
+            wanted = [c for c in columns if c in names]
+        if run_ids is None:
+            table = source.read(columns=wanted)
+        else:
+            groups = _groups_holding(source, sorted(run_ids))
+            table = source.read_row_groups(groups, columns=wanted)
+        return table if filters is None else table.filter(filters)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CorruptionError(f"{what} is unreadable: {exc}; restore it from a backup") from None
+
+
+def _groups_holding(source: pq.ParquetFile, run_ids: Sequence[str]) -> list[int]:
+    meta = source.metadata
+    index = source.schema_arrow.names.index("run_id")
+    groups = []
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(index).statistics
+        if stats is None or not stats.has_min_max:
+            groups.append(g)
+            continue
+        low, high = stats.min, stats.max
+        if any(low <= i <= high for i in run_ids):
+            groups.append(g)
+    return groups
+
+
+def merge_tables(tables: Sequence[pa.Table], bases: Sequence[int]) -> pa.Table:
+    """Segments' rows as one table sorted by run id, each one's sidecar offsets moved by its
+    sidecar's position (``bases``) in the merged sidecar."""
+    import pyarrow.compute as pc
+
+    moved = []
+    for table, base in zip(tables, bases, strict=True):
+        for name in TABLES:
+            column = f"table.{name}.offset"
+            if column in table.column_names and base:
+                index = table.column_names.index(column)
+                table = table.set_column(index, column, pc.add(table.column(column), base))
+        moved.append(table)
+    merged = pa.concat_tables(moved, promote_options="permissive")
+    return merged.sort_by("run_id")
+
+
+def encode_rows(table: pa.Table) -> bytes:
+    return _parquet(table)
+
+
+def created_ms(when: dt.datetime) -> int:
+    return math.floor(when.timestamp() * 1000)

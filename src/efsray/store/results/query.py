@@ -1,0 +1,119 @@
+"""Queries of a results table: which segments to read, which columns, which rows.
+
+A filter is checked against each segment's recorded time range and metric ranges (a
+segment that cannot match is never opened), then applied in Arrow to the rows of the
+segments read, of which only the columns needed are decoded. Segments are read in parallel
+on the store's I/O threads (each read is a round trip on EFS).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from efsray.store.nfs import io_pool
+from efsray.store.results.manifest import SegmentEntry
+from efsray.store.results.table import ResultTable
+from efsray.store.results.where import Filter
+
+__all__ = ["BASE_COLUMNS", "select", "table_frames"]
+
+UTC_MS = pa.timestamp("ms", tz="UTC")
+HIDDEN = ("record",)  # columns a query never returns (``info`` and ``load`` decode them)
+BASE_COLUMNS = ["run_id", "strategy", "created_at", "writer"]
+
+
+def table_frames(
+    table: ResultTable,
+    strategy: str,
+    lo: dt.datetime | None,
+    hi: dt.datetime | None,
+    filters: list[Filter],
+    tags: Mapping[str, Any] | None,
+    columns: Sequence[str] | None,
+    version: int | None,
+) -> list[Any]:
+    import pyarrow.compute as pc
+
+    """The rows of ``table`` matching the filters, as pandas frames (one per segment read):
+    segments whose recorded ranges cannot match are skipped unread, the others are read
+    (verified), decoded for the needed columns only and filtered in Arrow."""
+    manifest = table.manifest(version)
+    if manifest is None:
+        return []
+    lo_ms = None if lo is None else int(lo.timestamp() * 1000)
+    hi_ms = None if hi is None else int(hi.timestamp() * 1000)
+    chosen = [s for s in manifest.segments if _may_match(s, lo_ms, hi_ms, filters)]
+    expr = None
+    for f in filters:
+        expr = f.expression() if expr is None else expr & f.expression()
+    if lo is not None:
+        e = pc.field("created_at") >= pa.scalar(lo, UTC_MS)
+        expr = e if expr is None else expr & e
+    if hi is not None:
+        e = pc.field("created_at") <= pa.scalar(hi, UTC_MS)
+        expr = e if expr is None else expr & e
+    wanted: list[str] | None = None
+    if columns is not None:
+        wanted = list(dict.fromkeys([
+            *BASE_COLUMNS, *(f"metrics.{c}" for c in columns), *columns,
+            *(f"tags.{k}" for k in tags or {}), *(f.column for f in filters),
+        ]))  # fmt: skip
+
+    def one(entry: SegmentEntry) -> Any:
+        rows = table.read_segment(entry, columns=wanted, filters=expr)
+        rows = rows.drop_columns(
+            [c for c in rows.column_names if c in HIDDEN or c.startswith("table.")]
+        )
+        frame = rows.to_pandas()
+        frame.insert(1, "strategy", strategy)
+        if tags:
+            for key, value in tags.items():
+                column = f"tags.{key}"
+                if column not in frame.columns:
+                    return frame.iloc[0:0]
+                frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
+        return frame
+
+    if len(chosen) <= 2:
+        return [one(s) for s in chosen]
+    return list(io_pool().map(one, chosen))
+
+
+def _may_match(
+    entry: SegmentEntry, lo_ms: int | None, hi_ms: int | None, filters: list[Filter]
+) -> bool:
+    if lo_ms is not None and entry.max_created_ms < lo_ms:
+        return False
+    if hi_ms is not None and entry.min_created_ms > hi_ms:
+        return False
+    for f in filters:
+        bounds = entry.metrics.get(f.metric)
+        if bounds is None or not f.may_match(*bounds):
+            return False
+    return True
+
+
+def select(columns: Sequence[str], available: Iterable[str]) -> list[str]:
+    have = set(available)
+    out = ["run_id"]
+    for name in columns:
+        column = name if name in have else f"metrics.{name}"
+        if column not in out:
+            out.append(column)
+    return out
+
+
+def _same_tag(value: Any, want: Any) -> bool:
+    item = getattr(value, "item", None)
+    if callable(item):
+        value = item()
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return (bool(value == want) and type(value) is type(want)) or (
+        isinstance(want, int | float) and not isinstance(want, bool)
+        and isinstance(value, int | float) and not isinstance(value, bool) and value == want
+    )  # fmt: skip
