@@ -44,8 +44,8 @@ def import_legacy_cmd(
     """Import market snapshots, checkpoints (opaque bytes, never unpickled) and backtest
     results written by the original plan's EFSDataManager. Idempotent: run it again and
     nothing is imported twice. Reports every file skipped and why."""
+    from efsray.legacy_import import import_legacy
     from efsray.store import Store
-    from efsray.store.legacy import import_legacy
 
     store = Store(store_root(root, env_file), create=not dry_run)
     report = import_legacy(store, legacy_root, dry_run=dry_run)

@@ -13,7 +13,8 @@ checkpoints are saved as opaque bytes with their metadata, NEVER unpickled; back
 become runs. It is idempotent (a second run imports nothing: bars already stored with the
 same values, checkpoints whose bytes a version already holds, and runs whose derived id
 exists are "already imported"), has a dry run, and reports every file it skipped and why.
-The legacy tree is only read.
+The legacy tree is only read (it is not the store: it lives outside efsray.store, whose own
+files are touched only through efsray.store.nfs).
 """
 
 from __future__ import annotations

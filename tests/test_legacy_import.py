@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from efsray.legacy_import import import_legacy
 from efsray.store import Store
-from efsray.store.legacy import import_legacy
 
 
 class Boom:
