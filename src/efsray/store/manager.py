@@ -158,7 +158,8 @@ class EFSDataManager:
         ``results`` is split as follows: numeric top-level values are the run's metrics;
         ``params``/``parameters`` (a dict) its parameters; ``equity_curve`` and ``trades``
         given as DataFrames/Series/Arrow tables are stored beside the row (Arrow IPC);
-        ``data_versions`` the market data read; ``tags`` (a dict) its tags; everything else is kept as JSON.
+        ``data_versions`` the market data read; ``tags`` (a dict) its tags; everything else
+        is kept as JSON.
         """
         if not isinstance(results, Mapping):
             raise InvalidDataError(f"results must be a dict, got {type(results).__name__}")
