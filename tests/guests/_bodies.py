@@ -163,10 +163,19 @@ def kill_writers(root: str, writers: int, rows: int, kills: int, seed: int) -> d
         except BlockingIOError:
             pass
 
+    def commits() -> int:
+        return out.count(b"ok ")
+
     for _ in range(writers):
         spawn()
     for _ in range(kills):
-        deadline = time.monotonic() + rng.uniform(0.2, 2.5)
+        # at least one more commit since the last kill (guests under TCG are slow and their
+        # speed varies with the host's load), then a random instant within the next ~1.5 s
+        wanted, limit = commits() + 1, time.monotonic() + 120
+        while commits() < wanted and time.monotonic() < limit:
+            drain()
+            time.sleep(0.05)  # polling the writers' pipe for that commit, bounded by limit
+        deadline = time.monotonic() + rng.uniform(0.0, 1.5)
         while time.monotonic() < deadline:
             drain()
             time.sleep(0.05)  # the kill instant is random by design; this paces the drain
@@ -189,20 +198,26 @@ def kill_writers(root: str, writers: int, rows: int, kills: int, seed: int) -> d
     return {"tried": tried, "ok": ok}
 
 
-def read_while(root: str, rows: int, seconds: float) -> dict:
-    """Read the series over and over for ``seconds``; report every torn or partial state."""
+def read_until_signalled(root: str, rows: int) -> dict:
+    """Read the series over and over until SIGUSR1 (and at least once after it); report
+    every torn or partial state."""
     from efsray.errors import NotFoundError
     from efsray.store import Store
 
+    stop = []
+    signal.signal(signal.SIGUSR1, lambda *_: stop.append(time.monotonic()))
     store = Store(root)
-    deadline = time.monotonic() + seconds
     reads, problems, versions = 0, [], []
-    while time.monotonic() < deadline:
+    _progress("ready")
+    while not stop or reads == 0 or versions[-1] is None:
         try:
             full = store.market.read("SPY", "1m")
             tail = store.market.tail("SPY", "1m", rows * 3 + rows // 2)
             versions.append(store.market.info("SPY", "1m").version)
         except NotFoundError:
+            if stop:
+                versions.append(None)  # still nothing after the writers stopped: report it
+                break
             continue  # nothing committed yet
         for name, table, skip_first in (("read", full, False), ("tail", tail, True)):
             ts = table.column("timestamp").cast(pa.int64()).to_numpy()
@@ -220,20 +235,32 @@ def read_while(root: str, rows: int, seconds: float) -> dict:
 # -- a reader during commits on another client ---------------------------------------------
 
 
-def append_sequence(root: str, first: int, count: int, rows: int) -> list[int]:
+def step_appender(root: str, steps: int, rows: int) -> None:
+    """On each SIGUSR1, append batch k + 1 and report its version (one process, warm caches)."""
     from efsray.store import Store
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     store = Store(root)
-    return [store.market.append("SPY", "1m", batch(first + k, rows)).version for k in range(count)]
+    _progress("ready")
+    for k in range(steps):
+        signal.sigwait({signal.SIGUSR1})
+        _progress(str(store.market.append("SPY", "1m", batch(k + 1, rows)).version))
 
 
-def latest(root: str) -> dict:
+def step_reader(root: str, steps: int) -> None:
+    """On each SIGUSR1, report the latest version and row count this client sees."""
+    import json
+
     from efsray.store import Store
 
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     store = Store(root)
-    info = store.market.info("SPY", "1m")
-    table = store.market.read("SPY", "1m")
-    return {"version": info.version, "rows": int(table.num_rows)}
+    _progress("ready")
+    for _ in range(steps):
+        signal.sigwait({signal.SIGUSR1})
+        info = store.market.info("SPY", "1m")
+        rows = store.market.read("SPY", "1m").num_rows
+        _progress(json.dumps({"version": info.version, "rows": int(rows)}))
 
 
 # -- retention on one client while another reads an old version ----------------------------

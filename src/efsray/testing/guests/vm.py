@@ -46,6 +46,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -102,7 +103,7 @@ mount -t nfs4 -o "$EFSRAY_NFS_OPTIONS" 10.0.2.2:/export /root/mnt/efs || fail "N
 mount --move /proc /root/proc && mount --move /sys /root/sys && mount --move /dev /root/dev
 mkdir -p /root/dev/shm /root/dev/pts && mount -t tmpfs -o mode=1777 tmpfs /root/dev/shm
 say "READY $(uname -r) $(cat /root/proc/uptime)"
-chroot /root /usr/bin/python3 -u /opt/efsray/efsray/testing/guests/_agent.py
+PYTHONPATH=/opt/efsray HOME=/tmp chroot /root /usr/bin/python3 -u -m efsray.testing.guests._agent
 say "agent exited: $?"
 poweroff -f
 """
@@ -143,7 +144,7 @@ class GuestResult:
     def value(self) -> Any:
         """The JSON value a :meth:`Guest.call` returned."""
         self.check()
-        for line in reversed(self.stdout.splitlines()):
+        for line in reversed(self.stdout.split("\n")):  # not splitlines: it splits at \x1e
             if line.startswith(_RESULT):
                 return json.loads(line[len(_RESULT) :])
         raise GuestError(f"snippet on guest {self.guest} printed no result: {self.stdout[-500:]}")
@@ -473,6 +474,13 @@ def build_initramfs(image: GuestImage, dest: Path) -> Path:
         shutil.copytree(
             package, stage / "src" / "efsray", ignore=shutil.ignore_patterns("__pycache__")
         )
+        # bytecode compiled here (the guest's root is read-only and compiling under TCG costs
+        # seconds per process); CPython 3.11.x shares one bytecode format
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(stage / "src")],
+            check=True,
+            capture_output=True,
+        )
         init = stage / "init"
         init.write_text(_INIT)
         init.chmod(0o755)
@@ -507,7 +515,7 @@ def _qemu_command(
         "qemu-system-x86_64",
         "-accel", "tcg",
         "-machine", "q35",
-        "-cpu", "max",
+        "-cpu", "Nehalem",  # x86-64-v2, what numpy needs; no AVX for TCG to emulate slowly
         "-smp", "1",
         "-m", str(memory_mb),
         "-nodefaults",
