@@ -141,7 +141,7 @@ def kill_writers(root: str, writers: int, rows: int, kills: int, seed: int) -> d
     os.set_blocking(rfd, False)
     out = bytearray()
     alive: dict[int, int] = {}
-    next_first = 0
+    next_first = 10_000  # batch 0 is the version the reader starts from
 
     def spawn() -> None:
         nonlocal next_first
@@ -207,14 +207,15 @@ def read_until_signalled(root: str, rows: int) -> dict:
     stop = []
     signal.signal(signal.SIGUSR1, lambda *_: stop.append(time.monotonic()))
     store = Store(root)
-    reads, problems, versions = 0, [], []
+    reads, problems, versions, missing = 0, [], [], []
     _progress("ready")
     while not stop or reads == 0 or versions[-1] is None:
         try:
             full = store.market.read("SPY", "1m")
             tail = store.market.tail("SPY", "1m", rows * 3 + rows // 2)
             versions.append(store.market.info("SPY", "1m").version)
-        except NotFoundError:
+        except NotFoundError as exc:
+            missing.append(str(exc)[:300])
             if stop:
                 versions.append(None)  # still nothing after the writers stopped: report it
                 break
@@ -229,7 +230,13 @@ def read_until_signalled(root: str, rows: int) -> dict:
                 if c != rows and not (skip_first and len(ids) and i == ids[0]):
                     problems.append(f"{name}: batch {i} has {c} of {rows} rows")
         reads += 1
-    return {"reads": reads, "problems": problems[:20], "versions": versions}
+    return {
+        "reads": reads,
+        "problems": problems[:20],
+        "versions": versions,
+        "not_found": len(missing),
+        "last_not_found": missing[-1] if missing else None,
+    }
 
 
 # -- a reader during commits on another client ---------------------------------------------

@@ -55,7 +55,8 @@ KERNEL_META = "linux-image-cloud-amd64"
 SUITE = "bookworm"
 #: Modules the guest loads, by name; their dependencies are added from modules.dep.
 WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "nfsv4")
-#: efsray's runtime dependencies the store needs in the guest (pyproject's [project] list).
+#: efsray's runtime dependencies, used when efsray's own metadata is not installed (the
+#: installed metadata, pyproject's [project] dependencies, is what the image gets otherwise).
 GUEST_REQUIREMENTS = (
     "numpy",
     "pandas",
@@ -181,7 +182,11 @@ def pinned_requirements() -> list[str]:
         "extra": "",
     }
     pins: dict[str, str] = {}
-    todo = list(GUEST_REQUIREMENTS)
+    try:
+        declared = [Requirement(r) for r in md.requires("efsray") or []]
+        todo = [r.name for r in declared if r.marker is None or r.marker.evaluate(env)]
+    except md.PackageNotFoundError:
+        todo = list(GUEST_REQUIREMENTS)
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")
