@@ -206,7 +206,7 @@ def main() -> None:
             if req.get("op") == "shutdown":
                 os.sync()
                 _send(out, lock, {"id": req["id"], "rc": 0})
-                return
+                os._exit(0)  # no interpreter shutdown (it would wait for the fork server)
             if req.get("op") == "signal":
                 _signal(req, out, lock)
                 continue
