@@ -1,0 +1,1 @@
+"""Test infrastructure that benchmarks import too (kept out of the runtime API)."""

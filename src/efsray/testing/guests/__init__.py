@@ -1,0 +1,1 @@
+"""QEMU guests with a real Linux NFS client (see efsray.testing.guests.vm)."""
