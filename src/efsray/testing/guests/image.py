@@ -70,6 +70,9 @@ GUEST_REQUIREMENTS = (
     "xxhash",
     "blake3",
 )
+#: Test-only packages the guests need too: the conformance suite's cases, run in a guest by
+#: tests/conformance/test_guests.py, use pytest.raises.
+GUEST_TEST_REQUIREMENTS = ("pytest",)
 _HOST_TOOLS = ("qemu-system-x86_64", "mmdebstrap", "mke2fs", "apt-get", "dpkg-deb", "depmod")
 _BUSYBOX = "/bin/busybox"
 
@@ -187,6 +190,7 @@ def pinned_requirements() -> list[str]:
         todo = [r.name for r in declared if r.marker is None or r.marker.evaluate(env)]
     except md.PackageNotFoundError:
         todo = list(GUEST_REQUIREMENTS)
+    todo += GUEST_TEST_REQUIREMENTS
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")
