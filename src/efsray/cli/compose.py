@@ -140,9 +140,14 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         uid: Annotated[
-            int, typer.Option("--uid", help="The containers' user id (who must read it).")
+            int,
+            typer.Option(
+                "--uid", min=0, max=2**32 - 2, help="The containers' user id (who must read it)."
+            ),
         ] = 1000,
-        gid: Annotated[int, typer.Option("--gid", help="The containers' group id.")] = 100,
+        gid: Annotated[
+            int, typer.Option("--gid", min=0, max=2**32 - 2, help="The containers' group id.")
+        ] = 100,
         json_out: JsonOpt = False,
     ) -> None:
         """Create a Ray auth token file the containers (uid 1000, gid 100) can read: as root,

@@ -260,7 +260,7 @@ def migrate_cmd(
         bool, typer.Option("--dry-run", help="Read and report; write and remove nothing.")
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Runs per committed batch.")
+        int, typer.Option("--batch-size", min=1, max=1_000_000, help="Runs per committed batch.")
     ] = 1000,
     root: RootOpt = None,
     env_file: EnvFileOpt = None,
