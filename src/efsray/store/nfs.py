@@ -39,7 +39,10 @@ up to a minute) and on any local POSIX filesystem.
    number as a hint, rewritten by rename after each commit; readers start there and probe
    forward by name (an open by name goes to the server under close-to-open consistency,
    unlike a directory listing), so finding the latest version costs a constant number of
-   round trips however long the history is.
+   round trips however long the history is. Except for a name this client looked up before it
+   existed: the negative lookup stays cached (an NFS negative dentry, until the directory's
+   attributes expire), so HEAD may name a version this client cannot open yet; readers then
+   fall back to the newest version that does open (``VersionLog._fallback``), never to none.
 
    Each manifest carries its own checksum as its first field,
    ``{"checksum":"xxh3-64:<16 hex>",...``: the XXH3-64 of every byte after that field, so a
