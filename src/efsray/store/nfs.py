@@ -882,9 +882,8 @@ class VersionLog:
     def _forward(
         self, version: int, manifest: dict[str, Any] | None
     ) -> tuple[int, dict[str, Any] | None]:
-        """From an opened ``version``, the newest one reachable by opening the next ones."""
-        if manifest is None:
-            return version, None
+        """From ``version`` (opened, or 0 and None), the newest one reachable by opening the
+        next ones, or ``version`` and ``manifest`` as they were if the next does not open."""
         while True:
             newer = self._try_read(version + 1)
             if newer is None:
