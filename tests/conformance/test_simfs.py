@@ -103,23 +103,8 @@ class TestOnSimfs(_OnSimfs):
         yield from _mounts(tmp_path_factory, profile="none")
 
 
-_NEGATIVE_LOOKUP_BUG = (
-    "store bug, VersionLog.latest() in src/efsray/store/nfs.py: when HEAD names version N "
-    "that this client cannot open yet (its own earlier probe for N left a negative lookup "
-    "cached: negative_timeout here, acdirmin on an NFS client), _scan_latest tries only the "
-    "newest listed version and _gallop probes only forward, so a log whose versions 1..N-1 "
-    "open fine is reported empty: the other client's market read raises NotFoundError "
-    "('no market data') and checkpoints.latest_version() returns None right after it saw "
-    "version 1. Fix: fall back to the newest version at or below the hint that opens."
-)
-
-
 class TestOnSimfsEfsLatencyAndAttributeCache(_OnSimfs):
     capabilities: ClassVar[frozenset[str]] = frozenset({"two_clients"})
-    known_failures: ClassVar[dict[str, str]] = {
-        "the_other_client_sees_only_complete_versions_and_converges": _NEGATIVE_LOOKUP_BUG,
-        "checkpoints_and_aliases_reach_the_other_client": _NEGATIVE_LOOKUP_BUG,
-    }
 
     @pytest.fixture(scope="class")
     def clients(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Clients]:

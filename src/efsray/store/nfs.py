@@ -39,7 +39,10 @@ up to a minute) and on any local POSIX filesystem.
    number as a hint, rewritten by rename after each commit; readers start there and probe
    forward by name (an open by name goes to the server under close-to-open consistency,
    unlike a directory listing), so finding the latest version costs a constant number of
-   round trips however long the history is.
+   round trips however long the history is. Except for a name this client looked up before it
+   existed: the negative lookup stays cached (an NFS negative dentry, until the directory's
+   attributes expire), so HEAD may name a version this client cannot open yet; readers then
+   fall back to the newest version that does open (``VersionLog._fallback``), never to none.
 
    Each manifest carries its own checksum as its first field,
    ``{"checksum":"xxh3-64:<16 hex>",...``: the XXH3-64 of every byte after that field, so a
@@ -671,6 +674,7 @@ _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to
 _SUM_START = b'{"checksum":"xxh3-64:'
 _SUM_LEN = len(_SUM_START) + 16 + 2  # the prefix, 16 hex digits, '",'
 _LEGACY_START = b'{"format":'
+_FALLBACK_TRIES = 16  # opens per step of VersionLog._fallback before it tries the next step
 
 
 def _with_checksum(manifest: dict[str, Any]) -> bytes:
@@ -842,12 +846,17 @@ class VersionLog:
             return 0
 
     def latest(self) -> tuple[int, dict[str, Any]] | None:
-        """The newest committed version and its manifest, or None for an empty log.
+        """The newest committed version this client can open, and its manifest; None only
+        for an empty log (nothing committed, or nothing this client has ever been able to see).
 
         Cost: when this process already knows a recent version, one failed open (the probe
         for the next one). Otherwise: read HEAD, then one open per version committed since
         HEAD was written (usually zero), then one failed open and one read. Independent of
         the history's length.
+
+        When HEAD names a version this client cannot open, see ``_fallback``: the answer is
+        then the newest version it *can* open, possibly older than the newest committed one
+        for as long as its lookup cache lags (close-to-open), never "nothing".
         """
         known = self._cache.newest(self.directory) if self._cache else 0
         if known:
@@ -860,21 +869,53 @@ class VersionLog:
         hint = max(self.head_hint(), known)
         version, manifest = hint, self._try_read(hint) if hint else None
         if hint and manifest is None:
-            # HEAD names a version we cannot see: removed by retention (never the latest),
-            # or a cache on this host lags. The listing is right about old versions; if it
-            # lags too, gallop forward from the hint: retention keeps the newest versions,
-            # so what survives lies after it.
-            version, manifest = self._scan_latest()
-            if manifest is None:
-                version, manifest = self._gallop(hint)
-        while True:
-            newer = self._try_read(version + 1)
-            if newer is None:
-                break
-            version, manifest = version + 1, newer
+            version, manifest = self._fallback(hint)
+        version, manifest = self._forward(version, manifest)
+        if manifest is not None and version < hint - 1:
+            # The walk stopped short of the hint: one more open of it (it failed before the
+            # fallback; a fresh open may revalidate the directory and see it now).
+            hinted = self._try_read(hint)
+            if hinted is not None:
+                version, manifest = self._forward(hint, hinted)
         if manifest is None:
             return None
         return version, manifest
+
+    def _forward(
+        self, version: int, manifest: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any] | None]:
+        """From ``version`` (opened, or 0 and None), the newest one reachable by opening the
+        next ones, or ``version`` and ``manifest`` as they were if the next does not open."""
+        while True:
+            newer = self._try_read(version + 1)
+            if newer is None:
+                return version, manifest
+            version, manifest = version + 1, newer
+
+    def _fallback(self, hint: int) -> tuple[int, dict[str, Any] | None]:
+        """The newest version that opens when ``hint`` (HEAD's version, or one this process
+        read) does not; (hint, None) if none does.
+
+        Either retention removed the hint (never the latest: newer versions exist after it),
+        or this client's caches hide it: an earlier probe of this name left a negative
+        lookup (FUSE's negative entry cache; an NFS client's negative dentry, trusted until
+        the directory's attributes expire, acdirmin..acdirmax). The versions before it are
+        then visible. In order: the listed versions, newest first (retention removes the
+        oldest, so the first few tries find a survivor); then forward from the hint (the
+        listing lags too); then back from it, one version at a time.
+        """
+        for listed in sorted(set(self.listed_versions()), reverse=True)[:_FALLBACK_TRIES]:
+            manifest = self._try_read(listed)
+            if manifest is not None:
+                return listed, manifest
+        version, manifest = self._gallop(hint)
+        if manifest is not None:
+            return version, manifest
+        for older in range(hint - 1, max(0, hint - 1 - _FALLBACK_TRIES), -1):
+            manifest = self._try_read(older)
+            if manifest is not None:
+                return older, manifest
+        return hint, None
 
     def _gallop(self, hint: int) -> tuple[int, dict[str, Any] | None]:
         step = 1
@@ -884,12 +925,6 @@ class VersionLog:
                 return hint + step, found
             step *= 2
         return hint, None
-
-    def _scan_latest(self) -> tuple[int, dict[str, Any] | None]:
-        versions = list(self.listed_versions())
-        if not versions:
-            return 0, None
-        return versions[-1], self._try_read(versions[-1])
 
     def listed_versions(self) -> Iterator[int]:
         """Versions found by listing, ascending. May lag other hosts' newest commits."""
@@ -981,10 +1016,13 @@ class VersionLog:
             except FileExistsError:
                 losses += 1
                 newer = self._try_read(version)
-                if newer is None:  # removed already? cannot happen to a recent version
+                if newer is None:  # another client committed it; our cache hides it
                     raise StorageError(
                         errno.EEXIST,
-                        f"{target} exists but cannot be read; check `efsray health`",
+                        f"{self.kind}: version {version} was committed by another client but "
+                        f"this client cannot open {target} yet: its lookup cache lags (up to "
+                        "acdirmax, a minute on EFS). Nothing was committed; retry the write "
+                        "later. If it persists, check `efsray health`.",
                         str(target),
                     ) from None
                 # Rebuild on the newest version, not just on the one that beat us: a writer
