@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import efsray
 from efsray.cli.app import EXIT_CODES, main, root_command
 
 USAGE = 2
@@ -198,7 +199,7 @@ def _run_script(*argv: str, env: dict[str, str] | None = None) -> subprocess.Com
         ("health", "--timeout", "abc"),
         ("health", "--timeout", "inf"),
         ("cleanup", "--days", "nan"),
-        ("version", "--json"),
+        ("version", "--bogus"),
     ],
     ids=" ".join,
 )
@@ -236,3 +237,9 @@ def test_help_documents_exit_codes() -> None:
     assert res.returncode == 0
     for code in EXIT_CODES:
         assert f"{code} " in res.stdout or f"{code}:" in res.stdout
+
+
+def test_version_reports_json(cli: Any) -> None:
+    """Every command that reports has --json, `version` included (the issue's example)."""
+    res = cli("version", "--json")
+    assert res.code == 0 and res.json() == {"version": efsray.__version__}

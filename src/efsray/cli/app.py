@@ -67,8 +67,11 @@ def _global_options(
 
 
 @app.command("version")
-def version_cmd() -> None:
-    """Print the efsray version."""
+def version_cmd(json_out: JsonOpt = False) -> None:
+    """Print the efsray version (--json: {"version": ...})."""
+    if json_out:
+        print_json({"version": __version__})
+        return
     console.print(__version__)
 
 
