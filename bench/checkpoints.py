@@ -51,13 +51,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import add_output_arguments, emit, ms_cell
 from bench._efs import (
-    EFS_CLIENT_MIB_S,
-    EFS_GP_MS,
     Medium,
     OpTally,
     add_media_arguments,
     kinds_cell,
     measured,
+    model_json,
     model_table,
     open_media,
 )
@@ -420,7 +419,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {
         "command": "python bench/checkpoints.py " + " ".join(sys.argv[1:]),
-        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "model": model_json(),
         "media": {},
     }
     with open_media(

@@ -46,14 +46,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import add_output_arguments, disk_bytes, emit, median, ms_cell
 from bench._efs import (
-    EFS_CLIENT_MIB_S,
-    EFS_GP_MS,
     Medium,
     OpTally,
     add_media_arguments,
     disk_root,
     kinds_cell,
     measured,
+    model_json,
     model_table,
     open_media,
     settle,
@@ -649,7 +648,7 @@ def main() -> None:
         "command": "python bench/market_data.py " + " ".join(sys.argv[1:]),
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0],
-        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "model": model_json(),
         "media": {},
     }
     with open_media(
