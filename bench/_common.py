@@ -27,6 +27,11 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def ms_cell(seconds: float | None) -> str:
+    """A time as a table cell in milliseconds ("-" when there is none)."""
+    return "-" if seconds is None else f"{seconds * 1e3:,.1f}"
+
+
 def disk_bytes(path: Path) -> int:
     """Allocated bytes under ``path`` (what `du` reports), not apparent sizes."""
     total = 0

@@ -117,6 +117,11 @@ def model_table() -> str:
     return "\n".join(lines)
 
 
+def model_json() -> dict[str, Any]:
+    """The model's parameters, as every results JSON records them (``"model"``)."""
+    return {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S}
+
+
 # --- counters ---------------------------------------------------------------------------------
 
 

@@ -49,15 +49,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import add_output_arguments, emit
+from bench._common import add_output_arguments, emit, ms_cell
 from bench._efs import (
-    EFS_CLIENT_MIB_S,
-    EFS_GP_MS,
     Medium,
     OpTally,
     add_media_arguments,
     kinds_cell,
     measured,
+    model_json,
     model_table,
     open_media,
 )
@@ -303,10 +302,6 @@ def machine(work: Path) -> dict[str, Any]:
     }
 
 
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:,.1f}"
-
-
 def medium_markdown(r: dict[str, Any]) -> list[str]:
     m, algorithms = r["machine"], r["algorithms"]
     counted = r["counters"] is not None
@@ -368,7 +363,7 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
                     f"({c['round_trips_min']:.0f}-{c['round_trips_max']:.0f}) | "
                     f"{c['round_trips']:.1f} | {budget_cell} | "
                     f"{kinds_cell(c['ops_wsize'])} | {c['bytes_read'] / 1024:,.0f} / "
-                    f"{c['bytes_written'] / 1024:,.0f} | {_ms(c['modelled_s'])} | {ratio} |"
+                    f"{c['bytes_written'] / 1024:,.0f} | {ms_cell(c['modelled_s'])} | {ratio} |"
                 )
     return lines
 
@@ -424,7 +419,7 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {
         "command": "python bench/checkpoints.py " + " ".join(sys.argv[1:]),
-        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "model": model_json(),
         "media": {},
     }
     with open_media(

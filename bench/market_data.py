@@ -44,16 +44,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import add_output_arguments, disk_bytes, emit, median
+from bench._common import add_output_arguments, disk_bytes, emit, median, ms_cell
 from bench._efs import (
-    EFS_CLIENT_MIB_S,
-    EFS_GP_MS,
     Medium,
     OpTally,
     add_media_arguments,
     disk_root,
     kinds_cell,
     measured,
+    model_json,
     model_table,
     open_media,
     settle,
@@ -492,10 +491,6 @@ def goals(systems: dict[str, Any], *, counted: bool) -> list[dict[str, Any]]:
     return out
 
 
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:,.1f}"
-
-
 def medium_markdown(r: dict[str, Any]) -> list[str]:
     counted = r["counters"] is not None
     lines = [
@@ -512,10 +507,10 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---:|" + ("---:|" if counted else ""),
     ]
     for name, s in r["systems"].items():
-        row = (f"| {name} | {s['append_rows_per_s']:,.0f} | {_ms(s['full_read_s'])} | "
-               f"{_ms(s['tail_1000_s'])} | {s['disk_bytes'] / 2**20:.1f} |")  # fmt: skip
+        row = (f"| {name} | {s['append_rows_per_s']:,.0f} | {ms_cell(s['full_read_s'])} | "
+               f"{ms_cell(s['tail_1000_s'])} | {s['disk_bytes'] / 2**20:.1f} |")  # fmt: skip
         if counted:
-            row += " " + " / ".join(_ms(s["ops"][op].get("modelled_s")) for op in OPS) + " |"
+            row += " " + " / ".join(ms_cell(s["ops"][op].get("modelled_s")) for op in OPS) + " |"
         lines.append(row)
     e = r["systems"]["efsray"]
     if "live_segment_bytes" in e:
@@ -544,12 +539,12 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
                 if "round_trips" not in o:
                     continue
                 lines.append(
-                    f"| {name} | {op} | {o['calls']} | {_ms(o['median_s'])} | "
+                    f"| {name} | {op} | {o['calls']} | {ms_cell(o['median_s'])} | "
                     f"{o['round_trips_wsize']:.1f} ({o['round_trips_min']:.0f}-"
                     f"{o['round_trips_max']:.0f}) | {o['round_trips']:.1f} | "
                     f"{kinds_cell(o['ops_wsize'])} | "
                     f"{o['bytes_read'] / 1024:,.0f} / {o['bytes_written'] / 1024:,.0f} | "
-                    f"{_ms(o['modelled_s'])} |"
+                    f"{ms_cell(o['modelled_s'])} |"
                 )
     a = r["systems"].get("arcticdb-lmdb")
     if counted and a and a["ops"]["full read"].get("round_trips") == 0:
@@ -653,7 +648,7 @@ def main() -> None:
         "command": "python bench/market_data.py " + " ".join(sys.argv[1:]),
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg()[0],
-        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "model": model_json(),
         "media": {},
     }
     with open_media(

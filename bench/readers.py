@@ -47,13 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import add_output_arguments, emit
 from bench._efs import (
-    EFS_CLIENT_MIB_S,
-    EFS_GP_MS,
     Medium,
     OpTally,
     SimfsCounters,
     add_media_arguments,
     kinds_cell,
+    model_json,
     model_table,
     nfs_readahead,
     settle,
@@ -368,7 +367,7 @@ def main() -> None:
         "reads_per_reader": args.reads,
         "pinned": args.pinned,
         "read_every": args.read_every,
-        "model": {"ms": dict(EFS_GP_MS), "client_mib_s": EFS_CLIENT_MIB_S},
+        "model": model_json(),
         "phases": phases,
     }
     emit(args, result, markdown(result))

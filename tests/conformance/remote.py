@@ -43,6 +43,7 @@ _SHIPPED = (
     "store/_ckpt_workers.py",
     "store/_workers.py",
     "store/_procs.py",
+    "store/_runs.py",
 )
 
 

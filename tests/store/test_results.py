@@ -21,18 +21,6 @@ def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "store")
 
 
-def _gather(pipes: list, procs: list) -> list:
-    """Each worker's answer, in order; a worker that failed fails the test with its error."""
-    answers = []
-    for recv, p in zip(pipes, procs, strict=True):
-        assert recv.poll(120)
-        status, value = recv.recv()
-        assert status == "ok", value
-        answers.append(value)
-        p.join(10)
-    return answers
-
-
 def test_a_taken_run_id_is_never_overwritten(store: Store) -> None:
     fixed = new_id()
     drawn = [fixed, fixed, fixed]
@@ -63,7 +51,7 @@ def test_concurrent_savers_never_collide(tmp_path: Path) -> None:
         procs.append(p)
         pipes.append(recv)
     go.set()
-    ids = [run_id for answer in _gather(pipes, procs) for run_id in answer]
+    ids = [run_id for answer in w.gather(pipes, procs) for run_id in answer]
     assert len(ids) == len(set(ids)) == 200 and fixed in ids
     store = Store(root)
     frame = store.results.query()

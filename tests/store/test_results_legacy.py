@@ -16,6 +16,7 @@ import pytest
 from efsray.errors import CorruptionError, InvalidDataError, InvalidNameError
 from efsray.store import ResultStore, Store
 from efsray.store.ids import derive
+from tests.store._runs import whole_run
 
 
 @pytest.fixture
@@ -24,29 +25,9 @@ def store(tmp_path: Path) -> Store:
 
 
 def test_save_and_load_a_whole_run(store: Store) -> None:
-    curve = pd.DataFrame(
-        {"equity": [100.0, 101.5, 99.0]},
-        index=pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC", name="date"),
-    )
-    trades = pd.DataFrame({"symbol": ["AAPL", "MSFT"], "qty": [10, -5], "px": [190.1, 410.2]})
-    bars = pd.DataFrame({"timestamp": curve.index, **{c: curve["equity"].to_numpy()
-                         for c in ("open", "high", "low", "close", "volume")}})  # fmt: skip
-    commit = store.market.append("AAPL", "1d", bars)
-    info = store.results.legacy.save(
-        "momentum",
-        metrics={
-            "sharpe": 1.25,
-            "max_dd": -0.12,
-            "trades": 2,
-            "sortino": math.inf,
-            "calmar": math.nan,
-        },
-        params={"lookback": 20, "universe": ["AAPL", "MSFT"], "start": dt.date(2024, 1, 1)},
-        equity_curve=curve,
-        trades=trades,
-        data_versions=[commit],
-        tags={"sweep": "s1"},
-    )
+    given = whole_run(store)
+    curve, trades, [commit] = given["equity_curve"], given["trades"], given["data_versions"]
+    info = store.results.legacy.save("momentum", **given)
     assert info.path.endswith(f"{info.run_id}.json")
     assert f"/momentum/{info.created_at:%Y-%m-%d}/{info.created_at:%H%M}/" in info.path
     run = store.results.load(info.run_id)

@@ -89,13 +89,7 @@ def test_concurrent_writers_of_batches(tmp_path: Path) -> None:
         procs.append(p)
         pipes.append(recv)
     go.set()
-    answers = []
-    for recv, p in zip(pipes, procs, strict=True):
-        assert recv.poll(300)
-        status, value = recv.recv()
-        assert status == "ok", value
-        answers.append(value)
-        p.join(30)
+    answers = w.gather(pipes, procs, timeout=300)
     for batches, answer in zip(plans, answers, strict=True):
         assert answer == [[rw.run_id(b, i) for i in range(60)] for b in batches]
     store = Store(root)

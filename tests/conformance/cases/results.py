@@ -18,34 +18,15 @@ from efsray.store import Store
 from efsray.store.ids import derive, new_id
 from tests.conformance.site import Site, case
 from tests.store import _ckpt_workers as w
+from tests.store._runs import whole_run
 
 
 @case("results")
 def save_and_load_a_whole_run(site: Site) -> None:
     store = site.store()
-    curve = pd.DataFrame(
-        {"equity": [100.0, 101.5, 99.0]},
-        index=pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC", name="date"),
-    )
-    trades = pd.DataFrame({"symbol": ["AAPL", "MSFT"], "qty": [10, -5], "px": [190.1, 410.2]})
-    bars = pd.DataFrame({"timestamp": curve.index, **{c: curve["equity"].to_numpy()
-                         for c in ("open", "high", "low", "close", "volume")}})  # fmt: skip
-    commit = store.market.append("AAPL", "1d", bars)
-    info = store.results.save(
-        "momentum",
-        metrics={
-            "sharpe": 1.25,
-            "max_dd": -0.12,
-            "trades": 2,
-            "sortino": math.inf,
-            "calmar": math.nan,
-        },
-        params={"lookback": 20, "universe": ["AAPL", "MSFT"], "start": dt.date(2024, 1, 1)},
-        equity_curve=curve,
-        trades=trades,
-        data_versions=[commit],
-        tags={"sweep": "s1"},
-    )
+    given = whole_run(store)
+    curve, trades, [commit] = given["equity_curve"], given["trades"], given["data_versions"]
+    info = store.results.save("momentum", **given)
     for reader in (store, site.store()):
         run = reader.results.load(info.run_id)
         assert run.info.metrics["sharpe"] == 1.25 and run.info.metrics["sortino"] == math.inf

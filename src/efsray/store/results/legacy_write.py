@@ -37,11 +37,7 @@ from efsray.store.results.legacy import (
     _unlink_all,
     log,
 )
-from efsray.store.results.records import (
-    RunInfo,
-    _data_versions,
-    _encode_dict,
-)
+from efsray.store.results.records import RunInfo, RunSpec, make_record
 from efsray.store.results.records import comparable as _comparable
 from efsray.store.results.records import to_arrow as _to_arrow
 
@@ -83,16 +79,8 @@ class LegacyWriter(LegacyRuns):
         validate_name("strategy id", strategy)
         if run_id is not None:
             _check_id(run_id)
-        record: dict[str, Any] = {
-            "format": 1,
-            "kind": "backtest-run",
-            "strategy": strategy,
-            "metrics": jsonsafe.encode_metrics(metrics),
-            "params": _encode_dict(params, "params"),
-            "data_versions": _data_versions(data_versions),
-            "tags": _encode_dict(tags, "tags"),
-            "extra": _encode_dict(extra, "extra"),
-        }
+        spec = RunSpec(metrics, params, equity_curve, trades, data_versions, tags, extra, run_id)
+        record = make_record(strategy, spec)
         given = (("equity_curve", equity_curve), ("trades", trades))
         tables = [
             _encode_table(name, value, self.algorithm, self.inline_max_bytes)
