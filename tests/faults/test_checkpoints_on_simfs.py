@@ -86,4 +86,3 @@ def test_saves_under_efs_latency_and_random_faults(simfs_factory) -> None:
         if v in saved:
             assert data == saved[v]
     assert failed + len(saved) == 15
-

@@ -145,4 +145,3 @@ def test_orphaned_data_of_crashed_saves_is_removed_after_grace(store: Store) -> 
 
 
 # --- the seed's face ---------------------------------------------------------------------------
-

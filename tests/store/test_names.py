@@ -68,4 +68,3 @@ def test_accepted_names_stay_one_component_inside_the_root(name: str) -> None:
     assert joined.parent == root
     assert os.path.normpath(joined) == str(joined)
     assert not name.startswith((".", "-"))
-

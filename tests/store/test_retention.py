@@ -87,4 +87,3 @@ def test_an_orphaned_result_table_goes_with_the_old_runs(store: Store) -> None:
     report = store.cleanup(days=7, now=time.time() + 8 * DAY)
     assert report.areas["results"].files == 2 + 1
     assert not orphan.exists()
-
