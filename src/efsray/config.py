@@ -61,8 +61,10 @@ def mask_dsn(dsn: str) -> str:
     'host=db user=alice password=***'
     >>> mask_dsn("alice:s3cret@db")  # malformed: hide more
     'alice:***@db'
+    >>> mask_dsn("alice://s3cret@db")  # not a PostgreSQL URL: malformed too
+    'alice:***@db'
     """
-    if _URL_SCHEME.match(dsn):
+    if _URL_SCHEME.match(dsn) and dsn.split("://", 1)[0].lower() in ("postgresql", "postgres"):
         # Plain string surgery, not urlsplit: a password with an unescaped '#', '/' or '?'
         # is malformed but common, and must be hidden all the same. When in doubt, hide more.
         scheme, rest = dsn.split("://", 1)
