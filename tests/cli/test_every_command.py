@@ -27,9 +27,7 @@ DOCUMENTED = set(EXIT_CODES)
 HUGE_INT = str(10**30)
 ANY_ERROR = frozenset(DOCUMENTED - {0, 70})
 # Numeric options that may stay unbounded, with the reason.
-UNBOUNDED = {
-    ("results", "ls", "--limit"): "owned by the results helper (issue 20: --limit -1)",
-}
+UNBOUNDED: dict[tuple[str, ...], str] = {}
 
 # A valid value for each required argument, by parameter name, so that one bad option at a
 # time is what fails (the command body is never reached: typed values fail at parsing).

@@ -62,9 +62,15 @@ def ls_cmd(
     sort: Annotated[str | None, typer.Option("--sort", help="Sort by a metric or column.")] = None,
     desc: Annotated[bool, typer.Option("--desc", help="Sort descending.")] = False,
     limit: Annotated[
-        int,
-        typer.Option("--limit", "-n", min=1, help="At most N runs (see --all)."),
-    ] = DEFAULT_LIMIT,
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            max=10**9,
+            help=f"At most N runs (default {DEFAULT_LIMIT} in the table; --json: every run).",
+        ),
+    ] = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every matching run.")] = False,
     columns: Annotated[
         str | None,
@@ -79,8 +85,12 @@ def ls_cmd(
     env_file: EnvFileOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List runs (oldest first unless --sort), at most --limit of them (20 by default).
+    """List runs (oldest first unless --sort), at most --limit of them (20 in the table by
+    default; --json and --all list every match unless --limit is given).
     Runs committed on another host in the last minute may be missing (NFS caching)."""
+    if limit is None:
+        all_runs = all_runs or json_out  # a machine reading --json must not lose runs silently
+        limit = DEFAULT_LIMIT
     tags = dict(_parse_tag(t) for t in tag or ())
     results = _open(root, env_file)
     frame = results.query(
