@@ -212,7 +212,8 @@ def test_head_restarted_mid_sweep_workers_rejoin_and_a_resubmit_resumes(
     args = ["--symbols", "6", "--years", "1", "--seed", "23"]
     root = "/data/headrestart"
     _in_stack(local, "headrestart-1", *args, root=root)
-    count = f"find {root}/results/backtests -name '*.json' 2>/dev/null | wc -l"
+    # committed batches of the results tables: their version manifests (docs/backtest.md)
+    count = f"find {root}/results/tables -path '*/versions/*' -name 'v*.json' 2>/dev/null | wc -l"
     wait_for(
         "some results committed",
         lambda: int(local.exec("ray-head", "sh", "-c", count).strip() or 0) > 0,
