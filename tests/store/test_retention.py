@@ -79,11 +79,24 @@ def test_temp_debris_and_logs(store: Store) -> None:
 
 def test_an_orphaned_result_table_goes_with_the_old_runs(store: Store) -> None:
     """Which runs cleanup keeps is a conformance case (tests/conformance/cases/retention.py);
-    this is the file-level part: a table file no run names is removed with them."""
-    ids = [store.results.save("s1", metrics={"x": i}).run_id for i in range(3)]
-    run_dir = Path(store.results.info(ids[0]).path).parent
+    this is the file-level part for stores written before the results table (one file per
+    run, still read): a table file no run names is removed with the old runs."""
+    saved = [store.results.legacy.save("s1", metrics={"x": i}) for i in range(3)]
+    ids = [info.run_id for info in saved]
+    run_dir = Path(saved[0].path).parent
     orphan = run_dir / f"{ids[0][:10]}0000000000000000.trades.parquet"
     orphan.write_bytes(b"PAR1")
     report = store.cleanup(days=7, now=time.time() + 8 * DAY)
     assert report.areas["results"].files == 2 + 1
     assert not orphan.exists()
+
+
+def test_a_stray_file_among_the_result_tables_does_not_stop_cleanup(store: Store) -> None:
+    """Only directories of results/tables are tables: a stray file there (a user's copy, an
+    editor's backup) is neither listed as a strategy nor breaks retention."""
+    store.results.save("s1", metrics={"x": 1.0})
+    stray = store.layout.results / "tables" / "notes.txt"
+    stray.write_bytes(b"x")
+    report = store.cleanup(days=7, now=time.time() + 8 * DAY)
+    assert report.errors == () and stray.exists()
+    assert store.results.strategies() == ["s1"]

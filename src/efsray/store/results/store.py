@@ -21,7 +21,7 @@ from efsray.store.hashing import DEFAULT_ALGORITHM, new_hasher
 from efsray.store.ids import MonotonicIds, id_time, is_id
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
-from efsray.store.nfs import ManifestCache, kind_of, list_dir
+from efsray.store.nfs import ManifestCache, kind_of, list_subdirs
 from efsray.store.results.format import PreparedRun, encode_table
 from efsray.store.results.legacy import INLINE_MAX_BYTES
 from efsray.store.results.legacy_write import LegacyWriter
@@ -109,7 +109,7 @@ class ResultStore:
     def strategies(self) -> list[str]:
         """Strategies with runs, in either layout (a listing: may lag other hosts by ~a
         minute)."""
-        names = {n for n in list_dir(self.tables_root) if is_valid_name(n)}
+        names = {n for n in list_subdirs(self.tables_root) if is_valid_name(n)}
         return sorted(names | set(self.legacy.strategies()))
 
     def files(self, strategy: str, *, version: int | None = None) -> list[Path]:
@@ -457,7 +457,7 @@ class ResultStore:
         """Retention (``efsray cleanup``): see :meth:`ResultTable.prune` and
         :meth:`LegacyRuns.prune`. Returns (files, bytes)."""
         files, nbytes = self.legacy.prune(older_than, grace_cutoff=grace_cutoff, dry_run=dry_run)
-        for name in list_dir(self.tables_root):
+        for name in list_subdirs(self.tables_root):  # a stray file there is not a table
             if not is_valid_name(name):
                 continue
             f, b = self.table(name).prune(older_than, grace_cutoff=grace_cutoff, dry_run=dry_run)
