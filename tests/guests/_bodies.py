@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import select
 import signal
 import time
 
@@ -172,13 +173,13 @@ def kill_writers(root: str, writers: int, rows: int, kills: int, seed: int) -> d
         # at least one more commit since the last kill (guests under TCG are slow and their
         # speed varies with the host's load), then a random instant within the next ~1.5 s
         wanted, limit = commits() + 1, time.monotonic() + 120
-        while commits() < wanted and time.monotonic() < limit:
+        while commits() < wanted and (left := limit - time.monotonic()) > 0:
+            select.select([rfd], [], [], left)  # woken by the writers' next report
             drain()
-            time.sleep(0.05)  # polling the writers' pipe for that commit, bounded by limit
         deadline = time.monotonic() + rng.uniform(0.0, 1.5)
-        while time.monotonic() < deadline:
+        while (left := deadline - time.monotonic()) > 0:  # the kill instant: random by design
+            select.select([rfd], [], [], left)  # draining the pipe meanwhile
             drain()
-            time.sleep(0.05)  # the kill instant is random by design; this paces the drain
         victim = rng.choice(sorted(alive))
         os.kill(victim, signal.SIGKILL)
         os.waitpid(victim, 0)
