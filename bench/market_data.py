@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -85,11 +85,13 @@ def make_bars(rows: int, seed: int = 1) -> pd.DataFrame:
 class Efsray:
     name = "efsray"
 
+    options: ClassVar[dict[str, Any]] = {}  # MarketDataStore options (--merge-factor)
+
     def __init__(self, path: Path) -> None:
         from efsray.store import Store
 
         self.path = path
-        self.store = Store(path)
+        self.store = Store(path, **self.options)
 
     def append(self, chunk: pd.DataFrame) -> None:
         self.store.market.append(SYMBOL, TIMEFRAME, chunk)
@@ -651,6 +653,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
     add_output_arguments(parser, "market_data")
     parser.add_argument("--no-arcticdb", action="store_true")
+    parser.add_argument(
+        "--merge-factor", type=int, default=None, help="efsray's merge_factor (default: store's)"
+    )
     parser.add_argument("--no-strace", action="store_true")
     parser.add_argument("--strace-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -658,6 +663,8 @@ def main() -> None:
         strace_child(*args.strace_child)
         return
     with_arctic = not args.no_arcticdb
+    if args.merge_factor is not None:
+        Efsray.options = {"merge_factor": args.merge_factor}
     if with_arctic:
         try:
             import arcticdb  # noqa: F401
