@@ -103,3 +103,23 @@ def test_cache_respects_its_budget() -> None:
     cache.drop(d, "n4")
     assert cache.get(d, "n4") is None
     assert cache._bytes <= 1000
+
+
+def test_threaded_reads_match_serial_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments read on the I/O pool's threads come back in time order, like a serial read."""
+    import efsray.store.segments as segments
+
+    _write(tmp_path / "s")
+    serial = Store(tmp_path / "s").market.read("SPY", "1m")
+    monkeypatch.setattr(segments, "_PARALLEL_PARQUET_BYTES", 0)
+    threaded = Store(tmp_path / "s")
+    assert segments._parallel(
+        tmp_path / "s" / "market_data" / "ohlcv" / "SPY" / "1m" / "segments",
+        [
+            segments.Segment.from_json(s)
+            for s in threaded.market._manifest("SPY", "1m", None)[2]["segments"]
+        ],
+        None,
+    )
+    assert threaded.market.read("SPY", "1m").equals(serial)
+    assert threaded.market.read("SPY", "1m", output="pandas").equals(serial.to_pandas())
