@@ -123,3 +123,23 @@ def test_threaded_reads_match_serial_ones(tmp_path: Path, monkeypatch: pytest.Mo
     )
     assert threaded.market.read("SPY", "1m").equals(serial)
     assert threaded.market.read("SPY", "1m", output="pandas").equals(serial.to_pandas())
+
+
+@pytest.mark.parametrize("rows", [1000, 59_000])
+def test_changing_a_result_leaves_the_cache_alone(tmp_path: Path, rows: int) -> None:
+    """Results share the cached buffers only where they are read-only: a caller writing into
+    a pandas result it got cannot change what the next read returns."""
+    _write(tmp_path / "s")
+    market = Store(tmp_path / "s").market
+    for read in (
+        lambda: market.tail("SPY", "1m", rows, output="pandas"),
+        lambda: market.read("SPY", "1m", output="pandas"),
+    ):
+        read()  # fills the cache
+        expected = read().copy(deep=True)
+        got = read()
+        for name in ("open", "close"):
+            values = got[name].to_numpy()
+            if values.flags.writeable:
+                values[:] = -1.0
+        assert read().equals(expected)
