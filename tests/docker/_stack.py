@@ -86,10 +86,12 @@ class Stack:
 
     engine: Engine
     workdir: Path
-    files: Sequence[str]
+    files: list[str]
     project: str
     env: dict[str, str] = field(default_factory=dict)
     up_seconds: float = 0.0
+    head: str = "ray-head"  # the Ray services' names (the cloud stack's are ray-*-cloud)
+    worker: str = "ray-worker"
 
     @classmethod
     def create(
@@ -100,6 +102,8 @@ class Stack:
         project: str,
         env: Mapping[str, str] | None = None,
         token: Path | None = None,
+        head: str = "ray-head",
+        worker: str = "ray-worker",
     ) -> Stack:
         deploy = workdir / "deploy"
         shutil.copytree(DEPLOY, deploy, ignore=shutil.ignore_patterns("wheelhouse", "secrets"))
@@ -120,7 +124,8 @@ class Stack:
             "RAY_SHM_SIZE": "512mb",
             **(env or {}),
         }
-        return cls(engine, workdir, [*files, _fast_health(deploy, files)], project, values)
+        files = [*files, _fast_health(deploy, files)]
+        return cls(engine, workdir, files, project, values, head=head, worker=worker)
 
     @property
     def deploy(self) -> Path:

@@ -55,7 +55,7 @@ def _result(stack: Stack, name: str) -> dict[str, Any]:
     """The demo's JSON report. The driver's stdout also carries Ray's lines about its tasks
     (a retried task after a node died, ...): the report is the object from the first line
     that is just an opening brace."""
-    text = stack.exec("ray-head", "cat", f"/logs/{name}.json")
+    text = stack.exec(stack.head, "cat", f"/logs/{name}.json")
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.rstrip() == "{"), 0)
     return dict(json.loads("\n".join(lines[start:])))
