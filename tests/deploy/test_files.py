@@ -334,6 +334,19 @@ def test_prometheus_loads_the_alert_rules_but_not_their_unit_tests() -> None:
         assert pattern.startswith("/etc/efsray/monitoring/")
 
 
+def test_services_reading_a_secret_run_as_the_uid_the_secret_is_written_for() -> None:
+    """Compose bind-mounts a `file:` secret with the host file's owner and mode (0600, owned
+    1000:100, from `efsray compose token`): a service from another image (Grafana runs as 472)
+    must run as that uid/gid, or it cannot read its secret."""
+    from efsray.compose.token import CONTAINER_GID, CONTAINER_UID
+
+    for path in SHIPPED_COMPOSE:
+        for name, spec in _load(path)["services"].items():
+            if not spec.get("secrets") or "EFSRAY_IMAGE" in str(spec.get("image", "")):
+                continue  # the efsray image's user is uid 1000 gid 100 (deploy/docker)
+            assert spec.get("user") == f"{CONTAINER_UID}:{CONTAINER_GID}", (path.name, name)
+
+
 def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
     provider = _load(DEPLOY / "monitoring/grafana/provisioning/dashboards/efsray.yml")
     assert provider["providers"][0]["options"]["path"] == "/etc/efsray/monitoring"
