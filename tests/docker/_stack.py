@@ -27,8 +27,9 @@ FAST_HEALTH = "fast-health.yml"
 def _fast_health(deploy: Path, files: Sequence[str]) -> str:
     """The tests' only override of the shipped files: every healthcheck runs every 3 s instead
     of 30 s (the same test commands), so stacks come up, and turn unhealthy, in seconds. The
-    start period is long: on a CPU-starved machine a raylet can abort at startup (Ray waits a
-    hard-coded 15 s for its dashboard agent) and `restart: unless-stopped` retries it."""
+    start period is long: on a CPU-starved machine a raylet can still abort at startup (its
+    agents slower than RAY_agent_register_timeout_ms, which the stacks raise to 120 s) and
+    `restart: unless-stopped` retries it without the container being marked unhealthy."""
     lines = ["services:"]
     for name in files:
         data = load_yaml((deploy / name).read_text()).data
