@@ -163,12 +163,19 @@ def test_monitoring_profile_scrapes_the_exporter_and_every_ray_node(local: Stack
         assert answer["status"] == "success", (path, params, answer)
         return answer["data"]
 
-    scraped = set(api("label/__name__/values"))
+    named = {
+        n for e in dashboard_exprs() for n in NAME.findall(e) if not n.startswith("efsray_nfs_")
+    }
+
+    def all_scraped() -> bool:
+        missing = named - set(api("label/__name__/values"))
+        assert not missing, f"not scraped: {sorted(missing)}"  # wait_for reports the last
+        return True
+
+    # the exporter's first probe cycle may still be running at the first scrape: poll
+    wait_for("every dashboard metric scraped", all_scraped, timeout=120, every=5)
     for expr in dashboard_exprs():
-        query = expr.replace("$__rate_interval", "1m").replace("$mountpoint", ".*")
-        api("query", query=query)
-        named = {n for n in NAME.findall(expr) if not n.startswith("efsray_nfs_")}
-        assert named <= scraped, f"{expr}: not scraped: {sorted(named - scraped)}"
+        api("query", query=expr.replace("$__rate_interval", "1m").replace("$mountpoint", ".*"))
 
 
 def test_neon_profile_connector_stays_up_and_syncs_the_results(local: Stack) -> None:
