@@ -357,6 +357,27 @@ def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
         assert targets["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
 
 
+def test_grafana_provisions_the_dashboards_the_ray_head_writes() -> None:
+    """The Ray head writes Ray's Grafana dashboards (RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR)
+    into a volume that Grafana mounts read-only, at the path its `ray` provider loads."""
+    providers = _load(DEPLOY / "monitoring/grafana/provisioning/dashboards/efsray.yml")
+    ray_path = next(p["options"]["path"] for p in providers["providers"] if p["name"] == "ray")
+    for path in SHIPPED_COMPOSE:
+        services = _load(path)["services"]
+        if "grafana" not in services:
+            continue
+        key = "RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"
+        heads = [s for s in services.values() if key in (s.get("environment") or {})]
+        assert len(heads) == 1, path.name
+        out = heads[0]["environment"][key]
+        head = Service("head", heads[0])
+        mount = next(m for m in head.mounts() if out.startswith(m.target.rstrip("/") + "/"))
+        grafana = {m.source: m for m in Service("grafana", services["grafana"]).mounts()}
+        seen = grafana[mount.source]
+        assert seen.read_only, path.name
+        assert ray_path == seen.target.rstrip("/") + out[len(mount.target.rstrip("/")) :]
+
+
 def test_rendered_volumes_are_efsmountconfigs() -> None:
     """The renderer delegates to the mount subsystem: same driver_opts, volume by volume."""
     from efsray.mount import EFSMountConfig

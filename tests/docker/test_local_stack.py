@@ -177,6 +177,13 @@ def test_monitoring_profile_scrapes_the_exporter_and_every_ray_node(local: Stack
     for expr in dashboard_exprs():
         api("query", query=expr.replace("$__rate_interval", "1m").replace("$mountpoint", ".*"))
 
+    # Ray's own dashboards (those its Metrics view embeds), written by the head onto the logs
+    # volume where Grafana's `ray` provider loads them (tests/deploy checks the paths agree)
+    ray_dir = "/logs/ray-grafana-dashboards"
+    assert "default_grafana_dashboard.json" in local.exec("ray-head", "ls", ray_dir).split()
+    text = local.exec("ray-head", "cat", f"{ray_dir}/default_grafana_dashboard.json")
+    assert json.loads(text)["uid"] == "rayDefaultDashboard"
+
 
 def test_neon_profile_connector_stays_up_and_syncs_the_results(local: Stack) -> None:
     """--profile neon with a real PostgreSQL container standing for Neon."""
