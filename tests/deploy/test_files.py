@@ -334,6 +334,19 @@ def test_prometheus_loads_the_alert_rules_but_not_their_unit_tests() -> None:
         assert pattern.startswith("/etc/efsray/monitoring/")
 
 
+def test_services_reading_a_secret_run_as_the_uid_the_secret_is_written_for() -> None:
+    """Compose bind-mounts a `file:` secret with the host file's owner and mode (0600, owned
+    1000:100, from `efsray compose token`): a service from another image (Grafana runs as 472)
+    must run as that uid/gid, or it cannot read its secret."""
+    from efsray.compose.token import CONTAINER_GID, CONTAINER_UID
+
+    for path in SHIPPED_COMPOSE:
+        for name, spec in _load(path)["services"].items():
+            if not spec.get("secrets") or "EFSRAY_IMAGE" in str(spec.get("image", "")):
+                continue  # the efsray image's user is uid 1000 gid 100 (deploy/docker)
+            assert spec.get("user") == f"{CONTAINER_UID}:{CONTAINER_GID}", (path.name, name)
+
+
 def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
     provider = _load(DEPLOY / "monitoring/grafana/provisioning/dashboards/efsray.yml")
     assert provider["providers"][0]["options"]["path"] == "/etc/efsray/monitoring"
@@ -342,6 +355,27 @@ def test_grafana_loads_every_dashboard_under_deploy_monitoring() -> None:
         targets = {m.target: m.source for m in grafana.mounts()}
         assert targets["/etc/efsray/monitoring"] == "./monitoring"
         assert targets["/etc/grafana/provisioning"] == "./monitoring/grafana/provisioning"
+
+
+def test_grafana_provisions_the_dashboards_the_ray_head_writes() -> None:
+    """The Ray head writes Ray's Grafana dashboards (RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR)
+    into a volume that Grafana mounts read-only, at the path its `ray` provider loads."""
+    providers = _load(DEPLOY / "monitoring/grafana/provisioning/dashboards/efsray.yml")
+    ray_path = next(p["options"]["path"] for p in providers["providers"] if p["name"] == "ray")
+    for path in SHIPPED_COMPOSE:
+        services = _load(path)["services"]
+        if "grafana" not in services:
+            continue
+        key = "RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR"
+        heads = [s for s in services.values() if key in (s.get("environment") or {})]
+        assert len(heads) == 1, path.name
+        out = heads[0]["environment"][key]
+        head = Service("head", heads[0])
+        mount = next(m for m in head.mounts() if out.startswith(m.target.rstrip("/") + "/"))
+        grafana = {m.source: m for m in Service("grafana", services["grafana"]).mounts()}
+        seen = grafana[mount.source]
+        assert seen.read_only, path.name
+        assert ray_path == seen.target.rstrip("/") + out[len(mount.target.rstrip("/")) :]
 
 
 def test_rendered_volumes_are_efsmountconfigs() -> None:

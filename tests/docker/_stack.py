@@ -27,8 +27,9 @@ FAST_HEALTH = "fast-health.yml"
 def _fast_health(deploy: Path, files: Sequence[str]) -> str:
     """The tests' only override of the shipped files: every healthcheck runs every 3 s instead
     of 30 s (the same test commands), so stacks come up, and turn unhealthy, in seconds. The
-    start period is long: on a CPU-starved machine a raylet can abort at startup (Ray waits a
-    hard-coded 15 s for its dashboard agent) and `restart: unless-stopped` retries it."""
+    start period is long: on a CPU-starved machine a raylet can still abort at startup (its
+    agents slower than RAY_agent_register_timeout_ms, which the stacks raise to 120 s) and
+    `restart: unless-stopped` retries it without the container being marked unhealthy."""
     lines = ["services:"]
     for name in files:
         data = load_yaml((deploy / name).read_text()).data
@@ -86,10 +87,12 @@ class Stack:
 
     engine: Engine
     workdir: Path
-    files: Sequence[str]
+    files: list[str]
     project: str
     env: dict[str, str] = field(default_factory=dict)
     up_seconds: float = 0.0
+    head: str = "ray-head"  # the Ray services' names (the cloud stack's are ray-*-cloud)
+    worker: str = "ray-worker"
 
     @classmethod
     def create(
@@ -100,6 +103,8 @@ class Stack:
         project: str,
         env: Mapping[str, str] | None = None,
         token: Path | None = None,
+        head: str = "ray-head",
+        worker: str = "ray-worker",
     ) -> Stack:
         deploy = workdir / "deploy"
         shutil.copytree(DEPLOY, deploy, ignore=shutil.ignore_patterns("wheelhouse", "secrets"))
@@ -120,7 +125,8 @@ class Stack:
             "RAY_SHM_SIZE": "512mb",
             **(env or {}),
         }
-        return cls(engine, workdir, [*files, _fast_health(deploy, files)], project, values)
+        files = [*files, _fast_health(deploy, files)]
+        return cls(engine, workdir, files, project, values, head=head, worker=worker)
 
     @property
     def deploy(self) -> Path:

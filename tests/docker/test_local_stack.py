@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,15 @@ from typing import Any
 import pytest
 
 from tests.docker._stack import HERE, Engine, Stack, wait_for
+from tests.test_monitor_deploy import NAME, dashboard_exprs
 
 DEMO = ["--symbols", "6", "--years", "0.5", "--timeframe", "1h"]
 WORKERS = {"ray-worker": 2}
+RAYLET_ENVIRON = (  # the environment of the container's raylet process, a line a variable
+    "import pathlib; p = next(p for p in pathlib.Path('/proc').glob('[0-9]*') "
+    "if b'/raylet/raylet' in (p / 'cmdline').read_bytes()); "
+    "print((p / 'environ').read_bytes().replace(bytes(1), b'\\n').decode())"
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +62,7 @@ def _result(stack: Stack, name: str) -> dict[str, Any]:
     """The demo's JSON report. The driver's stdout also carries Ray's lines about its tasks
     (a retried task after a node died, ...): the report is the object from the first line
     that is just an opening brace."""
-    text = stack.exec("ray-head", "cat", f"/logs/{name}.json")
+    text = stack.exec(stack.head, "cat", f"/logs/{name}.json")
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.rstrip() == "{"), 0)
     return dict(json.loads("\n".join(lines[start:])))
@@ -78,6 +85,10 @@ def test_three_nodes_join_with_the_token_the_containers_can_read(local: Stack) -
     # `efsray compose token` ran as root: the secret is the containers' uid's, mode 0600
     owner = local.exec("ray-worker", "stat", "-c", "%u:%g %a", "/run/secrets/ray_auth_token")
     assert owner.split() == ["1000:100", "600"]
+    # every raylet runs with the stacks' longer agent deadline (see the compose files)
+    for service in ("ray-head", "ray-worker"):
+        environ = local.exec(service, "python", "-c", RAYLET_ENVIRON).splitlines()
+        assert "RAY_agent_register_timeout_ms=120000" in environ, service
     # without the token the Jobs API refuses
     import urllib.error
     import urllib.request
@@ -119,7 +130,8 @@ def test_monitor_serves_metrics_and_health_on_the_compose_network(local: Stack) 
 
 
 def test_monitoring_profile_scrapes_the_exporter_and_every_ray_node(local: Stack) -> None:
-    """Prometheus (Debian's package; Grafana has none and is not started) on the stack."""
+    """Prometheus (Debian's package; Grafana has none and is not started) on the stack, and
+    the Grafana dashboard's queries run on it."""
     local.up("prometheus", profiles=("monitoring",))
     base = f"http://127.0.0.1:{local.env['PROMETHEUS_PORT']}"
 
@@ -138,6 +150,39 @@ def test_monitoring_profile_scrapes_the_exporter_and_every_ray_node(local: Stack
         groups = json.load(response)["data"]["groups"]
     rules = [r["name"] for g in groups for r in g["rules"]]
     assert rules, "the alert rules (deploy/monitoring/alerts.yml) did not load"
+
+    # The Grafana dashboard, against this live Prometheus (Grafana itself has no Debian
+    # package and is not started): every query evaluates, and every metric a panel names is
+    # scraped, except the NFS client's counters, which only a kernel NFS mount's mountstats
+    # give (the docker volumes here are not NFS; tests/test_monitor_deploy.py checks those
+    # names against an exporter fed a captured mountstats).
+    def api(path: str, **params: str) -> Any:
+        url = f"{base}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", (path, params, answer)
+        return answer["data"]
+
+    named = {
+        n for e in dashboard_exprs() for n in NAME.findall(e) if not n.startswith("efsray_nfs_")
+    }
+
+    def all_scraped() -> bool:
+        missing = named - set(api("label/__name__/values"))
+        assert not missing, f"not scraped: {sorted(missing)}"  # wait_for reports the last
+        return True
+
+    # the exporter's first probe cycle may still be running at the first scrape: poll
+    wait_for("every dashboard metric scraped", all_scraped, timeout=120, every=5)
+    for expr in dashboard_exprs():
+        api("query", query=expr.replace("$__rate_interval", "1m").replace("$mountpoint", ".*"))
+
+    # Ray's own dashboards (those its Metrics view embeds), written by the head onto the logs
+    # volume where Grafana's `ray` provider loads them (tests/deploy checks the paths agree)
+    ray_dir = "/logs/ray-grafana-dashboards"
+    assert "default_grafana_dashboard.json" in local.exec("ray-head", "ls", ray_dir).split()
+    text = local.exec("ray-head", "cat", f"{ray_dir}/default_grafana_dashboard.json")
+    assert json.loads(text)["uid"] == "rayDefaultDashboard"
 
 
 def test_neon_profile_connector_stays_up_and_syncs_the_results(local: Stack) -> None:
