@@ -674,6 +674,7 @@ _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to
 _SUM_START = b'{"checksum":"xxh3-64:'
 _SUM_LEN = len(_SUM_START) + 16 + 2  # the prefix, 16 hex digits, '",'
 _LEGACY_START = b'{"format":'
+_REVALIDATE_PARENTS = 4  # a series' directory is <root>/market_data/ohlcv/<symbol>/<timeframe>
 _FALLBACK_TRIES = 16  # opens per step of VersionLog._fallback before it tries the next step
 
 
@@ -858,15 +859,31 @@ class VersionLog:
         then the newest version it *can* open, possibly older than the newest committed one
         for as long as its lookup cache lags (close-to-open), never "nothing".
         """
+        return self._latest(fresh=True)
+
+    def _latest(self, *, fresh: bool) -> tuple[int, dict[str, Any]] | None:
+        """:meth:`latest`. ``fresh``: revalidate the directory before trusting a failed open
+        (``_revalidate``). Writers pass False: a stale view costs them one lost ``link()``
+        race, after which ``commit`` revalidates, and a single writer saves the round trip."""
         known = self._cache.newest(self.directory) if self._cache else 0
         if known:
+            if fresh:
+                self._revalidate(known + 1)
             following = self._try_read(known + 1)
             if following is None:
                 cached = self._try_read(known)
                 if cached is not None:
                     return known, cached
             # Others have committed since: HEAD is the quicker way to catch up.
-        hint = max(self.head_hint(), known)
+            head = self.head_hint()
+        else:
+            head = self.head_hint()
+            if fresh:
+                if not head:  # nothing committed, or this client's lookup of HEAD is stale
+                    self._revalidate(0)
+                    head = self.head_hint()
+                self._revalidate(max(head, 1))
+        hint = max(head, known)
         version, manifest = hint, self._try_read(hint) if hint else None
         if hint and manifest is None:
             version, manifest = self._fallback(hint)
@@ -881,12 +898,45 @@ class VersionLog:
             return None
         return version, manifest
 
+    def _revalidate(self, version: int) -> None:
+        """Make this client's next opens of names in ``version``'s shard directory (for
+        version 0, the log's own directory, where HEAD is) answer from the server.
+
+        An open that fails leaves a negative lookup in the client's cache (a negative dentry
+        on the Linux NFS client), which it trusts for as long as it trusts the directory's
+        cached attributes (acdirmin..acdirmax, 30-60 s on EFS): a version another host commits
+        meanwhile stays invisible to a probe by name. Opening the directory itself forces
+        close-to-open revalidation of its attributes (one GETATTR); if the directory changed,
+        its change attribute did, and the client drops the negative lookups cached under it.
+        Measured on the kernel clients: ``tests/guests``, docs/nfs-clients.md. A directory
+        that does not exist (a new shard, a new log) is skipped for its parent. On a local
+        filesystem this costs one open; on FUSE (simfs) an OPENDIR, without the effect: FUSE
+        expires negative entries by time only. Best effort: an error here is the next open's
+        to report.
+        """
+        candidates = [self.path(version).parent, self._versions] if version else []
+        # Then the log's directory and its parents: a client that looked for the log before
+        # it existed cached the absence of the first missing one.
+        candidates += [self.directory, *list(self.directory.parents)[:_REVALIDATE_PARENTS]]
+        for candidate in candidates:
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                log.debug("could not open %s to revalidate it: %s", candidate, exc)
+                return
+            os.close(fd)
+            return
+
     def _forward(
         self, version: int, manifest: dict[str, Any] | None
     ) -> tuple[int, dict[str, Any] | None]:
         """From ``version`` (opened, or 0 and None), the newest one reachable by opening the
         next ones, or ``version`` and ``manifest`` as they were if the next does not open."""
         while True:
+            if version and (version + 1) % _SHARD == 0:  # into a shard this client may not know
+                self._revalidate(version + 1)
             newer = self._try_read(version + 1)
             if newer is None:
                 return version, manifest
@@ -981,7 +1031,9 @@ class VersionLog:
         runs before each attempt to publish a manifest, once it is durable (see
         ``create_exclusive``): it makes the files the manifest names durable.
         """
-        found = self.latest()
+        found = self._latest(fresh=False)
+        if found is None and self.head_hint() > 0:  # a stale lookup cache, or worse
+            found = self._latest(fresh=True)
         if found is None and self.head_hint() > 0:
             # HEAD proves versions were committed, yet none is visible: starting again at
             # version 1 would fork the history. Refuse; the caches will catch up.
@@ -1015,6 +1067,7 @@ class VersionLog:
                 )  # fmt: skip
             except FileExistsError:
                 losses += 1
+                self._revalidate(version)  # a failed probe may have cached its absence
                 newer = self._try_read(version)
                 if newer is None:  # another client committed it; our cache hides it
                     raise StorageError(
