@@ -769,10 +769,25 @@ class ManifestCache:
         self._size = size
         self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
         self._newest: dict[Path, int] = {}
+        self._unopposed: dict[Path, int] = {}
 
     def newest(self, directory: Path) -> int:
         """The newest version of ``directory``'s log this cache has seen (0 if none)."""
         return self._newest.get(directory, 0)
+
+    def committed(self, directory: Path, version: int, *, unopposed: bool) -> None:
+        """Note that this process committed ``version``, and whether it met no other writer's
+        version on the way (``VersionLog.commit``'s first link() succeeded)."""
+        if unopposed:
+            self._unopposed[directory] = version
+        else:
+            self._unopposed.pop(directory, None)
+
+    def sole_writer(self, directory: Path) -> bool:
+        """True while the newest version this cache knows is one this process committed at
+        its first try: the likely next base of its next commit, without asking."""
+        newest = self._newest.get(directory, 0)
+        return newest > 0 and self._unopposed.get(directory) == newest
 
     def get(self, directory: Path, version: int) -> dict[str, Any] | None:
         manifest = self._entries.get((directory, version))
@@ -1130,7 +1145,9 @@ class VersionLog:
         runs before each attempt to publish a manifest, once it is durable (see
         ``create_exclusive``): it makes the files the manifest names durable.
         """
-        found = self._latest(fresh=False)
+        found = self._unopposed_base()
+        if found is None:
+            found = self._latest(fresh=False)
         if found is None and self.head_hint() > 0:  # a stale lookup cache, or worse
             found = self._latest(fresh=True)
         if found is None and self.head_hint() > 0:
@@ -1187,11 +1204,26 @@ class VersionLog:
                 continue
             self._write_head(version)
             self.remember(version, manifest)
+            if self._cache is not None:
+                self._cache.committed(self.directory, version, unopposed=losses == 0)
             return version, manifest
         raise CommitConflictError(
             f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "
             "kept committing first. Retry later, or write from fewer processes at once."
         )
+
+    def _unopposed_base(self) -> tuple[int, dict[str, Any]] | None:
+        """The version this process committed last, if it won that commit at its first try
+        and has seen no newer one since (``ManifestCache.sole_writer``): the base of the next
+        commit without the probe for the version after it. A single writer (one ingest
+        process per series, one trainer per model) saves a round trip per commit; if another
+        writer came meanwhile, ``link()`` answers EEXIST and the commit rebuilds on the newer
+        version, as after any lost race. None otherwise (the caller asks the filesystem)."""
+        if self._cache is None or not self._cache.sole_writer(self.directory):
+            return None
+        version = self._cache.newest(self.directory)
+        manifest = self._cache.get(self.directory, version)
+        return None if manifest is None else (version, manifest)
 
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
