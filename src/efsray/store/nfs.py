@@ -939,10 +939,12 @@ class VersionLog:
         """The newest committed version this client can open, and its manifest; None only
         for an empty log (nothing committed, or nothing this client has ever been able to see).
 
-        Cost: when this process already knows a recent version, one failed open (the probe
-        for the next one). Otherwise: read HEAD, then one open per version committed since
-        HEAD was written (usually zero), then one failed open and one read. Independent of
-        the history's length.
+        Cost: when this process already knows a recent version, an open of its directory
+        (``_revalidate``: one GETATTR on NFS) and one failed open (the probe for the next
+        one, answered by the client's cache when the directory did not change). Otherwise:
+        read HEAD, open the directory, one lookup per version committed since HEAD was
+        written (up to 3: HEAD is rewritten every 4th version), one failed lookup and one
+        read. Independent of the history's length.
 
         When HEAD names a version this client cannot open, see ``_fallback``: the answer is
         then the newest version it *can* open, possibly older than the newest committed one
