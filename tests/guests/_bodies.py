@@ -271,6 +271,17 @@ def step_reader(root: str, steps: int) -> None:
         _progress(json.dumps({"version": info.version, "rows": int(rows)}))
 
 
+def latest_version(root: str, symbol: str) -> int:
+    """The latest version of ``symbol``'s series this client sees (0: none), in a new process."""
+    from efsray.errors import NotFoundError
+    from efsray.store import Store
+
+    try:
+        return Store(root).market.info(symbol, "1m").version
+    except NotFoundError:
+        return 0
+
+
 # -- retention on one client while another reads an old version ----------------------------
 
 

@@ -80,23 +80,12 @@ def test_three_clients_by_four_writers_lose_and_duplicate_nothing(
         assert seen["runs"] == total
 
 
-STALE_PROBE = (
-    "STORE ISSUE, for the store's owner (observed on the kernel client, not on simfs): a reader "
-    "on client B that has looked for a version or series that did not exist yet keeps getting "
-    "the kernel's cached 'no such file' (negative dentry, revalidated only when the parent "
-    "directory's cached attributes expire: acdirmin 30 s .. acdirmax 60 s) after client A's "
-    "commit returned, so B reads an older version (or NotFoundError) although docs/store.md "
-    "says readers probe forward by name, close-to-open consistent. Safety holds (link() asks "
-    "the server); freshness does not. See docs/nfs-clients.md"
-)
-
-
 def test_writers_killed_at_random_instants_while_another_client_reads(
     nfs_guests: GuestCluster, guest_dir: GuestDir
 ) -> None:
     a, b, c = nfs_guests.guests
     root = f"{guest_dir.path}/store"
-    a.call(_bodies.make_history, root, 1, ROWS, 0)  # B starts from version 1 (see STALE_PROBE)
+    a.call(_bodies.make_history, root, 1, ROWS, 0)  # B starts from version 1
     reader = b.submit_call(_bodies.read_until_signalled, root, ROWS)
     assert reader.wait_progress() == "ready"
     killed = a.call(_bodies.kill_writers, root, 4, ROWS, 8, 17)
@@ -119,7 +108,6 @@ def test_writers_killed_at_random_instants_while_another_client_reads(
     assert final["versions"] == list(range(len(final["versions"]), 0, -1))
 
 
-@pytest.mark.xfail(reason=STALE_PROBE, strict=False)
 def test_reader_on_one_client_sees_each_commit_of_another_at_once(
     nfs_guests: GuestCluster, guest_dir: GuestDir
 ) -> None:
@@ -127,7 +115,11 @@ def test_reader_on_one_client_sees_each_commit_of_another_at_once(
     store's probe by name), whatever B's attribute and dentry caches hold."""
     a, b, _ = nfs_guests.guests
     root, steps = f"{guest_dir.path}/store", 4
-    a.call(_bodies.make_history, root, 1, ROWS, 0)  # version 1, so B can read from the start
+    # B looks for a series before it exists (the kernel caches the absence of a name), then
+    # A commits its first version: B's next look must find it.
+    assert b.call(_bodies.latest_version, root, "SPY") == 0
+    a.call(_bodies.make_history, root, 1, ROWS, 0)
+    assert b.call(_bodies.latest_version, root, "SPY") == 1
     writer = a.submit_call(_bodies.step_appender, root, steps, ROWS)
     reader = b.submit_call(_bodies.step_reader, root, steps + 1)
     assert writer.wait_progress() == "ready" and reader.wait_progress() == "ready"

@@ -122,8 +122,9 @@ def write_bytes(
     def writer(fd: int) -> None:
         digests.append(write_buffer(fd, view, algorithm))
 
-    # under its final name: no manifest names ``target`` yet (see write_new)
-    write_new(target / BYTES_NAME, writer, mode=DATA_FILE_MODE)
+    # under its final name: no manifest names ``target`` yet (see write_new); ``target`` is
+    # a new directory with a ULID name, so the name is unique without O_EXCL
+    write_new(target / BYTES_NAME, writer, mode=DATA_FILE_MODE, unique=True)
     return [CheckpointFile(BYTES_NAME, len(view), digests[-1])]
 
 
@@ -193,6 +194,7 @@ def write_tree(
                     target / src.rel,
                     lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
                     mode=DATA_FILE_MODE,
+                    unique=True,  # in a new ULID-named directory
                 )
         except StorageError:
             raise  # writing into the store failed, and says so

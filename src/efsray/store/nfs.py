@@ -5,9 +5,10 @@ close-to-open consistency, no trustworthy locks, caches that hide other hosts' n
 up to a minute) and on any local POSIX filesystem.
 
 1. **Temporary files.** Data is first written under a temporary name in the destination
-   directory: ``.efsray-tmp.<final>.<host>.<pid>.<random>``, created with O_EXCL, written
-   fully, fsync'ed, and closed with close()'s result checked (NFS reports deferred write
-   errors there). A writer killed at any instant leaves at most such a file; it is never
+   directory: ``.efsray-tmp.<final>.<host>.<pid>.<64 random bits>``, a name no other writer
+   can pick (so created without O_EXCL, which costs a SETATTR on NFS), written fully,
+   fsync'ed, and closed with close()'s result checked (NFS reports deferred write errors
+   there). A writer killed at any instant leaves at most such a file; it is never
    visible under a real name, and ``is_temp_name`` lets cleanup find it. Data files that no
    reader can find until a manifest names them are created under their final names instead
    (``write_new``), and their fsyncs may run in the background (``BackgroundSyncs``) while
@@ -36,13 +37,16 @@ up to a minute) and on any local POSIX filesystem.
    Version N+1 can only be created by one writer, so versions never fork and never have
    gaps; a writer that loses the race re-reads version N+1, rebuilds its change on top of
    it, and tries N+2 (optimistic concurrency, no locks). ``HEAD`` holds a recent version
-   number as a hint, rewritten by rename after each commit; readers start there and probe
-   forward by name (an open by name goes to the server under close-to-open consistency,
-   unlike a directory listing), so finding the latest version costs a constant number of
-   round trips however long the history is. Except for a name this client looked up before it
-   existed: the negative lookup stays cached (an NFS negative dentry, until the directory's
-   attributes expire), so HEAD may name a version this client cannot open yet; readers then
-   fall back to the newest version that does open (``VersionLog._fallback``), never to none.
+   number as a hint, overwritten in place at version 1 and every 4th version after (a
+   reader steps forward from it by lookups); readers start there and probe forward by name
+   (an open by name goes to the server under close-to-open consistency, unlike a directory
+   listing), so finding the latest version costs a constant number of round trips however
+   long the history is. A failed probe leaves a negative lookup in the client's cache (an NFS
+   negative dentry, trusted until the directory's attributes expire), so a reader first opens
+   the version's directory (``VersionLog._revalidate``: one GETATTR on NFS), which makes the
+   client drop the negative lookups of a directory that changed. Should HEAD still name a
+   version this client cannot open, readers fall back to the newest version that does open
+   (``VersionLog._fallback``), never to none.
 
    Each manifest carries its own checksum as its first field,
    ``{"checksum":"xxh3-64:<16 hex>",...``: the XXH3-64 of every byte after that field, so a
@@ -157,7 +161,7 @@ def is_temp_name(name: str) -> bool:
 
 
 def _temp_path(final: Path) -> Path:
-    token = secrets.token_hex(4)
+    token = secrets.token_hex(8)  # 64 random bits: created without O_EXCL (_create_written)
     # Keep the whole name under NAME_MAX (255) whatever the final name's length.
     return final.with_name(f"{TEMP_PREFIX}{final.name[:150]}.{_HOST}.{os.getpid()}.{token}")
 
@@ -169,19 +173,28 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
-def _create_and_write(path: Path, payload: bytes | Writer, mode: int, fsync: bool) -> None:
-    """Create ``path`` (O_EXCL), write ``payload``, fsync, close with its result checked.
+def _create_written(
+    path: Path, payload: bytes | Writer, mode: int, *, exclusive: bool = True
+) -> int:
+    """Create ``path`` (O_EXCL unless not ``exclusive``) and write ``payload``; the open
+    descriptor, for :func:`_finish`. On any error the file is removed and a StorageError is
+    raised.
 
-    On any error the file is removed and a StorageError (or StorageFullError) is raised.
-    """
-    _finish(_create_written(path, payload, mode), path, fsync)
-
-
-def _create_written(path: Path, payload: bytes | Writer, mode: int) -> int:
-    """Create ``path`` (O_EXCL) and write ``payload``; the open descriptor, for
-    :func:`_finish`. On any error the file is removed and a StorageError is raised."""
+    ``exclusive=False`` is for names that carry at least 64 random bits (temporary files):
+    no other writer can pick them, and the Linux NFS client follows an exclusive create
+    (NFSv4.1 EXCLUSIVE4_1) with a SETATTR for the attributes the server did not take with it
+    (one more round trip per file, measured on the guests against nfs-ganesha)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else 0)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        try:
+            fd = os.open(path, flags, mode)
+        except FileNotFoundError:
+            if str(path.parent) not in _DIRS_SEEN:
+                raise
+            for gone in (path.parent, *path.parent.parents):  # removed since: make them again
+                _DIRS_SEEN.discard(str(gone))
+            ensure_dir(path.parent)
+            fd = os.open(path, flags, mode)
     except OSError as exc:
         raise storage_error_from(exc, "creating", path) from exc
     try:
@@ -241,11 +254,13 @@ def write_temp(
     StorageFullError) is raised.
     """
     tmp = _temp_path(final)
-    _create_and_write(tmp, payload, mode, fsync)
+    _finish(_create_written(tmp, payload, mode, exclusive=False), tmp, fsync)
     return tmp
 
 
-def write_new(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+def write_new(
+    final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, unique: bool = False
+) -> None:
     """Create ``final`` (which must not exist) with ``payload``, durably.
 
     Only for files no reader can find until a manifest names them (immutable data files
@@ -256,8 +271,12 @@ def write_new(final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) ->
     on the server), so no directory sync is needed before the manifest that names it.
     :meth:`BackgroundSyncs.write_new` does the same with the fsync in the background, for a
     writer of several files.
+
+    ``unique``: the name carries at least 64 random bits (a segment's UUID, a file in a new
+    checkpoint's ULID-named directory), so it is created without O_EXCL (see
+    :func:`_create_written`: on NFS a round trip less).
     """
-    _create_and_write(final, payload, mode, fsync=True)
+    _finish(_create_written(final, payload, mode, exclusive=not unique), final, True)
 
 
 _IO_THREADS = 8
@@ -298,9 +317,11 @@ class BackgroundSyncs:
     def __init__(self) -> None:
         self._pending: list[Future[None]] = []
 
-    def write_new(self, final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE) -> None:
+    def write_new(
+        self, final: Path, payload: bytes | Writer, *, mode: int = FILE_MODE, unique: bool = False
+    ) -> None:
         """:func:`write_new`, durable once :meth:`wait` has returned."""
-        fd = _create_written(final, payload, mode)
+        fd = _create_written(final, payload, mode, exclusive=not unique)
         self._pending.append(io_pool().submit(_finish, fd, final, True))
 
     def wait(self) -> None:
@@ -423,7 +444,12 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None
         else:
             _chmod_dir(path, mode)
             return
+    if str(path) in _DIRS_SEEN:
+        return
+    if len(_DIRS_SEEN) > _DIRS_SEEN_MAX:
+        _DIRS_SEEN.clear()
     if kind_of(path) == "dir":
+        _DIRS_SEEN.add(str(path))
         return
     ensure_dir(path.parent, mode=mode)
     try:
@@ -433,10 +459,21 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None
             raise StorageError(
                 errno.ENOTDIR, f"{path} exists and is not a directory; move it away", str(path)
             ) from None
+        _DIRS_SEEN.add(str(path))
         return
     except OSError as exc:
         raise storage_error_from(exc, "creating directory", path) from exc
     _chmod_dir(path, mode)
+    _DIRS_SEEN.add(str(path))
+
+
+# Directories ensure_dir has seen exist, in this process: the store never removes a directory
+# it writes into while writers may run, so asking again would only cost a round trip
+# (a LOOKUP or GETATTR once the attribute cache expires). If one is removed anyway (by hand,
+# or a whole model deleted), the next create in it fails with ENOENT, and _create_written
+# forgets it, makes it again and retries once.
+_DIRS_SEEN: set[str] = set()
+_DIRS_SEEN_MAX = 10_000
 
 
 def _chmod_dir(path: Path, mode: int) -> None:
@@ -447,7 +484,17 @@ def _chmod_dir(path: Path, mode: int) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename/link in ``path`` durable on local filesystems (a no-op on NFS)."""
+    """Make a rename/link in ``path`` durable on local filesystems; nothing on NFS.
+
+    On NFS the server has committed a CREATE, LINK, RENAME or REMOVE to stable storage before
+    it replies (EFS stores it in several zones first), and the Linux client's fsync of a
+    directory sends nothing; opening the directory to sync it would cost a GETATTR (and an
+    ACCESS), measured on the QEMU guests. So on an NFS mount (``nfs``/``nfs4`` in
+    /proc/self/mountinfo, or simfs, the EFS model, whose counts stand for an NFS client's)
+    this returns at once.
+    """
+    if _on_nfs(path):
+        return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
@@ -459,6 +506,32 @@ def fsync_dir(path: Path) -> None:
             raise storage_error_from(exc, "syncing directory", path) from exc
     finally:
         os.close(fd)
+
+
+_NFS_TYPES = frozenset({"nfs", "nfs4", "fuse.efsray"})  # fuse.efsray: simfs, the EFS model
+
+
+@functools.lru_cache(maxsize=1024)
+def _on_nfs(path: Path) -> bool:
+    """True if ``path`` is on an NFS mount (or simfs), from the longest mount point that
+    contains it in /proc/self/mountinfo (a local read, no round trip; cached per path).
+    False where it cannot tell: the caller then does what a local filesystem needs."""
+    target = os.path.abspath(path)
+    best, fstype = "", ""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                point = fields[4].replace("\\040", " ")
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fstype = point, right.split()[0]
+    except OSError:
+        return False
+    return fstype in _NFS_TYPES
 
 
 # --- 2. publish by rename -----------------------------------------------------------------
@@ -674,6 +747,8 @@ _SHARD = 1000  # manifests per directory: EFS directories stay small and fast to
 _SUM_START = b'{"checksum":"xxh3-64:'
 _SUM_LEN = len(_SUM_START) + 16 + 2  # the prefix, 16 hex digits, '",'
 _LEGACY_START = b'{"format":'
+_HEAD_EVERY = 4  # HEAD is rewritten at version 1 and every 4th version (``_write_head``)
+_REVALIDATE_PARENTS = 4  # a series' directory is <root>/market_data/ohlcv/<symbol>/<timeframe>
 _FALLBACK_TRIES = 16  # opens per step of VersionLog._fallback before it tries the next step
 
 
@@ -694,10 +769,25 @@ class ManifestCache:
         self._size = size
         self._entries: OrderedDict[tuple[Path, int], dict[str, Any]] = OrderedDict()
         self._newest: dict[Path, int] = {}
+        self._unopposed: dict[Path, int] = {}
 
     def newest(self, directory: Path) -> int:
         """The newest version of ``directory``'s log this cache has seen (0 if none)."""
         return self._newest.get(directory, 0)
+
+    def committed(self, directory: Path, version: int, *, unopposed: bool) -> None:
+        """Note that this process committed ``version``, and whether it met no other writer's
+        version on the way (``VersionLog.commit``'s first link() succeeded)."""
+        if unopposed:
+            self._unopposed[directory] = version
+        else:
+            self._unopposed.pop(directory, None)
+
+    def sole_writer(self, directory: Path) -> bool:
+        """True while the newest version this cache knows is one this process committed at
+        its first try: the likely next base of its next commit, without asking."""
+        newest = self._newest.get(directory, 0)
+        return newest > 0 and self._unopposed.get(directory) == newest
 
     def get(self, directory: Path, version: int) -> dict[str, Any] | None:
         manifest = self._entries.get((directory, version))
@@ -849,24 +939,42 @@ class VersionLog:
         """The newest committed version this client can open, and its manifest; None only
         for an empty log (nothing committed, or nothing this client has ever been able to see).
 
-        Cost: when this process already knows a recent version, one failed open (the probe
-        for the next one). Otherwise: read HEAD, then one open per version committed since
-        HEAD was written (usually zero), then one failed open and one read. Independent of
-        the history's length.
+        Cost: when this process already knows a recent version, an open of its directory
+        (``_revalidate``: one GETATTR on NFS) and one failed open (the probe for the next
+        one, answered by the client's cache when the directory did not change). Otherwise:
+        read HEAD, open the directory, one lookup per version committed since HEAD was
+        written (up to 3: HEAD is rewritten every 4th version), one failed lookup and one
+        read. Independent of the history's length.
 
         When HEAD names a version this client cannot open, see ``_fallback``: the answer is
         then the newest version it *can* open, possibly older than the newest committed one
         for as long as its lookup cache lags (close-to-open), never "nothing".
         """
+        return self._latest(fresh=True)
+
+    def _latest(self, *, fresh: bool) -> tuple[int, dict[str, Any]] | None:
+        """:meth:`latest`. ``fresh``: revalidate the directory before trusting a failed open
+        (``_revalidate``). Writers pass False: a stale view costs them one lost ``link()``
+        race, after which ``commit`` revalidates, and a single writer saves the round trip."""
         known = self._cache.newest(self.directory) if self._cache else 0
         if known:
+            if fresh:
+                self._revalidate(known + 1)
             following = self._try_read(known + 1)
             if following is None:
                 cached = self._try_read(known)
                 if cached is not None:
                     return known, cached
             # Others have committed since: HEAD is the quicker way to catch up.
-        hint = max(self.head_hint(), known)
+            head = self.head_hint()
+        else:
+            head = self.head_hint()
+            if fresh:
+                if not head:  # nothing committed, or this client's lookup of HEAD is stale
+                    self._revalidate(0)
+                    head = self.head_hint()
+                self._revalidate(max(head, 1))
+        hint = self._step(max(head, known))
         version, manifest = hint, self._try_read(hint) if hint else None
         if hint and manifest is None:
             version, manifest = self._fallback(hint)
@@ -881,16 +989,74 @@ class VersionLog:
             return None
         return version, manifest
 
+    def _revalidate(self, version: int) -> None:
+        """Make this client's next opens of names in ``version``'s shard directory (for
+        version 0, the log's own directory, where HEAD is) answer from the server.
+
+        An open that fails leaves a negative lookup in the client's cache (a negative dentry
+        on the Linux NFS client), which it trusts for as long as it trusts the directory's
+        cached attributes (acdirmin..acdirmax, 30-60 s on EFS): a version another host commits
+        meanwhile stays invisible to a probe by name. Opening the directory itself forces
+        close-to-open revalidation of its attributes (one GETATTR); if the directory changed,
+        its change attribute did, and the client drops the negative lookups cached under it.
+        Measured on the kernel clients: ``tests/guests``, docs/nfs-clients.md. A directory
+        that does not exist (a new shard, a new log) is skipped for its parent. On a local
+        filesystem this costs one open; on FUSE (simfs) an OPENDIR, without the effect: FUSE
+        expires negative entries by time only. Best effort: an error here is the next open's
+        to report.
+        """
+        candidates = [self.path(version).parent, self._versions] if version else []
+        # Then the log's directory and its parents: a client that looked for the log before
+        # it existed cached the absence of the first missing one.
+        candidates += [self.directory, *list(self.directory.parents)[:_REVALIDATE_PARENTS]]
+        for candidate in candidates:
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                log.debug("could not open %s to revalidate it: %s", candidate, exc)
+                return
+            os.close(fd)
+            return
+
+    def _step(self, version: int) -> int:
+        """The last of ``version``, ``version + 1``, ... before the first name that does not
+        exist, found by lookups (one LOOKUP each on NFS, no manifest read): HEAD may lag the
+        newest version by up to _HEAD_EVERY - 1. ``version`` itself is not looked up."""
+        while version:
+            if (version + 1) % _SHARD == 0:  # into a shard this client may not know
+                self._revalidate(version + 1)
+            cached = self._cache.get(self.directory, version + 1) if self._cache else None
+            if cached is None and kind_of(self.path(version + 1)) is None:
+                return version
+            version += 1
+        return version
+
     def _forward(
         self, version: int, manifest: dict[str, Any] | None
     ) -> tuple[int, dict[str, Any] | None]:
-        """From ``version`` (opened, or 0 and None), the newest one reachable by opening the
-        next ones, or ``version`` and ``manifest`` as they were if the next does not open."""
-        while True:
-            newer = self._try_read(version + 1)
-            if newer is None:
+        """From ``version`` (opened, or 0 and None), the newest one reachable by stepping to
+        the next ones, or ``version`` and ``manifest`` as they were if the next does not exist.
+
+        Steps look names up (one LOOKUP each on NFS) and only the last manifest is read: HEAD
+        may lag the newest version by up to _HEAD_EVERY - 1."""
+        start = version
+        if not version:  # nothing opened yet: is there a version 1?
+            if kind_of(self.path(1)) is None:
                 return version, manifest
+            version = 1
+        version = self._step(version)
+        if version == start:
+            return version, manifest
+        newest = self._try_read(version)
+        if newest is not None:
+            return version, newest
+        # Gone between the lookup and the open (another host's retention): open forward.
+        version = start
+        while (newer := self._try_read(version + 1)) is not None:
             version, manifest = version + 1, newer
+        return version, manifest
 
     def _fallback(self, hint: int) -> tuple[int, dict[str, Any] | None]:
         """The newest version that opens when ``hint`` (HEAD's version, or one this process
@@ -981,7 +1147,11 @@ class VersionLog:
         runs before each attempt to publish a manifest, once it is durable (see
         ``create_exclusive``): it makes the files the manifest names durable.
         """
-        found = self.latest()
+        found = self._unopposed_base()
+        if found is None:
+            found = self._latest(fresh=False)
+        if found is None and self.head_hint() > 0:  # a stale lookup cache, or worse
+            found = self._latest(fresh=True)
         if found is None and self.head_hint() > 0:
             # HEAD proves versions were committed, yet none is visible: starting again at
             # version 1 would fork the history. Refuse; the caches will catch up.
@@ -1015,6 +1185,7 @@ class VersionLog:
                 )  # fmt: skip
             except FileExistsError:
                 losses += 1
+                self._revalidate(version)  # a failed probe may have cached its absence
                 newer = self._try_read(version)
                 if newer is None:  # another client committed it; our cache hides it
                     raise StorageError(
@@ -1035,15 +1206,36 @@ class VersionLog:
                 continue
             self._write_head(version)
             self.remember(version, manifest)
+            if self._cache is not None:
+                self._cache.committed(self.directory, version, unopposed=losses == 0)
             return version, manifest
         raise CommitConflictError(
             f"gave up committing to {self.kind} after {max_attempts} attempts: other writers "
             "kept committing first. Retry later, or write from fewer processes at once."
         )
 
+    def _unopposed_base(self) -> tuple[int, dict[str, Any]] | None:
+        """The version this process committed last, if it won that commit at its first try
+        and has seen no newer one since (``ManifestCache.sole_writer``): the base of the next
+        commit without the probe for the version after it. A single writer (one ingest
+        process per series, one trainer per model) saves a round trip per commit; if another
+        writer came meanwhile, ``link()`` answers EEXIST and the commit rebuilds on the newer
+        version, as after any lost race. None otherwise (the caller asks the filesystem)."""
+        if self._cache is None or not self._cache.sole_writer(self.directory):
+            return None
+        version = self._cache.newest(self.directory)
+        manifest = self._cache.get(self.directory, version)
+        return None if manifest is None else (version, manifest)
+
     def _write_head(self, version: int) -> None:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
+        # Written at version 1 and every _HEAD_EVERY-th version after: three round trips
+        # (open, WRITE, CLOSE) saved on the other commits, for at most _HEAD_EVERY - 1 more
+        # lookups by a reader that starts from HEAD (``_forward``). Retention keeps every
+        # version from HEAD's on, so a lagging HEAD keeps a few more versions, never fewer.
         # Fixed width, so that each write covers the previous one exactly.
+        if version != 1 and version % _HEAD_EVERY:
+            return
         with contextlib.suppress(StorageError):
             overwrite_hint(self._head, f"{version:020d}\n".encode())
 

@@ -181,12 +181,16 @@ def _market_series(
     manifests = vlog.read_present(versions)
     present = sorted(manifests)
     doomed: list[int] = []
-    if head > 0:  # without HEAD, a reader probing from version 1 needs version 1
+    # Without HEAD, a reader probing from version 1 needs version 1. With it, readers step
+    # forward from HEAD's version by lookups (HEAD may lag the latest by a few versions) and
+    # do not need that version itself; one that finds nothing after it falls back to the
+    # listed versions (VersionLog._fallback).
+    if head > 0:
         for i, v in enumerate(present[:-1]):
             committed = committed_time(manifests[v])
             superseded = committed_time(manifests[present[i + 1]])
             if (
-                v >= min(latest, head)
+                v >= latest
                 or committed is None
                 or committed >= cutoff
                 or superseded is None

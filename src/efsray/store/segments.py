@@ -183,11 +183,12 @@ def write_segment(
             size = file.tell()
             blocks = hashing.digests()
 
-    # Unreferenced until a manifest names it: created under its final, unique name.
+    # Unreferenced until a manifest names it: created under its final, unique name (a UUID:
+    # no O_EXCL needed, which on NFS costs a SETATTR).
     if syncs is None:
-        write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
+        write_new(directory / name, encode_into, mode=IMMUTABLE_MODE, unique=True)
     else:
-        syncs.write_new(directory / name, encode_into, mode=IMMUTABLE_MODE)
+        syncs.write_new(directory / name, encode_into, mode=IMMUTABLE_MODE, unique=True)
     ts = table.column("timestamp")
     return Segment(
         file=name,
