@@ -310,6 +310,20 @@ class OpTally:
         return out
 
 
+def simulated_seconds(ops: Mapping[str, float], profile: str) -> float:
+    """The latency the simulator slept for ``ops`` (requests as it counted them, by kind) with
+    latency ``profile``: a call's measured time minus this is what the client spent itself
+    (decoding, Python, the FUSE hand-offs), the part no round-trip saving removes."""
+    from efsray.simfs.profiles import OP_CATEGORY, get_profile
+
+    delays = get_profile(profile)
+    return sum(
+        v * getattr(delays, OP_CATEGORY.get(k, "metadata"))
+        for k, v in ops.items()
+        if k not in NOT_ROUND_TRIPS
+    )
+
+
 def kinds_cell(ops: Mapping[str, float]) -> str:
     """``getattr 3, read 2, ...`` (largest first), for a markdown cell."""
     items = sorted(
@@ -383,7 +397,7 @@ def open_media(
                         f"simulated EFS (efsray.simfs, profile {profile}, attribute cache "
                         f"{attr_timeout:g} s, read-ahead {readahead})",
                         SimfsCounters(fs.control),
-                        {"backing": fs.backing, "simfs": fs},
+                        {"backing": fs.backing, "simfs": fs, "profile": profile},
                     )
                 )
             elif item.startswith("nfs:"):

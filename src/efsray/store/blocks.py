@@ -1,4 +1,4 @@
-"""Integrity of segment files: block checksums, verified reads, verified bytes kept by name.
+"""Integrity of segment files: block checksums, verified reads, what reads made kept by name.
 
 A segment's manifest entry lists the XXH3-64 of each CHECKSUM_BLOCK (1 MiB) bytes of the file
 (the last block may be shorter). They are computed while the segment is encoded into the file
@@ -7,8 +7,8 @@ every block (:func:`verify_blocks`); a tail of a big segment reads through
 :class:`VerifiedFile`, which fetches whole blocks and checks each before pyarrow sees a byte
 of it, so it verifies exactly what it reads. Per-block rather than whole-file checksums for
 that reason: a tail of a 100 MB segment reads its footer and last batches, a few MiB.
-:class:`SegmentCache` keeps verified bytes by name (segments never change), so repeated
-reads cost neither round trips nor hashing.
+:class:`SegmentCache` keeps verified bytes and decoded tables by name (segments never
+change), so repeated reads cost neither round trips nor hashing nor decoding.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import pyarrow as pa
 import xxhash
 
 from efsray.errors import CorruptionError
@@ -110,41 +109,59 @@ def verify_blocks(path: Path, seg: Segment, data: memoryview, first: int) -> Non
 
 
 class SegmentCache:
-    """Verified bytes of segment files already read, by (directory, name), least recently
-    used first out, at most ``max_bytes`` in all (files over a quarter of it are not kept).
+    """What reads of segment files produced, by (directory, name, part), least recently used
+    first out, at most ``max_bytes`` in all (an entry over a quarter of it is not kept).
 
+    Parts: ``"bytes"``, a file's verified bytes; ``"table"``, the whole file decoded (all
+    columns); ``("rg", i)``, row group ``i`` decoded (a tail's); ``"rg-rows"``, the rows of
+    each row group (so a tail whose row groups are all here opens nothing).
     A segment never changes once written (a change writes a new file under a new name), so
     an entry never goes stale: a repeated read of the same segments (a backtest polling the
-    tail, a sweep re-reading a series) costs no round trip for them. The table a read
-    returns shares these bytes (zero-copy), so the cache costs memory only for what callers
-    have dropped. Thread-safe: parallel reads fill it.
+    tail, a sweep re-reading a series) costs no round trip, no hashing and no decoding for
+    them. The tables a read returns share these buffers (zero-copy), so the cache costs
+    memory only for what callers have dropped. Thread-safe: parallel reads fill it.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[Path, str], pa.Buffer] = OrderedDict()
+        self._entries: OrderedDict[tuple[Path, str, Any], tuple[Any, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0
 
-    def get(self, directory: Path, name: str) -> pa.Buffer | None:
+    def get(self, directory: Path, name: str, part: Any = "bytes") -> Any:
+        """The entry, or None."""
         with self._lock:
-            buffer = self._entries.get((directory, name))
-            if buffer is not None:
-                self._entries.move_to_end((directory, name))
-                self.hits += 1
-            return buffer
+            entry = self._entries.get((directory, name, part))
+            if entry is None:
+                return None
+            self._entries.move_to_end((directory, name, part))
+            self.hits += 1
+            return entry[0]
 
-    def put(self, directory: Path, name: str, buffer: pa.Buffer) -> None:
-        if buffer.size * 4 > self.max_bytes:
+    def put(
+        self, directory: Path, name: str, value: Any, part: Any = "bytes", size: int | None = None
+    ) -> None:
+        """Keep ``value`` (a pa.Buffer, pa.Table or small tuple); ``size`` defaults to its
+        ``size`` or ``nbytes``."""
+        if size is None:
+            size = int(getattr(value, "size", None) or getattr(value, "nbytes", 0) or 64)
+        if size * 4 > self.max_bytes:
             return
         with self._lock:
-            old = self._entries.pop((directory, name), None)
-            self._bytes += buffer.size - (old.size if old is not None else 0)
-            self._entries[(directory, name)] = buffer
+            old = self._entries.pop((directory, name, part), None)
+            self._bytes += size - (old[1] if old is not None else 0)
+            self._entries[(directory, name, part)] = (value, size)
             while self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.size
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+    def drop(self, directory: Path, name: str, part: Any = "bytes") -> None:
+        """Forget one entry (the bytes of a file once its decoded table is kept)."""
+        with self._lock:
+            old = self._entries.pop((directory, name, part), None)
+            if old is not None:
+                self._bytes -= old[1]
 
 
 def check_size(path: Path, size: int, seg: Segment) -> None:

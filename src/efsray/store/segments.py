@@ -66,6 +66,7 @@ R = TypeVar("R")
 ROW_GROUP_ROWS = 65_536  # Parquet row group, Arrow record batch
 _READ_THREADS = 4
 _PARALLEL_BYTES = 16 << 20
+_PARALLEL_PARQUET_BYTES = 1 << 20
 _WHOLE_FILE_BYTES = 4 << 20
 
 
@@ -225,18 +226,32 @@ def _decode(
     drop_cache: bool = False,
     cache: SegmentCache | None = None,
 ) -> pa.Table:
-    buffer = _load(directory, seg, drop_cache, cache)
-    try:
-        if seg.file.endswith(".arrow"):
-            table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
-            if columns is not None:
-                table = table.select([c for c in table.column_names if c in columns])
-            return _time_slice(table, seg, start_ns, end_ns)
-        return _decode_parquet(buffer, seg, columns, start_ns, end_ns)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise CorruptionError(
-            f"segment {directory / seg.file} cannot be decoded ({exc}); restore it from a backup"
-        ) from None
+    """Rows of ``seg`` in [start_ns, end_ns]. With ``cache``, a read of all columns keeps the
+    whole file decoded (and drops its bytes): the next read of it decodes nothing."""
+    table = cache.get(directory, seg.file, "table") if cache is not None else None
+    if table is None:
+        buffer = _load(directory, seg, drop_cache, cache)
+        keep = cache is not None and not drop_cache and columns is None
+        try:
+            if seg.file.endswith(".arrow"):
+                table = ipc.open_file(pa.BufferReader(buffer)).read_all()  # zero-copy
+            elif keep:
+                pf = pq.ParquetFile(pa.BufferReader(buffer))
+                table = pf.read(use_threads=seg.rows > 2 * ROW_GROUP_ROWS)
+            else:  # a projection or a merge input: decode only what is asked
+                return _decode_parquet(buffer, seg, columns, start_ns, end_ns)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise CorruptionError(
+                f"segment {directory / seg.file} cannot be decoded ({exc}); restore it from a "
+                "backup"
+            ) from None
+        if keep:
+            assert cache is not None
+            cache.put(directory, seg.file, table, "table")
+            cache.drop(directory, seg.file)  # the table holds (arrow) or replaces the bytes
+    if columns is not None:
+        table = table.select([c for c in table.column_names if c in columns])
+    return _time_slice(table, seg, start_ns, end_ns)
 
 
 def _cuts(seg: Segment, start_ns: int | None, end_ns: int | None) -> tuple[bool, bool]:
@@ -303,7 +318,7 @@ def read_range(
     read (see :class:`SegmentCache`).
     """
     chosen = [s for s in segments if s.overlaps(start_ns, end_ns)]
-    big = len(chosen) > 1 and sum(s.bytes for s in chosen) > _PARALLEL_BYTES
+    big = _parallel(directory, chosen, cache)
     if contiguous and big and not any(any(_cuts(s, start_ns, end_ns)) for s in chosen):
         return _read_into(directory, chosen, schema, columns, cache)
     if big:
@@ -317,6 +332,18 @@ def read_range(
             _decode(directory, s, columns, start_ns, end_ns, drop_cache, cache) for s in chosen
         ]
     return conform(parts, schema, columns)
+
+
+def _parallel(directory: Path, chosen: Sequence[Segment], cache: SegmentCache | None) -> bool:
+    """Whether reading ``chosen`` on several threads pays: more than one file to read and
+    decode, and enough work to cover the hand-offs: big files, or Parquet ones, whose
+    decoding releases the GIL (and on EFS every file costs ~3 round trips to overlap)."""
+    todo = [s for s in chosen if cache is None or cache.get(directory, s.file, "table") is None]
+    if len(todo) < 2:
+        return False
+    size = sum(s.bytes for s in todo)
+    parquet = sum(s.bytes for s in todo if s.file.endswith(".parquet"))
+    return size > _PARALLEL_BYTES or parquet > _PARALLEL_PARQUET_BYTES
 
 
 def read_tail(
@@ -348,23 +375,61 @@ def _tail_of(
     cache: SegmentCache | None = None,
 ) -> list[pa.Table]:
     path = directory / seg.file
+    if cache is not None:
+        table = cache.get(directory, seg.file, "table")
+        if table is not None:  # decoded whole by an earlier read: a slice
+            part = table.slice(max(0, table.num_rows - n))
+            if columns is not None:
+                part = part.select([c for c in part.column_names if c in columns])
+            return [part]
+        found = _cached_row_groups(directory, seg, n, columns, cache)
+        if found is not None:
+            return found
     cached = cache.get(directory, seg.file) if cache is not None else None
     if cached is not None or seg.bytes <= _WHOLE_FILE_BYTES:  # one read beats many seeks
         buffer = cached if cached is not None else _load(directory, seg, cache=cache)
-        return _last_row_groups(path, pa.BufferReader(buffer), n, columns)
+        return _last_row_groups(directory, seg, pa.BufferReader(buffer), n, columns, cache)
 
     def once() -> list[pa.Table]:
         with PositionalReader(path) as file:
             check_size(path, file.size, seg)
-            return _last_row_groups(path, VerifiedFile(file, seg), n, columns)
+            return _last_row_groups(directory, seg, VerifiedFile(file, seg), n, columns, cache)
 
     return reading(path, once)
 
 
+def _cached_row_groups(
+    directory: Path, seg: Segment, n: int, columns: Sequence[str] | None, cache: SegmentCache
+) -> list[pa.Table] | None:
+    """The last row groups holding ``n`` rows, if an earlier tail left them all decoded."""
+    rows = cache.get(directory, seg.file, "rg-rows")
+    if rows is None:
+        return None
+    parts: list[pa.Table] = []
+    got = 0
+    for i in reversed(range(len(rows))):
+        part = cache.get(directory, seg.file, ("rg", i))
+        if part is None:
+            return None
+        parts.insert(0, part if columns is None else part.select(
+            [c for c in part.column_names if c in columns]))  # fmt: skip
+        got += rows[i]
+        if got >= n:
+            break
+    return parts
+
+
 def _last_row_groups(
-    path: Path, source: Any, n: int, columns: Sequence[str] | None
+    directory: Path,
+    seg: Segment,
+    source: Any,
+    n: int,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
 ) -> list[pa.Table]:
-    """The last row groups (Parquet) or record batches (Arrow) holding ``n`` rows."""
+    """The last row groups (Parquet) or record batches (Arrow) holding ``n`` rows; with
+    ``cache``, Parquet row groups decoded here are kept (all columns) for the next tail."""
+    path = directory / seg.file
     try:
         if path.name.endswith(".arrow"):
             reader = ipc.open_file(source)
@@ -375,16 +440,26 @@ def _last_row_groups(
             pf = pq.ParquetFile(source)
             count = pf.num_row_groups
             names = pf.schema_arrow.names
-            wanted = None if columns is None else [c for c in columns if c in names]
-            read = lambda i: pf.read_row_group(i, columns=wanted, use_threads=False)  # noqa: E731
+            keep = cache is not None
+            wanted = None if columns is None or keep else [c for c in columns if c in names]
+            if cache is not None:
+                rows = tuple(pf.metadata.row_group(i).num_rows for i in range(count))
+                cache.put(directory, seg.file, rows, "rg-rows", size=64 + 8 * count)
+
+            def read(i: int) -> pa.Table:
+                part = pf.read_row_group(i, columns=wanted, use_threads=False)
+                if cache is not None:
+                    cache.put(directory, seg.file, part, ("rg", i))
+                return part
+
         parts: list[pa.Table] = []
         got = 0
         for i in reversed(range(count)):
             part = read(i)
             if isinstance(part, pa.RecordBatch):
                 part = pa.Table.from_batches([part])
-                if columns is not None:
-                    part = part.select([c for c in names if c in columns])
+            if columns is not None:
+                part = part.select([c for c in names if c in columns])
             parts.insert(0, part)
             got += part.num_rows
             if got >= n:
