@@ -36,26 +36,31 @@ def table_frames(
     columns: Sequence[str] | None,
     version: int | None,
 ) -> list[Any]:
+    """The rows of ``table`` matching the filters, as pandas frames (one per segment read):
+    segments whose recorded ranges cannot match are skipped unread; of the others only the
+    needed columns are read (verified) and decoded, and filtered in Arrow."""
     import pyarrow.compute as pc
 
-    """The rows of ``table`` matching the filters, as pandas frames (one per segment read):
-    segments whose recorded ranges cannot match are skipped unread, the others are read
-    (verified), decoded for the needed columns only and filtered in Arrow."""
     manifest = table.manifest(version)
     if manifest is None:
         return []
     lo_ms = None if lo is None else int(lo.timestamp() * 1000)
     hi_ms = None if hi is None else int(hi.timestamp() * 1000)
     chosen = [s for s in manifest.segments if _may_match(s, lo_ms, hi_ms, filters)]
-    expr = None
-    for f in filters:
-        expr = f.expression() if expr is None else expr & f.expression()
-    if lo is not None:
-        e = pc.field("created_at") >= pa.scalar(lo, UTC_MS)
-        expr = e if expr is None else expr & e
-    if hi is not None:
-        e = pc.field("created_at") <= pa.scalar(hi, UTC_MS)
-        expr = e if expr is None else expr & e
+    lo_at = None if lo is None else pa.scalar(lo, UTC_MS)
+    hi_at = None if hi is None else pa.scalar(hi, UTC_MS)
+
+    def mask(rows: pa.Table) -> Any:
+        passing = pa.array([True] * rows.num_rows, pa.bool_())
+        for f in filters:
+            passing = pc.and_(passing, f.mask(rows))
+        if lo_at is not None:
+            passing = pc.and_(passing, pc.greater_equal(rows.column("created_at"), lo_at))
+        if hi_at is not None:
+            passing = pc.and_(passing, pc.less_equal(rows.column("created_at"), hi_at))
+        return passing
+
+    expr = mask if filters or lo is not None or hi is not None else None
     wanted: list[str] | None = None
     if columns is not None:
         wanted = list(dict.fromkeys([

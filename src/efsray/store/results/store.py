@@ -414,6 +414,11 @@ class ResultStore:
 
         lo = _to_dt(since, "since")
         lo_ms = None if lo is None else int(lo.timestamp() * 1000)
+        since_at = None if lo is None else pa.scalar(lo, _UTC_MS)
+
+        def created_since(rows: pa.Table) -> Any:
+            return pc.greater_equal(rows.column("created_at"), since_at)
+
         for name in self.strategies():
             table = self.table(name)
             manifest = table.manifest()
@@ -421,8 +426,9 @@ class ResultStore:
             for entry in manifest.segments if manifest else ():
                 if lo_ms is not None and entry.max_created_ms < lo_ms:
                     continue
-                expr = None if lo is None else pc.field("created_at") >= pa.scalar(lo, _UTC_MS)
-                rows = table.read_segment(entry, columns=ROW_COLUMNS, filters=expr)
+                rows = table.read_segment(
+                    entry, columns=ROW_COLUMNS, filters=None if lo is None else created_since
+                )
                 infos.extend(self._row_info(table, r) for r in rows.to_pylist())
             if self._has_legacy(name):
                 have = {i.run_id for i in infos}

@@ -51,16 +51,20 @@ from efsray.store.nfs import (
     stat_or_none,
 )
 from efsray.store.results.format import (
+    Mask,
     PreparedRun,
     created_range,
+    decode_rows,
     decode_segment,
     decode_table,
     encode_batch,
     encode_rows,
     merge_tables,
     metric_ranges,
+    query_columns,
 )
 from efsray.store.results.manifest import SegmentEntry, SidecarEntry, TableManifest
+from efsray.store.results.parts import footer_of, read_part
 from efsray.store.results.records import TABLES, comparable, digest
 
 __all__ = ["MAX_SEGMENT_ROWS", "MERGE_FACTOR", "ResultTable"]
@@ -115,15 +119,27 @@ class ResultTable:
         entry: SegmentEntry,
         *,
         columns: Sequence[str] | None = None,
-        filters: Any = None,
+        filters: Mask | None = None,
         run_ids: Sequence[str] | None = None,
         whole: bool = False,
     ) -> pa.Table:
-        """A segment's rows (see ``decode_segment``), its whole bytes verified against the
-        manifest first."""
-        data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
-        return decode_segment(data, f"segment {self.data / entry.name}", columns=columns,
-                              filters=filters, run_ids=run_ids, whole=whole)  # fmt: skip
+        """A segment's rows (see ``decode_rows``): a segment with a footer entry only the
+        byte ranges of the wanted columns and row groups (:mod:`~.parts`), verified page by
+        page; an older one (or ``whole``) its whole bytes, verified against the manifest."""
+        what = f"segment {self.data / entry.name}"
+        if whole or entry.footer is None:
+            data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
+            return decode_segment(data, what, columns=columns, filters=filters,
+                                  run_ids=run_ids, whole=whole)  # fmt: skip
+        if columns is None:
+            columns = query_columns(self._footer_names(entry), None)
+        source, groups, wanted = read_part(self.data / entry.name, entry, columns, run_ids)
+        return decode_rows(source, what, columns=wanted, filters=filters, groups=groups)
+
+    def _footer_names(self, entry: SegmentEntry) -> list[str]:
+        """The columns of a segment (its footer read first if not cached)."""
+        source, _, _ = read_part(self.data / entry.name, entry, [], None)
+        return list(source.schema_arrow.names)
 
     def _verified(self, name: str, size: int, expected: str, what: str) -> bytes:
         path = self.data / name
@@ -271,11 +287,13 @@ class ResultTable:
             side = SidecarEntry(f"{stem}.arrows", len(sidecar), digest(sidecar, self.algorithm))
             files.append((side.name, sidecar))
         low_ms, high_ms = created_range(table)
+        footer = footer_of(segment)
         entry = SegmentEntry(
             name=files[0][0], rows=table.num_rows, bytes=len(segment),
             digest=digest(segment, self.algorithm), min_id=ids[0].as_py(),
             max_id=ids[-1].as_py(), min_created_ms=low_ms, max_created_ms=high_ms,
             metrics=metric_ranges(table), sidecar=side,
+            footer=(len(footer), digest(footer, self.algorithm)),
         )  # fmt: skip
         return entry, files
 
