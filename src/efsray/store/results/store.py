@@ -43,6 +43,10 @@ __all__ = ["ResultStore"]
 
 log = logging.getLogger("efsray.store")
 
+# seconds a superseded version of a table stays for its readers (``vacuum``): a query or a
+# load by id takes well under a second, even on EFS; the cleanup's grace is longer (an hour)
+VACUUM_GRACE_S = 600.0
+
 _UTC_MS = pa.timestamp("ms", tz="UTC")
 _ID_ATTEMPTS = 16
 
@@ -229,6 +233,18 @@ class ResultStore:
             except Exception as exc:  # noqa: BLE001 - the batch is committed; merge later
                 log.warning("results table %s: merging after a commit failed: %s", strategy, exc)
         return [infos[i] for i in ids]
+
+    def vacuum(
+        self, strategy: str, *, grace: float = VACUUM_GRACE_S, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the versions of ``strategy``'s table superseded more than ``grace``
+        seconds ago and the merged-away segments only they name (see
+        :meth:`ResultTable.vacuum`): a table written in thousands of batches keeps a few
+        hundred files instead of three per batch. Returns (files, bytes)."""
+        validate_name("strategy id", strategy)
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+            raise InvalidDataError(f"grace must be a number of seconds >= 0, got {grace!r}")
+        return self.table(strategy).vacuum(time.time() - grace, dry_run=dry_run)
 
     def merge(self, strategy: str) -> int:
         """Merge the small segments of ``strategy``'s table now; returns the merges done."""

@@ -407,6 +407,48 @@ class ResultTable:
 
     # --- retention --------------------------------------------------------------------------
 
+    def vacuum(self, grace_cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove what merges superseded, keeping what readers may still use; returns
+        (files, bytes) removed (with ``dry_run``: that would be).
+
+        Every manifest names the whole table, so a version that is not the latest and was
+        superseded before ``grace_cutoff`` is needed only by a reader who resolved it more
+        than the grace period ago. Such versions go (only a prefix: no gaps), and with them
+        the data files they name that no kept version names (a merge's inputs). Files no
+        version ever named (a writer's uncommitted batch, a killed writer's leftovers) are
+        not touched whatever their age: that stays ``prune``'s job, with its long grace, so
+        a short grace here can never remove a batch before its commit. The latest version
+        and everything it names always stay."""
+        _, versions = self.log.known_versions()
+        manifests = self.log.read_present(versions)
+        present = sorted(manifests)
+        removable: list[int] = []
+        for i, version in enumerate(present[:-1]):
+            superseded = committed_time(manifests[present[i + 1]])
+            if superseded is None or superseded >= grace_cutoff:
+                break
+            removable.append(version)
+        if not removable:
+            return 0, 0
+        kept: set[str] = set()
+        for version in present[len(removable) :]:
+            kept |= self._parse(version, manifests[version]).files()
+        doomed: set[str] = set()
+        for version in removable:
+            doomed |= self._parse(version, manifests[version]).files() - kept
+        files = nbytes = 0
+        paths = [self.data / name for name in sorted(doomed)]
+        paths += [self.log.path(v) for v in removable]  # data first: a crash leaves names
+        for path in paths:
+            st = stat_or_none(path)
+            if st is None:
+                continue
+            files += 1
+            nbytes += st.st_size
+            if not dry_run:
+                remove_file(path)
+        return files, nbytes
+
     def _check_no_temp_left(self, version: int) -> None:
         """A commit removes its temporary manifest after linking it; if that failed (the
         commit stands, the protocol only logs it), a cleanup must not report success."""
