@@ -8,6 +8,7 @@ on the store's I/O threads (each read is a round trip on EFS).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -51,13 +52,14 @@ def table_frames(
     hi_at = None if hi is None else pa.scalar(hi, UTC_MS)
 
     def mask(rows: pa.Table) -> Any:
-        passing = pa.array([True] * rows.num_rows, pa.bool_())
-        for f in filters:
-            passing = pc.and_(passing, f.mask(rows))
+        tests = [f.mask(rows) for f in filters]
         if lo_at is not None:
-            passing = pc.and_(passing, pc.greater_equal(rows.column("created_at"), lo_at))
+            tests.append(pc.greater_equal(rows.column("created_at"), lo_at))
         if hi_at is not None:
-            passing = pc.and_(passing, pc.less_equal(rows.column("created_at"), hi_at))
+            tests.append(pc.less_equal(rows.column("created_at"), hi_at))
+        passing = tests[0]
+        for test in tests[1:]:
+            passing = pc.and_(passing, test)
         return passing
 
     expr = mask if filters or lo is not None or hi is not None else None
@@ -68,24 +70,33 @@ def table_frames(
             *(f"tags.{k}" for k in tags or {}), *(f.column for f in filters),
         ]))  # fmt: skip
 
-    def one(entry: SegmentEntry) -> Any:
+    def one(entry: SegmentEntry) -> pa.Table:
         rows = table.read_segment(entry, columns=wanted, filters=expr)
-        rows = rows.drop_columns(
+        return rows.drop_columns(
             [c for c in rows.column_names if c in HIDDEN or c.startswith("table.")]
         )
-        frame = rows.to_pandas()
-        frame.insert(1, "strategy", strategy)
-        if tags:
-            for key, value in tags.items():
-                column = f"tags.{key}"
-                if column not in frame.columns:
-                    return frame.iloc[0:0]
-                frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
-        return frame
 
-    if len(chosen) <= 2:
-        return [one(s) for s in chosen]
-    return list(io_pool().map(one, chosen))
+    parts = [one(s) for s in chosen] if len(chosen) <= 2 else list(io_pool().map(one, chosen))
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return []
+    # one conversion to pandas for all segments' matches (per segment, its fixed cost was
+    # most of a query over a million runs); segments whose params differ in type (JSON text
+    # in one, numbers in another) convert one by one and pandas aligns them
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+        parts = [pa.concat_tables(parts, promote_options="permissive")]
+    return [_frame(t, strategy, tags) for t in parts]
+
+
+def _frame(rows: pa.Table, strategy: str, tags: Mapping[str, Any] | None) -> Any:
+    frame = rows.to_pandas()
+    frame.insert(1, "strategy", strategy)
+    for key, value in (tags or {}).items():
+        column = f"tags.{key}"
+        if column not in frame.columns:
+            return frame.iloc[0:0]
+        frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
+    return frame
 
 
 def _may_match(

@@ -66,7 +66,7 @@ class Filter:
         import pyarrow.compute as pc
 
         if self.column not in table.column_names:
-            return pa.array([False] * table.num_rows, pa.bool_())
+            return pa.nulls(table.num_rows, pa.bool_())  # missing: fails, like null
         column = table.column(self.column)
         name = {"<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal",
                 "==": "equal", "!=": "not_equal"}[self.op]  # fmt: skip
