@@ -189,19 +189,19 @@ def test_a_flipped_byte_that_a_read_uses_is_a_corruption_error(store: Store, whe
 
 
 def test_no_flipped_byte_of_a_segment_goes_unnoticed(store: Store) -> None:
-    """Flip each byte of a segment in turn (every 7th: the test stays quick): every query
+    """Flip bytes of a 10-run segment in turn (every 11th: the test stays quick): every query
     and load by id either raises CorruptionError or returns exactly the stored runs (the
     byte was one it does not read, e.g. an unread column)."""
     from efsray.store.results.parts import FOOTERS
 
-    store.results.save_batch("sweep", rw.batch_runs(0, 30))
+    store.results.save_batch("sweep", rw.batch_runs(0, 10))
     [segment] = store.results.files("sweep")
     original = segment.read_bytes()
     want = Store(store.root).results.query("sweep")
     want_info = Store(store.root).results.info(rw.run_id(0, 3), strategy="sweep")
     detected = 0
     try:
-        for offset in range(0, len(original), 7):
+        for offset in range(0, len(original), 11):
             _flip(segment, offset)
             FOOTERS.clear()  # as a new process would
             fresh = Store(store.root).results
@@ -213,7 +213,7 @@ def test_no_flipped_byte_of_a_segment_goes_unnoticed(store: Store) -> None:
             segment.write_bytes(original)
     finally:
         segment.write_bytes(original)
-    assert detected > len(original) // 14  # most bytes are read by one of the two
+    assert detected > len(original) // 11 // 3  # most bytes are read by one of the two
 
 
 def test_a_flipped_byte_in_a_sidecar_or_a_manifest_is_a_corruption_error(store: Store) -> None:

@@ -18,12 +18,12 @@ left out; if a segment that overlaps the batch appears between that check and th
 Small segments are merged (``merge``, run by the writer after its commit, like market
 data's compaction): ``MERGE_FACTOR`` neighbours of one size tier into one, sorted by run id,
 their sidecars concatenated, up to ``MAX_SEGMENT_ROWS`` rows. Superseded files stay until
-retention removes them, after the grace period, so readers of older versions keep working.
+``vacuum`` (a short grace) or retention (``prune``) removes them, so readers of older
+versions keep working (:mod:`efsray.store.results.retention`).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -34,21 +34,17 @@ from typing import Any
 
 import pyarrow as pa
 
-from efsray.errors import CorruptionError, InvalidDataError, StorageError
+from efsray.errors import CorruptionError, InvalidDataError
 from efsray.store.hashing import check, split_digest
 from efsray.store.merging import find_run
 from efsray.store.nfs import (
     BackgroundSyncs,
     ManifestCache,
     VersionLog,
-    committed_time,
     ensure_dir,
-    is_temp_name,
-    list_dir,
     read_bytes,
     read_range,
     remove_file,
-    stat_or_none,
 )
 from efsray.store.results.format import (
     Mask,
@@ -73,7 +69,7 @@ log = logging.getLogger("efsray.store")
 
 MERGE_FACTOR = 4
 MAX_SEGMENT_ROWS = 32_768
-_HOST = socket.gethostname().split(".")[0][:32] or "host"
+HOST = socket.gethostname().split(".")[0][:32] or "host"
 ROW_COLUMNS = (
     "run_id", "created_at", "writer", "record", "tables",
     *(f"table.{n}.{c}" for n in TABLES for c in ("offset", "bytes", "rows", "digest")),
@@ -100,7 +96,7 @@ class ResultTable:
 
     # --- manifests -------------------------------------------------------------------------
 
-    def _parse(self, version: int, body: Mapping[str, Any] | None) -> TableManifest:
+    def parse_manifest(self, version: int, body: Mapping[str, Any] | None) -> TableManifest:
         if body is None:
             return TableManifest(0, self.strategy)
         return TableManifest.from_json(version, body, str(self.log.path(version)))
@@ -108,9 +104,9 @@ class ResultTable:
     def manifest(self, version: int | None = None) -> TableManifest | None:
         """The manifest of ``version`` (default: the latest); None if nothing is committed."""
         if version is not None:
-            return self._parse(version, self.log.read(version))
+            return self.parse_manifest(version, self.log.read(version))
         found = self.log.latest()
-        return None if found is None else self._parse(*found)
+        return None if found is None else self.parse_manifest(*found)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -259,7 +255,7 @@ class ResultTable:
         segment, files = entry
 
         def build(version: int, body: dict[str, Any] | None) -> dict[str, Any]:
-            current = self._parse(version, body)
+            current = self.parse_manifest(version, body)
             if any(
                 s.name not in seen and s.overlaps(segment.min_id, segment.max_id)
                 for s in current.segments
@@ -273,7 +269,7 @@ class ResultTable:
             self.log.commit(build, before_publish=syncs.wait)
 
     def _write(self, runs: Sequence[PreparedRun]) -> tuple[SegmentEntry, list[tuple[str, bytes]]]:
-        encoded = encode_batch(runs, f"{_HOST}:{os.getpid()}")
+        encoded = encode_batch(runs, f"{HOST}:{os.getpid()}")
         return self._entry(encoded.table, encoded.segment, encoded.sidecar)
 
     def _entry(
@@ -382,7 +378,7 @@ class ResultTable:
                 syncs.write_new(self.data / name, payload)
 
             def build(version: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
-                current = self._parse(version, body)
+                current = self.parse_manifest(version, body)
                 present = [s for s in current.segments if s.name in names]
                 if len(present) != len(names):
                     return None  # another writer merged them first
@@ -405,143 +401,16 @@ class ResultTable:
         log.debug("merged %d segments of %s into %s", len(inputs), self.strategy, entry.name)
         return True
 
-    # --- retention --------------------------------------------------------------------------
+    # --- retention (efsray.store.results.retention) --------------------------------------
 
     def vacuum(self, grace_cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
-        """Remove what merges superseded, keeping what readers may still use; returns
-        (files, bytes) removed (with ``dry_run``: that would be).
+        """See :func:`efsray.store.results.retention.vacuum`."""
+        from efsray.store.results.retention import vacuum
 
-        Every manifest names the whole table, so a version that is not the latest and was
-        superseded before ``grace_cutoff`` is needed only by a reader who resolved it more
-        than the grace period ago. Such versions go (only a prefix: no gaps), and with them
-        the data files they name that no kept version names (a merge's inputs). Files no
-        version ever named (a writer's uncommitted batch, a killed writer's leftovers) are
-        not touched whatever their age: that stays ``prune``'s job, with its long grace, so
-        a short grace here can never remove a batch before its commit. The latest version
-        and everything it names always stay."""
-        _, versions = self.log.known_versions()
-        manifests = self.log.read_present(versions)
-        present = sorted(manifests)
-        removable: list[int] = []
-        for i, version in enumerate(present[:-1]):
-            superseded = committed_time(manifests[present[i + 1]])
-            if superseded is None or superseded >= grace_cutoff:
-                break
-            removable.append(version)
-        if not removable:
-            return 0, 0
-        kept: set[str] = set()
-        for version in present[len(removable) :]:
-            kept |= self._parse(version, manifests[version]).files()
-        doomed: set[str] = set()
-        for version in removable:
-            doomed |= self._parse(version, manifests[version]).files() - kept
-        files = nbytes = 0
-        paths = [self.data / name for name in sorted(doomed)]
-        paths += [self.log.path(v) for v in removable]  # data first: a crash leaves names
-        for path in paths:
-            st = stat_or_none(path)
-            if st is None:
-                continue
-            files += 1
-            nbytes += st.st_size
-            if not dry_run:
-                remove_file(path)
-        return files, nbytes
-
-    def _check_no_temp_left(self, version: int) -> None:
-        """A commit removes its temporary manifest after linking it; if that failed (the
-        commit stands, the protocol only logs it), a cleanup must not report success."""
-        shard = self.log.path(version).parent
-        mine = f".{_HOST}.{os.getpid()}."
-        left = [n for n in list_dir(shard) if is_temp_name(n) and mine in n]
-        if left:
-            raise StorageError(
-                errno.EIO,
-                f"results table {self.strategy}: retention committed version {version} but "
-                f"could not remove its temporary file {left[0]}; run cleanup again later",
-                str(shard / left[0]),
-            )
+        return vacuum(self, grace_cutoff, dry_run=dry_run)
 
     def prune(self, older_than: float, *, grace_cutoff: float, dry_run: bool) -> tuple[int, int]:
-        """Retention of the table; returns (files, bytes) removed (or, with ``dry_run``,
-        that would be).
+        """See :func:`efsray.store.results.retention.prune`."""
+        from efsray.store.results.retention import prune
 
-        1. Segments whose runs were all created before both cutoffs are dropped by a new
-           version, except the segment of the newest run; their files go at once (as a
-           legacy run's file did: retention retires them, whoever still reads them).
-        2. Versions go as market data's do: committed before both cutoffs, not the latest,
-           superseded before ``grace_cutoff`` (a reader who resolved it just before the next
-           commit has had the grace period), and only a prefix, so no gaps.
-        3. Data files go when no kept version names them and they are older than
-           ``grace_cutoff`` (a writer's uncommitted files are younger): a merge's inputs
-           stay as long as the versions that name them, so old versions stay readable.
-        """
-        limit = min(older_than, grace_cutoff)
-        doomed: set[str] = set()
-        ours = 0  # the version this retention commits, if any
-        current = self.manifest()
-        if current is not None:
-            newest = max((s.max_created_ms for s in current.segments), default=0)
-            dropped = [
-                s for s in current.segments
-                if s.max_created_ms < limit * 1000 and s.max_created_ms < newest
-            ]  # fmt: skip
-            doomed = {name for s in dropped for name in s.files()}
-            names = {s.name for s in dropped}
-            if names and not dry_run:
-
-                def build(version: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
-                    now = self._parse(version, body)
-                    kept = tuple(s for s in now.segments if s.name not in names)
-                    if len(kept) == len(now.segments):
-                        return None
-                    return TableManifest(version, self.strategy, kept).to_json()
-
-                done = self.log.commit(build)
-                ours = done[0] if done else 0
-                if ours:
-                    self._check_no_temp_left(ours)
-        _, versions = self.log.known_versions()
-        manifests = self.log.read_present(versions)
-        present = sorted(manifests)
-        removable: list[int] = []
-        for i, version in enumerate(present[:-1]):  # never the latest; only a prefix
-            committed = committed_time(manifests[version])
-            superseded = committed_time(manifests[present[i + 1]])
-            # (A HEAD that names a removed version costs a reader a listing, no error.)
-            if (
-                committed is None
-                or committed >= limit
-                or superseded is None
-                # superseded by this very retention: what it dropped goes anyway (1.), and
-                # the rest is in the new version
-                or (superseded >= grace_cutoff and present[i + 1] != ours)
-            ):
-                break
-            removable.append(version)
-        live: set[str] = set()
-        for version in present:
-            if version not in removable:
-                live |= self._parse(version, manifests[version]).files() - doomed
-        files = nbytes = 0
-        for name in list_dir(self.data):
-            if name in live:
-                continue
-            st = stat_or_none(self.data / name)
-            if st is None or (st.st_mtime >= grace_cutoff and name not in doomed):
-                continue
-            files += 1
-            nbytes += st.st_size
-            if not dry_run:
-                remove_file(self.data / name)
-        for version in removable:
-            path = self.log.path(version)
-            st = stat_or_none(path)
-            if st is None:
-                continue
-            files += 1
-            nbytes += st.st_size
-            if not dry_run:
-                remove_file(path)
-        return files, nbytes
+        return prune(self, older_than, grace_cutoff=grace_cutoff, dry_run=dry_run)
