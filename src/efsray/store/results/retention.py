@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from efsray.errors import StorageError
@@ -46,12 +48,21 @@ def vacuum(table: ResultTable, grace_cutoff: float, *, dry_run: bool = False) ->
     doomed: set[str] = set()
     for version in removable:
         doomed |= table.parse_manifest(version, manifests[version]).files() - kept
-    files = nbytes = 0
     paths = [table.data / name for name in sorted(doomed)]
     paths += [table.log.path(v) for v in removable]  # data first: a crash leaves names
+    return _remove(paths, dry_run)
+
+
+def _remove(
+    paths: Iterable[Path],
+    dry_run: bool,
+    spare: Callable[[Path, os.stat_result], bool] | None = None,
+) -> tuple[int, int]:
+    """Remove ``paths`` (those still there, except those ``spare`` keeps); (files, bytes)."""
+    files = nbytes = 0
     for path in paths:
         st = stat_or_none(path)
-        if st is None:
+        if st is None or (spare is not None and spare(path, st)):
             continue
         files += 1
         nbytes += st.st_size
@@ -140,24 +151,9 @@ def prune(
     for version in present:
         if version not in removable:
             live |= table.parse_manifest(version, manifests[version]).files() - doomed
-    files = nbytes = 0
-    for name in list_dir(table.data):
-        if name in live:
-            continue
-        st = stat_or_none(table.data / name)
-        if st is None or (st.st_mtime >= grace_cutoff and name not in doomed):
-            continue
-        files += 1
-        nbytes += st.st_size
-        if not dry_run:
-            remove_file(table.data / name)
-    for version in removable:
-        path = table.log.path(version)
-        st = stat_or_none(path)
-        if st is None:
-            continue
-        files += 1
-        nbytes += st.st_size
-        if not dry_run:
-            remove_file(path)
-    return files, nbytes
+    files, nbytes = _remove(
+        (table.data / name for name in list_dir(table.data) if name not in live), dry_run,
+        lambda path, st: st.st_mtime >= grace_cutoff and path.name not in doomed,
+    )  # fmt: skip
+    more, more_bytes = _remove((table.log.path(v) for v in removable), dry_run)
+    return files + more, nbytes + more_bytes
