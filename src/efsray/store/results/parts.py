@@ -182,6 +182,6 @@ def read_part(
     groups, wanted = _plan(footer, columns, run_ids)
     source = pq.ParquetFile(
         pa.BufferReader(pa.py_buffer(buffer)), metadata=footer.metadata,
-        page_checksum_verification=True,
+        page_checksum_verification=True, pre_buffer=False,  # in memory already
     )  # fmt: skip
     return source, groups, wanted
