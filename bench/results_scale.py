@@ -101,15 +101,25 @@ class Ops:
         return int(self.fs.control.reset().total(exclude=("release", "releasedir")))
 
 
-def write_table(root: Path, runs: int, batch: int) -> dict[str, Any]:
+def write_table(
+    root: Path, runs: int, batch: int, *, vacuum_every: int, grace: float
+) -> dict[str, Any]:
+    """Commit ``runs`` in batches (each batch's merges included in its commit time); every
+    ``vacuum_every`` batches (0: never) ``vacuum(grace=...)`` as a sweep's driver would."""
     store = Store(root)
     started = time.perf_counter()
     commit_s: list[float] = []
+    vacuum_s: list[float] = []
+    removed = 0
     for b in range(runs // batch):
         rows = runs_of(b, batch)
         t = time.perf_counter()
         store.results.save_batch(STRATEGY, rows)
         commit_s.append(time.perf_counter() - t)
+        if vacuum_every and (b + 1) % vacuum_every == 0:
+            t = time.perf_counter()
+            removed += store.results.vacuum(STRATEGY, grace=grace)[0]
+            vacuum_s.append(time.perf_counter() - t)
         if b % 100 == 0:
             print(f"  {(b + 1) * batch:>9,} runs committed", flush=True)
     wall = time.perf_counter() - started
@@ -123,6 +133,11 @@ def write_table(root: Path, runs: int, batch: int) -> dict[str, Any]:
         "write_s": round(wall, 2),
         "runs_per_s": round(runs / wall),
         "commit_ms_median": round(statistics.median(commit_s) * 1000, 2),
+        "commit_ms_max": round(max(commit_s) * 1000, 1),
+        "vacuum_every_batches": vacuum_every,
+        "vacuum_grace_s": grace,
+        "vacuum_ms_median": round(statistics.median(vacuum_s) * 1000, 1) if vacuum_s else None,
+        "vacuum_removed_files": removed,
         "files_total": len(data) + len(manifests) + 1,  # + HEAD
         "data_files": len(data),
         "live_segments": len(live),
@@ -198,54 +213,186 @@ def duckdb_floor(root: Path, scratch: Path, t: float, repeats: int) -> dict[str,
     }
 
 
-def mlflow_side(scratch: Path, runs: int, t: float, repeats: int) -> dict[str, Any]:
-    """The same runs logged to MLflow's file store and SQLite store, searched by metric."""
-    import logging
-
+def _mlflow_template(uri: str) -> tuple[Any, str, str]:
+    """A store at ``uri`` made by MLflow itself, with one experiment and one finished run
+    logged through its API: the schema, the layout and the rows the bulk copy imitates."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("bench")
+    run = client.create_run(experiment, run_name="template")
+    client.log_batch(
+        run.info.run_id, metrics=[mlflow.entities.Metric("sharpe", 0.0, 0, 0)],
+        params=[mlflow.entities.Param("fast", "5")], tags=[mlflow.entities.RunTag("sweep", "x")],
+    )  # fmt: skip
+    client.set_terminated(run.info.run_id)
+    return client, experiment, run.info.run_id
+
+
+def _mlflow_rows(runs: int, batch: int) -> Any:
+    """(batch, run uuid, row) of the bench's runs (the same rows as the table's, batch by
+    batch), in MLflow's terms."""
+    import uuid
+
+    for b in range(runs // batch):
+        for i, row in enumerate(runs_of(b, batch)):
+            yield b, uuid.UUID(int=(b * batch + i + 1) * 7919).hex, row
+
+
+def build_mlflow_sqlite(path: Path, runs: int, batch: int) -> None:
+    """MLflow's SQLite store holding ``runs`` runs, as ``create_run`` + ``log_batch`` would
+    leave it: MLflow creates the schema and one template run; the rest are inserted in
+    bulk with the template's column values (logging 100,000 runs through the API, one
+    transaction per call, takes hours here)."""
+    import sqlite3
+
+    _, experiment, template = _mlflow_template(f"sqlite:///{path}")
+    db = sqlite3.connect(path)
+    names = [r[1] for r in db.execute("PRAGMA table_info(runs)")]
+    base = dict(zip(names, db.execute("SELECT * FROM runs WHERE run_uuid=?", (template,))
+                    .fetchone(), strict=True))  # fmt: skip
+    db.execute("DELETE FROM latest_metrics"), db.execute("DELETE FROM metrics")
+    db.execute("DELETE FROM params"), db.execute("DELETE FROM tags")
+    db.execute("DELETE FROM runs")
+    now = int(time.time() * 1000)
+    runs_rows, metrics, params, tags = [], [], [], []
+    for _, run_uuid, row in _mlflow_rows(runs, batch):
+        values = {
+            **base,
+            "run_uuid": run_uuid,
+            "name": row["run_id"],
+            "start_time": now,
+            "end_time": now,
+            "experiment_id": int(experiment),
+            "artifact_uri": f"{base['artifact_uri'].rsplit('/', 2)[0]}/{run_uuid}/artifacts",
+        }
+        runs_rows.append(tuple(values[n] for n in names))
+        for k, v in row["metrics"].items():
+            metrics.append((k, v, now, run_uuid, 0, 0))
+        for k, v in row["params"].items():
+            params.append((k, str(v), run_uuid))
+        tags.append(("mlflow.runName", row["run_id"], run_uuid))
+        for k, v in row["tags"].items():
+            tags.append((k, str(v), run_uuid))
+    with db:
+        db.executemany(f"INSERT INTO runs ({', '.join(names)}) VALUES "
+                       f"({', '.join('?' * len(names))})", runs_rows)  # fmt: skip
+        db.executemany('INSERT INTO metrics ("key", value, timestamp, run_uuid, step, is_nan) '
+                       "VALUES (?, ?, ?, ?, ?, ?)", metrics)  # fmt: skip
+        db.executemany('INSERT INTO latest_metrics ("key", value, timestamp, run_uuid, step, '
+                       "is_nan) VALUES (?, ?, ?, ?, ?, ?)", metrics)  # fmt: skip
+        db.executemany('INSERT INTO params ("key", value, run_uuid) VALUES (?, ?, ?)', params)
+        db.executemany('INSERT INTO tags ("key", value, run_uuid) VALUES (?, ?, ?)', tags)
+    db.close()
+
+
+def build_mlflow_files(root: Path, runs: int, batch: int) -> None:
+    """MLflow's file store holding ``runs`` runs, in the layout its FileStore writes (a
+    directory per run: meta.yaml, one file per metric, param and tag), copied from a
+    template run MLflow logged itself."""
+    import yaml
+
+    _, experiment, template = _mlflow_template(f"file://{root}")
+    folder = root / experiment
+    meta = yaml.safe_load((folder / template / "meta.yaml").read_text())
+    shutil.rmtree(folder / template)
+    now = int(time.time() * 1000)
+    for _, run_uuid, row in _mlflow_rows(runs, batch):
+        run = folder / run_uuid
+        for sub in ("metrics", "params", "tags", "artifacts"):
+            (run / sub).mkdir(parents=True)
+        body = {**meta, "run_id": run_uuid, "run_name": row["run_id"], "start_time": now,
+                "end_time": now, "artifact_uri": f"file://{run}/artifacts"}  # fmt: skip
+        (run / "meta.yaml").write_text(yaml.safe_dump(body))
+        for k, v in row["metrics"].items():
+            (run / "metrics" / k).write_text(f"{now} {v!r} 0\n")
+        for k, v in row["params"].items():
+            (run / "params" / k).write_text(str(v))
+        (run / "tags" / "mlflow.runName").write_text(row["run_id"])
+        for k, v in row["tags"].items():
+            (run / "tags" / k).write_text(str(v))
+
+
+def cached(kind: str, runs: int, batch: int, build: Callable[[Path], None], name: str) -> Path:
+    """A built MLflow store under /var/cache/efsray/bench/<key>/ (key: kind, MLflow
+    version, runs, this bench's row generator), built once; a scratch copy when the cache
+    directory cannot be written."""
+    import hashlib
+    import inspect
+
+    import mlflow
+
+    source = "".join(
+        inspect.getsource(f)
+        for f in (runs_of, _mlflow_rows, _mlflow_template, build_mlflow_sqlite, build_mlflow_files)
+    )
+    key = hashlib.sha256(source.encode()).hexdigest()[:12]
+    home = (
+        Path("/var/cache/efsray/bench") / f"mlflow-{kind}-{mlflow.__version__}-{runs}x{batch}-{key}"
+    )
+    if (home / "done").exists():
+        return home / name
+    tmp = home.with_name(home.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.perf_counter()
+    build(tmp / name)
+    print(f"  built MLflow {kind} of {runs:,} runs in {time.perf_counter() - started:.0f} s")
+    (tmp / "done").write_text("")
+    try:
+        tmp.rename(home)
+    except OSError:  # another bench built it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    return home / name
+
+
+def mlflow_search(uri: str, t: float, repeats: int, page_size: int) -> tuple[float, int]:
+    """MLflow's ``search_runs`` with the metric filter, every page; (median s, matched)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    [experiment] = [e.experiment_id for e in client.search_experiments() if e.name == "bench"]
+
+    def search() -> int:
+        found, token = 0, None
+        while True:
+            page = client.search_runs(
+                [experiment], filter_string=f"metrics.sharpe >= {t}", max_results=page_size,
+                page_token=token,
+            )  # fmt: skip
+            found += len(page)
+            token = page.token
+            if not token:
+                return found
+
+    search()  # warm: imports, the page cache, SQLAlchemy's engine
+    return median_time(search, repeats)
+
+
+def mlflow_side(
+    sqlite_runs: int, file_runs: int, batch: int, t: float, repeats: int
+) -> dict[str, Any]:
+    """The bench's runs in MLflow's SQLite store and file store, searched by metric."""
+    import logging
+
+    import mlflow
+
     logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # 3.x: maintenance mode, still there
-    out: dict[str, Any] = {"mlflow": mlflow.__version__, "runs": runs}
-    for kind, uri in (
-        ("file_store", f"file://{scratch / 'mlruns'}"),
-        ("sqlite_store", f"sqlite:///{scratch / 'mlflow.db'}"),
-    ):
-        client = MlflowClient(tracking_uri=uri)
-        experiment = client.create_experiment(f"bench-{kind}")
-        started = time.perf_counter()
-        size = 1000
-        for b in range(runs // size):
-            for row in runs_of(b, size):
-                run = client.create_run(experiment, run_name=row["run_id"])
-                client.log_batch(
-                    run.info.run_id,
-                    metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in row["metrics"].items()],
-                    params=[mlflow.entities.Param(k, str(v)) for k, v in row["params"].items()],
-                    tags=[mlflow.entities.RunTag(k, str(v)) for k, v in row["tags"].items()],
-                )
-            print(f"  mlflow {kind}: {(b + 1) * size:,} runs logged", flush=True)
-        log_s = time.perf_counter() - started
-
-        page_size = 50_000 if kind == "sqlite_store" else 1000
-
-        def search(
-            client: Any = client, experiment: str = experiment, size: int = page_size
-        ) -> int:
-            found, token = 0, None
-            while True:
-                page = client.search_runs(
-                    [experiment], filter_string=f"metrics.sharpe >= {t}", max_results=size,
-                    page_token=token,
-                )  # fmt: skip
-                found += len(page)
-                token = page.token
-                if not token:
-                    return found
-
-        search_s, matched = median_time(search, repeats)
-        out[kind] = {"log_s": round(log_s, 1), "search_s": round(search_s, 4), "matched": matched}
+    out: dict[str, Any] = {"mlflow": mlflow.__version__}
+    db = cached("sqlite", sqlite_runs, batch,
+                lambda p: build_mlflow_sqlite(p, sqlite_runs, batch), "mlflow.db")  # fmt: skip
+    s, matched = mlflow_search(f"sqlite:///{db}", t, repeats, 50_000)
+    out["sqlite_store"] = {"runs": sqlite_runs, "search_s": round(s, 4), "matched": matched}
+    print(f"  mlflow sqlite store, {sqlite_runs:,} runs: {s:.3f} s, {matched} matched")
+    if file_runs:
+        files = cached("file", file_runs, batch,
+                       lambda p: build_mlflow_files(p, file_runs, batch), "mlruns")  # fmt: skip
+        s, matched = mlflow_search(f"file://{files}", t, 1, 1000)
+        out["file_store"] = {"runs": file_runs, "search_s": round(s, 4), "matched": matched}
+        print(f"  mlflow file store, {file_runs:,} runs: {s:.3f} s, {matched} matched")
     return out
 
 
@@ -253,7 +400,8 @@ def run(args: argparse.Namespace, root: Path, medium: str, fs: Any) -> dict[str,
     scratch = Path(tempfile.mkdtemp(prefix="efsray-bench-results-scratch-"))
     ops = Ops(fs)
     print(f"{medium}: {args.runs:,} runs in batches of {args.batch} into {root}")
-    written = write_table(root, args.runs, args.batch)
+    written = write_table(root, args.runs, args.batch, vacuum_every=args.vacuum_every,
+                          grace=args.vacuum_grace)  # fmt: skip
     t = threshold(root)
     print(f"  written: {written}")
     measured = queries(root, t, args.repeats, ops)
@@ -262,22 +410,22 @@ def run(args: argparse.Namespace, root: Path, medium: str, fs: Any) -> dict[str,
     print(f"  duckdb: {floor}")
     out = {"medium": medium, "write": written, "query": measured, "duckdb": floor}
     if args.mlflow_runs:
-        small = root.parent / "store-mlflow-size"
-        write_table(small, args.mlflow_runs, args.batch)
-        ours = queries(small, t, args.repeats, Ops(None))
-        theirs = mlflow_side(scratch, args.mlflow_runs, t, args.repeats)
-        print(f"  mlflow: {theirs}")
-        out["at_mlflow_size"] = {
-            "runs": args.mlflow_runs,
-            "efsray_filter_s": ours["filter_s"],
-            "efsray_matched": ours["matched"],
-            **theirs,
-            "speedup_vs_file_store": round(theirs["file_store"]["search_s"] / ours["filter_s"], 1),
-            "speedup_vs_sqlite_store": round(
-                theirs["sqlite_store"]["search_s"] / ours["filter_s"], 1
-            ),
-        }
-        shutil.rmtree(small, ignore_errors=True)
+        theirs = mlflow_side(args.mlflow_runs, args.mlflow_file_runs, args.batch, t, args.repeats)
+        side: dict[str, Any] = {**theirs}
+        for kind in ("sqlite_store", "file_store"):
+            if kind not in theirs:
+                continue
+            runs = theirs[kind]["runs"]
+            small = root.parent / f"store-{runs}"
+            write_table(small, runs, args.batch, vacuum_every=0, grace=0)
+            ours = queries(small, t, args.repeats, Ops(None))
+            shutil.rmtree(small, ignore_errors=True)
+            side[kind].update(
+                efsray_filter_s=ours["filter_s"], efsray_matched=ours["matched"],
+                speedup=round(theirs[kind]["search_s"] / ours["filter_s"], 1),
+            )  # fmt: skip
+            print(f"  efsray at {runs:,} runs: {ours['filter_s']:.4f} s, {ours['matched']} matched")
+        out["mlflow"] = side
     shutil.rmtree(scratch, ignore_errors=True)
     return out
 
@@ -293,8 +441,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"- {w['runs']:,} runs in batches of {w['batch']}: {w['write_s']} s "
         f"({w['runs_per_s']:,} runs/s, median commit {w['commit_ms_median']} ms)",
         f"- files: {w['files_total']:,} in all ({w['live_segments']} live segments, "
-        f"{w['data_files']} data files incl. superseded ones awaiting retention, "
-        f"{w['manifests']} manifests); live bytes {w['live_bytes']:,}",
+        f"{w['data_files']} data files incl. merged-away ones within the grace, "
+        f"{w['manifests']} manifests); live bytes {w['live_bytes']:,}; "
+        + (
+            f"`vacuum(grace={w['vacuum_grace_s']:g} s)` every {w['vacuum_every_batches']} "
+            f"batches (median {w['vacuum_ms_median']} ms, {w['vacuum_removed_files']:,} "
+            "files removed in all)"
+            if w["vacuum_every_batches"]
+            else "no vacuum"
+        ),
         f"- filter (~1% match, {q['matched']:,} runs, 5 columns): {q['filter_s'] * 1000:.1f} ms"
         + (
             f", {q['filter_ops']} server ops ({q['filter_ops_cold']} cold)"
@@ -308,23 +463,30 @@ def markdown(result: dict[str, Any], command: str) -> str:
         f"- DuckDB floor (one Parquet file of the same rows): {d['one_file_s'] * 1000:.1f} ms; "
         f"DuckDB over the table's files: {d['over_table_files_s'] * 1000:.1f} ms",
     ]
-    m = result.get("at_mlflow_size")
+    m = result.get("mlflow")
     if m:
         lines += [
             "",
-            f"## Against MLflow {m['mlflow']} tracking, {m['runs']:,} runs",
+            f"## Against MLflow {m['mlflow']} tracking (`search_runs`, every page)",
             "",
-            "| | log all runs | search `metrics.sharpe >= T` (all pages) | matched |",
-            "|---|---|---|---|",
-            f"| efsray results table | - | {m['efsray_filter_s'] * 1000:.1f} ms | "
-            f"{m['efsray_matched']} |",
-            f"| MLflow file store | {m['file_store']['log_s']} s | "
-            f"{m['file_store']['search_s'] * 1000:.0f} ms | {m['file_store']['matched']} |",
-            f"| MLflow SQLite store | {m['sqlite_store']['log_s']} s | "
-            f"{m['sqlite_store']['search_s'] * 1000:.0f} ms | {m['sqlite_store']['matched']} |",
+            "| store | runs | MLflow: `metrics.sharpe >= T` | efsray: same filter, same runs "
+            "| matched | efsray faster by |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for kind, label in (("sqlite_store", "SQLite store"), ("file_store", "file store")):
+            if kind in m:
+                k = m[kind]
+                lines.append(
+                    f"| MLflow {label} | {k['runs']:,} | {k['search_s'] * 1000:.0f} ms | "
+                    f"{k['efsray_filter_s'] * 1000:.1f} ms | {k['matched']} / "
+                    f"{k['efsray_matched']} | **{k['speedup']}x** |"
+                )
+        lines += [
             "",
-            f"efsray is {m['speedup_vs_file_store']}x faster than MLflow's file store and "
-            f"{m['speedup_vs_sqlite_store']}x faster than its SQLite store.",
+            "MLflow's stores are built once and cached under /var/cache/efsray/bench/: MLflow "
+            "creates the schema (or layout) and logs one run through its API; the others are "
+            "copied from it in bulk (logging 100,000 runs through the API takes hours here). "
+            "The file store is measured at fewer runs: its search reads every run's files.",
         ]
     return "\n".join(lines)
 
@@ -333,7 +495,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--mlflow-runs", type=int, default=10_000, help="0: skip MLflow")
+    parser.add_argument("--mlflow-runs", type=int, default=10_000,
+                        help="runs in MLflow's SQLite store (0: skip MLflow)")  # fmt: skip
+    parser.add_argument("--mlflow-file-runs", type=int, default=2_000,
+                        help="runs in MLflow's file store (0: skip it; a search reads every "
+                        "run's files: ~16 ms a run here)")  # fmt: skip
+    parser.add_argument("--vacuum-every", type=int, default=100, help="batches (0: never)")
+    parser.add_argument("--vacuum-grace", type=float, default=30.0, help="seconds")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--simfs", metavar="PROFILE", default=None)
     parser.add_argument("--attr-timeout", type=float, default=3.0)

@@ -375,8 +375,9 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         f"Single process without Ray: {ref['wall_s']:.2f} s, {ref['backtests_per_s']:.1f} "
         f"backtests/s (reads {ref_share['read']:.1%} of the time).",
         "",
-        f"Results: one `store.results` run per backtest, {files_per_backtest:.2f} files per "
-        "backtest (the equity curve of 250 points is embedded in the run's JSON). Reads: "
+        f"Results: committed in batches to the strategy's results table (a segment, a "
+        f"sidecar with the equity curves of 250 points, a manifest): {files_per_backtest:.2f} "
+        "files per backtest. Reads: "
         "finding the results a task already has (by id) and reading its bars. Final writes: "
         "waiting for the last saves after the last backtest. Save ms (overlapped): the wall time "
         "of one save on a task's writer thread, while the next backtests computed.",
@@ -396,7 +397,7 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "
         f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
         "",
-        "Command: `python bench/sweep.py" + (f" --simfs {args.simfs}`" if args.simfs else "`"),
+        "Command: `python bench/sweep.py " + " ".join(sys.argv[1:]) + "`",
     ]
     name = "sweep" if args.simfs is None else f"sweep_simfs_{args.simfs.replace('-', '_')}"
     out = write_results(name, payload, "\n".join(md))

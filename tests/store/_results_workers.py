@@ -57,3 +57,19 @@ def save_batches_forever(root: str, size: int) -> None:
     while True:
         store.results.save_batch("sweep", batch_runs(b, size))
         b += 1
+
+
+def vacuum_forever(root: str, conn: Any) -> None:
+    """Vacuum the table with no grace, again and again until killed; one message a pass."""
+    from efsray.store import Store
+
+    store = Store(root, create=False)
+    passes = 0
+    while True:
+        try:
+            store.results.vacuum("sweep", grace=0)
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+            return
+        passes += 1
+        conn.send(("pass", passes))

@@ -153,20 +153,67 @@ def _flip(path: Path, offset: int) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("where", ["head", "middle", "footer", "last"])
-def test_a_flipped_byte_in_a_segment_is_a_corruption_error(store: Store, where: str) -> None:
+def _chunk(segment: Path, column: str) -> tuple[int, int]:
+    """(offset, length) of ``column``'s chunk in the first row group of ``segment``."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(segment)
+    chunk = meta.row_group(0).column(meta.schema.to_arrow_schema().names.index(column))
+    start = chunk.data_page_offset
+    if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+        start = chunk.dictionary_page_offset
+    return start, chunk.total_compressed_size
+
+
+@pytest.mark.parametrize("where", ["metric", "record", "footer", "last"])
+def test_a_flipped_byte_that_a_read_uses_is_a_corruption_error(store: Store, where: str) -> None:
+    """A query reads the filter's and the asked columns' chunks, a load by id the record's,
+    both the footer: a flipped byte in what they read fails its page CRC or the footer's
+    digest in the manifest."""
     store.results.save_batch("sweep", rw.batch_runs(0, 30))
     [segment] = store.results.files("sweep")
     size = segment.stat().st_size
-    offset = {"head": 1, "middle": size // 2, "footer": size - 12, "last": size - 1}[where]
+    metric, record = _chunk(segment, "metrics.sharpe"), _chunk(segment, "record")
+    offset = {"metric": metric[0] + metric[1] - 3, "record": record[0] + record[1] // 2,
+              "footer": size - 12, "last": size - 1}[where]  # fmt: skip
     original = _flip(segment, offset)
     fresh = Store(store.root)
-    with pytest.raises(CorruptionError, match="checksum"):
-        fresh.results.query("sweep")
-    with pytest.raises(CorruptionError, match="checksum"):
-        fresh.results.load(rw.run_id(0, 3), strategy="sweep")
+    if where != "record":
+        with pytest.raises(CorruptionError, match="checksum"):
+            fresh.results.query("sweep", where=["sharpe>=0"], columns=["sharpe"])
+    if where != "metric":
+        with pytest.raises(CorruptionError, match="checksum"):
+            fresh.results.load(rw.run_id(0, 3), strategy="sweep")
     segment.write_bytes(original)
     assert len(Store(store.root).results.query("sweep")) == 30
+
+
+def test_no_flipped_byte_of_a_segment_goes_unnoticed(store: Store) -> None:
+    """Flip bytes of a 10-run segment in turn (every 11th: the test stays quick): every query
+    and load by id either raises CorruptionError or returns exactly the stored runs (the
+    byte was one it does not read, e.g. an unread column)."""
+    from efsray.store.results.parts import FOOTERS
+
+    store.results.save_batch("sweep", rw.batch_runs(0, 10))
+    [segment] = store.results.files("sweep")
+    original = segment.read_bytes()
+    want = Store(store.root).results.query("sweep")
+    want_info = Store(store.root).results.info(rw.run_id(0, 3), strategy="sweep")
+    detected = 0
+    try:
+        for offset in range(0, len(original), 11):
+            _flip(segment, offset)
+            FOOTERS.clear()  # as a new process would
+            fresh = Store(store.root).results
+            try:
+                assert fresh.query("sweep").equals(want), offset
+                assert fresh.info(rw.run_id(0, 3), strategy="sweep") == want_info, offset
+            except CorruptionError:
+                detected += 1
+            segment.write_bytes(original)
+    finally:
+        segment.write_bytes(original)
+    assert detected > len(original) // 11 // 3  # most bytes are read by one of the two
 
 
 def test_a_flipped_byte_in_a_sidecar_or_a_manifest_is_a_corruption_error(store: Store) -> None:

@@ -4,8 +4,10 @@ A manifest is committed through the store's version log (:class:`efsray.store.nf
 as JSON; in memory it is a tree of frozen dataclasses. Each segment entry carries what lets a
 reader skip the file without opening it: its run-id range (to load a run by id), its creation
 time range, and the finite min/max of every metric (to skip a filter's misses), plus its size
-and checksum (xxh3, verified on every read), and its sidecar: the Arrow IPC streams of its
-runs' equity curves and trade lists, whose offsets are in the segment's rows.
+and checksum (xxh3, verified when it is read whole), the size and checksum of its Parquet
+footer (verified when a part of it is read, see :mod:`efsray.store.results.parts`), and its
+sidecar: the Arrow IPC streams of its runs' equity curves and trade lists, whose offsets are
+in the segment's rows.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class SegmentEntry:
     max_created_ms: int
     metrics: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     sidecar: SidecarEntry | None = None
+    # (size, digest) of the Parquet footer, at the end of the file; None: a segment written
+    # before ranged reads (read and verified whole)
+    footer: tuple[int, str] | None = None
 
     def holds(self, run_id: str) -> bool:
         return self.min_id <= run_id <= self.max_id
@@ -68,11 +73,13 @@ class SegmentEntry:
             "created_ms": [self.min_created_ms, self.max_created_ms],
             "metrics": {k: [lo, hi] for k, (lo, hi) in sorted(self.metrics.items())},
             "sidecar": None if self.sidecar is None else self.sidecar.to_json(),
+            **({} if self.footer is None else {"footer": [self.footer[0], self.footer[1]]}),
         }  # fmt: skip
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SegmentEntry:
         side = d.get("sidecar")
+        foot = d.get("footer")
         return cls(
             name=str(d["name"]),
             rows=int(d["rows"]),
@@ -84,6 +91,7 @@ class SegmentEntry:
             max_created_ms=int(d["created_ms"][1]),
             metrics={str(k): (float(v[0]), float(v[1])) for k, v in d["metrics"].items()},
             sidecar=None if side is None else SidecarEntry.from_json(side),
+            footer=None if foot is None else (int(foot[0]), str(foot[1])),
         )
 
 

@@ -8,6 +8,7 @@ on the store's I/O threads (each read is a round trip on EFS).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -36,26 +37,32 @@ def table_frames(
     columns: Sequence[str] | None,
     version: int | None,
 ) -> list[Any]:
+    """The rows of ``table`` matching the filters, as pandas frames (one per segment read):
+    segments whose recorded ranges cannot match are skipped unread; of the others only the
+    needed columns are read (verified) and decoded, and filtered in Arrow."""
     import pyarrow.compute as pc
 
-    """The rows of ``table`` matching the filters, as pandas frames (one per segment read):
-    segments whose recorded ranges cannot match are skipped unread, the others are read
-    (verified), decoded for the needed columns only and filtered in Arrow."""
     manifest = table.manifest(version)
     if manifest is None:
         return []
     lo_ms = None if lo is None else int(lo.timestamp() * 1000)
     hi_ms = None if hi is None else int(hi.timestamp() * 1000)
     chosen = [s for s in manifest.segments if _may_match(s, lo_ms, hi_ms, filters)]
-    expr = None
-    for f in filters:
-        expr = f.expression() if expr is None else expr & f.expression()
-    if lo is not None:
-        e = pc.field("created_at") >= pa.scalar(lo, UTC_MS)
-        expr = e if expr is None else expr & e
-    if hi is not None:
-        e = pc.field("created_at") <= pa.scalar(hi, UTC_MS)
-        expr = e if expr is None else expr & e
+    lo_at = None if lo is None else pa.scalar(lo, UTC_MS)
+    hi_at = None if hi is None else pa.scalar(hi, UTC_MS)
+
+    def mask(rows: pa.Table) -> Any:
+        tests = [f.mask(rows) for f in filters]
+        if lo_at is not None:
+            tests.append(pc.greater_equal(rows.column("created_at"), lo_at))
+        if hi_at is not None:
+            tests.append(pc.less_equal(rows.column("created_at"), hi_at))
+        passing = tests[0]
+        for test in tests[1:]:
+            passing = pc.and_(passing, test)
+        return passing
+
+    expr = mask if filters or lo is not None or hi is not None else None
     wanted: list[str] | None = None
     if columns is not None:
         wanted = list(dict.fromkeys([
@@ -63,24 +70,33 @@ def table_frames(
             *(f"tags.{k}" for k in tags or {}), *(f.column for f in filters),
         ]))  # fmt: skip
 
-    def one(entry: SegmentEntry) -> Any:
+    def one(entry: SegmentEntry) -> pa.Table:
         rows = table.read_segment(entry, columns=wanted, filters=expr)
-        rows = rows.drop_columns(
+        return rows.drop_columns(
             [c for c in rows.column_names if c in HIDDEN or c.startswith("table.")]
         )
-        frame = rows.to_pandas()
-        frame.insert(1, "strategy", strategy)
-        if tags:
-            for key, value in tags.items():
-                column = f"tags.{key}"
-                if column not in frame.columns:
-                    return frame.iloc[0:0]
-                frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
-        return frame
 
-    if len(chosen) <= 2:
-        return [one(s) for s in chosen]
-    return list(io_pool().map(one, chosen))
+    parts = [one(s) for s in chosen] if len(chosen) <= 2 else list(io_pool().map(one, chosen))
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return []
+    # one conversion to pandas for all segments' matches (per segment, its fixed cost was
+    # most of a query over a million runs); segments whose params differ in type (JSON text
+    # in one, numbers in another) convert one by one and pandas aligns them
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
+        parts = [pa.concat_tables(parts, promote_options="permissive")]
+    return [_frame(t, strategy, tags) for t in parts]
+
+
+def _frame(rows: pa.Table, strategy: str, tags: Mapping[str, Any] | None) -> Any:
+    frame = rows.to_pandas()
+    frame.insert(1, "strategy", strategy)
+    for key, value in (tags or {}).items():
+        column = f"tags.{key}"
+        if column not in frame.columns:
+            return frame.iloc[0:0]
+        frame = frame[frame[column].map(lambda v, want=value: _same_tag(v, want))]
+    return frame
 
 
 def _may_match(

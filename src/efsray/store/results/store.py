@@ -43,6 +43,10 @@ __all__ = ["ResultStore"]
 
 log = logging.getLogger("efsray.store")
 
+# seconds a superseded version of a table stays for its readers (``vacuum``): a query or a
+# load by id takes well under a second, even on EFS; the cleanup's grace is longer (an hour)
+VACUUM_GRACE_S = 600.0
+
 _UTC_MS = pa.timestamp("ms", tz="UTC")
 _ID_ATTEMPTS = 16
 
@@ -230,6 +234,18 @@ class ResultStore:
                 log.warning("results table %s: merging after a commit failed: %s", strategy, exc)
         return [infos[i] for i in ids]
 
+    def vacuum(
+        self, strategy: str, *, grace: float = VACUUM_GRACE_S, dry_run: bool = False
+    ) -> tuple[int, int]:
+        """Remove the versions of ``strategy``'s table superseded more than ``grace``
+        seconds ago and the merged-away segments only they name (see
+        :meth:`ResultTable.vacuum`): a table written in thousands of batches keeps a few
+        hundred files instead of three per batch. Returns (files, bytes)."""
+        validate_name("strategy id", strategy)
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+            raise InvalidDataError(f"grace must be a number of seconds >= 0, got {grace!r}")
+        return self.table(strategy).vacuum(time.time() - grace, dry_run=dry_run)
+
     def merge(self, strategy: str) -> int:
         """Merge the small segments of ``strategy``'s table now; returns the merges done."""
         return self.table(strategy).merge(max_merges=1000)
@@ -367,7 +383,10 @@ class ResultStore:
         frames = [f for f in frames if not f.empty]
         if frames:
             frame = pd.concat(frames, ignore_index=True, sort=False)
-            frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+            if not isinstance(frame["created_at"].dtype, pd.DatetimeTZDtype):  # legacy text
+                frame["created_at"] = pd.to_datetime(
+                    frame["created_at"], utc=True, format="ISO8601"
+                )  # (on datetimes already, it costs ~2 us a row: 2 s for a million runs)
             if len(frames) > 1:
                 frame = frame.drop_duplicates("run_id", keep="first")
         else:
@@ -414,6 +433,11 @@ class ResultStore:
 
         lo = _to_dt(since, "since")
         lo_ms = None if lo is None else int(lo.timestamp() * 1000)
+        since_at = None if lo is None else pa.scalar(lo, _UTC_MS)
+
+        def created_since(rows: pa.Table) -> Any:
+            return pc.greater_equal(rows.column("created_at"), since_at)
+
         for name in self.strategies():
             table = self.table(name)
             manifest = table.manifest()
@@ -421,8 +445,9 @@ class ResultStore:
             for entry in manifest.segments if manifest else ():
                 if lo_ms is not None and entry.max_created_ms < lo_ms:
                     continue
-                expr = None if lo is None else pc.field("created_at") >= pa.scalar(lo, _UTC_MS)
-                rows = table.read_segment(entry, columns=ROW_COLUMNS, filters=expr)
+                rows = table.read_segment(
+                    entry, columns=ROW_COLUMNS, filters=None if lo is None else created_since
+                )
                 infos.extend(self._row_info(table, r) for r in rows.to_pylist())
             if self._has_legacy(name):
                 have = {i.run_id for i in infos}

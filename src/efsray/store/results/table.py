@@ -18,12 +18,12 @@ left out; if a segment that overlaps the batch appears between that check and th
 Small segments are merged (``merge``, run by the writer after its commit, like market
 data's compaction): ``MERGE_FACTOR`` neighbours of one size tier into one, sorted by run id,
 their sidecars concatenated, up to ``MAX_SEGMENT_ROWS`` rows. Superseded files stay until
-retention removes them, after the grace period, so readers of older versions keep working.
+``vacuum`` (a short grace) or retention (``prune``) removes them, so readers of older
+versions keep working (:mod:`efsray.store.results.retention`).
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -34,33 +34,33 @@ from typing import Any
 
 import pyarrow as pa
 
-from efsray.errors import CorruptionError, InvalidDataError, StorageError
+from efsray.errors import CorruptionError, InvalidDataError
 from efsray.store.hashing import check, split_digest
 from efsray.store.merging import find_run
 from efsray.store.nfs import (
     BackgroundSyncs,
     ManifestCache,
     VersionLog,
-    committed_time,
     ensure_dir,
-    is_temp_name,
-    list_dir,
     read_bytes,
     read_range,
     remove_file,
-    stat_or_none,
 )
 from efsray.store.results.format import (
+    Mask,
     PreparedRun,
     created_range,
+    decode_rows,
     decode_segment,
     decode_table,
     encode_batch,
     encode_rows,
     merge_tables,
     metric_ranges,
+    query_columns,
 )
 from efsray.store.results.manifest import SegmentEntry, SidecarEntry, TableManifest
+from efsray.store.results.parts import footer_of, read_part
 from efsray.store.results.records import TABLES, comparable, digest
 
 __all__ = ["MAX_SEGMENT_ROWS", "MERGE_FACTOR", "ResultTable"]
@@ -69,7 +69,7 @@ log = logging.getLogger("efsray.store")
 
 MERGE_FACTOR = 4
 MAX_SEGMENT_ROWS = 32_768
-_HOST = socket.gethostname().split(".")[0][:32] or "host"
+HOST = socket.gethostname().split(".")[0][:32] or "host"
 ROW_COLUMNS = (
     "run_id", "created_at", "writer", "record", "tables",
     *(f"table.{n}.{c}" for n in TABLES for c in ("offset", "bytes", "rows", "digest")),
@@ -96,7 +96,7 @@ class ResultTable:
 
     # --- manifests -------------------------------------------------------------------------
 
-    def _parse(self, version: int, body: Mapping[str, Any] | None) -> TableManifest:
+    def parse_manifest(self, version: int, body: Mapping[str, Any] | None) -> TableManifest:
         if body is None:
             return TableManifest(0, self.strategy)
         return TableManifest.from_json(version, body, str(self.log.path(version)))
@@ -104,9 +104,9 @@ class ResultTable:
     def manifest(self, version: int | None = None) -> TableManifest | None:
         """The manifest of ``version`` (default: the latest); None if nothing is committed."""
         if version is not None:
-            return self._parse(version, self.log.read(version))
+            return self.parse_manifest(version, self.log.read(version))
         found = self.log.latest()
-        return None if found is None else self._parse(*found)
+        return None if found is None else self.parse_manifest(*found)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -115,15 +115,27 @@ class ResultTable:
         entry: SegmentEntry,
         *,
         columns: Sequence[str] | None = None,
-        filters: Any = None,
+        filters: Mask | None = None,
         run_ids: Sequence[str] | None = None,
         whole: bool = False,
     ) -> pa.Table:
-        """A segment's rows (see ``decode_segment``), its whole bytes verified against the
-        manifest first."""
-        data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
-        return decode_segment(data, f"segment {self.data / entry.name}", columns=columns,
-                              filters=filters, run_ids=run_ids, whole=whole)  # fmt: skip
+        """A segment's rows (see ``decode_rows``): a segment with a footer entry only the
+        byte ranges of the wanted columns and row groups (:mod:`~.parts`), verified page by
+        page; an older one (or ``whole``) its whole bytes, verified against the manifest."""
+        what = f"segment {self.data / entry.name}"
+        if whole or entry.footer is None:
+            data = self._verified(entry.name, entry.bytes, entry.digest, "segment")
+            return decode_segment(data, what, columns=columns, filters=filters,
+                                  run_ids=run_ids, whole=whole)  # fmt: skip
+        if columns is None:
+            columns = query_columns(self._footer_names(entry), None)
+        source, groups, wanted = read_part(self.data / entry.name, entry, columns, run_ids)
+        return decode_rows(source, what, columns=wanted, filters=filters, groups=groups)
+
+    def _footer_names(self, entry: SegmentEntry) -> list[str]:
+        """The columns of a segment (its footer read first if not cached)."""
+        source, _, _ = read_part(self.data / entry.name, entry, [], None)
+        return list(source.schema_arrow.names)
 
     def _verified(self, name: str, size: int, expected: str, what: str) -> bytes:
         path = self.data / name
@@ -243,7 +255,7 @@ class ResultTable:
         segment, files = entry
 
         def build(version: int, body: dict[str, Any] | None) -> dict[str, Any]:
-            current = self._parse(version, body)
+            current = self.parse_manifest(version, body)
             if any(
                 s.name not in seen and s.overlaps(segment.min_id, segment.max_id)
                 for s in current.segments
@@ -257,7 +269,7 @@ class ResultTable:
             self.log.commit(build, before_publish=syncs.wait)
 
     def _write(self, runs: Sequence[PreparedRun]) -> tuple[SegmentEntry, list[tuple[str, bytes]]]:
-        encoded = encode_batch(runs, f"{_HOST}:{os.getpid()}")
+        encoded = encode_batch(runs, f"{HOST}:{os.getpid()}")
         return self._entry(encoded.table, encoded.segment, encoded.sidecar)
 
     def _entry(
@@ -271,11 +283,13 @@ class ResultTable:
             side = SidecarEntry(f"{stem}.arrows", len(sidecar), digest(sidecar, self.algorithm))
             files.append((side.name, sidecar))
         low_ms, high_ms = created_range(table)
+        footer = footer_of(segment)
         entry = SegmentEntry(
             name=files[0][0], rows=table.num_rows, bytes=len(segment),
             digest=digest(segment, self.algorithm), min_id=ids[0].as_py(),
             max_id=ids[-1].as_py(), min_created_ms=low_ms, max_created_ms=high_ms,
             metrics=metric_ranges(table), sidecar=side,
+            footer=(len(footer), digest(footer, self.algorithm)),
         )  # fmt: skip
         return entry, files
 
@@ -364,7 +378,7 @@ class ResultTable:
                 syncs.write_new(self.data / name, payload)
 
             def build(version: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
-                current = self._parse(version, body)
+                current = self.parse_manifest(version, body)
                 present = [s for s in current.segments if s.name in names]
                 if len(present) != len(names):
                     return None  # another writer merged them first
@@ -387,101 +401,16 @@ class ResultTable:
         log.debug("merged %d segments of %s into %s", len(inputs), self.strategy, entry.name)
         return True
 
-    # --- retention --------------------------------------------------------------------------
+    # --- retention (efsray.store.results.retention) --------------------------------------
 
-    def _check_no_temp_left(self, version: int) -> None:
-        """A commit removes its temporary manifest after linking it; if that failed (the
-        commit stands, the protocol only logs it), a cleanup must not report success."""
-        shard = self.log.path(version).parent
-        mine = f".{_HOST}.{os.getpid()}."
-        left = [n for n in list_dir(shard) if is_temp_name(n) and mine in n]
-        if left:
-            raise StorageError(
-                errno.EIO,
-                f"results table {self.strategy}: retention committed version {version} but "
-                f"could not remove its temporary file {left[0]}; run cleanup again later",
-                str(shard / left[0]),
-            )
+    def vacuum(self, grace_cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """See :func:`efsray.store.results.retention.vacuum`."""
+        from efsray.store.results.retention import vacuum
+
+        return vacuum(self, grace_cutoff, dry_run=dry_run)
 
     def prune(self, older_than: float, *, grace_cutoff: float, dry_run: bool) -> tuple[int, int]:
-        """Retention of the table; returns (files, bytes) removed (or, with ``dry_run``,
-        that would be).
+        """See :func:`efsray.store.results.retention.prune`."""
+        from efsray.store.results.retention import prune
 
-        1. Segments whose runs were all created before both cutoffs are dropped by a new
-           version, except the segment of the newest run; their files go at once (as a
-           legacy run's file did: retention retires them, whoever still reads them).
-        2. Versions go as market data's do: committed before both cutoffs, not the latest,
-           superseded before ``grace_cutoff`` (a reader who resolved it just before the next
-           commit has had the grace period), and only a prefix, so no gaps.
-        3. Data files go when no kept version names them and they are older than
-           ``grace_cutoff`` (a writer's uncommitted files are younger): a merge's inputs
-           stay as long as the versions that name them, so old versions stay readable.
-        """
-        limit = min(older_than, grace_cutoff)
-        doomed: set[str] = set()
-        ours = 0  # the version this retention commits, if any
-        current = self.manifest()
-        if current is not None:
-            newest = max((s.max_created_ms for s in current.segments), default=0)
-            dropped = [
-                s for s in current.segments
-                if s.max_created_ms < limit * 1000 and s.max_created_ms < newest
-            ]  # fmt: skip
-            doomed = {name for s in dropped for name in s.files()}
-            names = {s.name for s in dropped}
-            if names and not dry_run:
-
-                def build(version: int, body: dict[str, Any] | None) -> dict[str, Any] | None:
-                    now = self._parse(version, body)
-                    kept = tuple(s for s in now.segments if s.name not in names)
-                    if len(kept) == len(now.segments):
-                        return None
-                    return TableManifest(version, self.strategy, kept).to_json()
-
-                done = self.log.commit(build)
-                ours = done[0] if done else 0
-                if ours:
-                    self._check_no_temp_left(ours)
-        _, versions = self.log.known_versions()
-        manifests = self.log.read_present(versions)
-        present = sorted(manifests)
-        removable: list[int] = []
-        for i, version in enumerate(present[:-1]):  # never the latest; only a prefix
-            committed = committed_time(manifests[version])
-            superseded = committed_time(manifests[present[i + 1]])
-            # (A HEAD that names a removed version costs a reader a listing, no error.)
-            if (
-                committed is None
-                or committed >= limit
-                or superseded is None
-                # superseded by this very retention: what it dropped goes anyway (1.), and
-                # the rest is in the new version
-                or (superseded >= grace_cutoff and present[i + 1] != ours)
-            ):
-                break
-            removable.append(version)
-        live: set[str] = set()
-        for version in present:
-            if version not in removable:
-                live |= self._parse(version, manifests[version]).files() - doomed
-        files = nbytes = 0
-        for name in list_dir(self.data):
-            if name in live:
-                continue
-            st = stat_or_none(self.data / name)
-            if st is None or (st.st_mtime >= grace_cutoff and name not in doomed):
-                continue
-            files += 1
-            nbytes += st.st_size
-            if not dry_run:
-                remove_file(self.data / name)
-        for version in removable:
-            path = self.log.path(version)
-            st = stat_or_none(path)
-            if st is None:
-                continue
-            files += 1
-            nbytes += st.st_size
-            if not dry_run:
-                remove_file(path)
-        return files, nbytes
+        return prune(self, older_than, grace_cutoff=grace_cutoff, dry_run=dry_run)

@@ -58,6 +58,23 @@ class Filter:
             return high > v
         return high >= v
 
+    def mask(self, table: Any) -> Any:
+        """Which rows of ``table`` (a pyarrow Table) pass, as a boolean array (null, for a
+        missing value, does not pass). Computed directly with pyarrow.compute: filtering
+        with an expression goes through Acero's threads, measured 5-10x slower on a segment."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.column not in table.column_names:
+            return pa.nulls(table.num_rows, pa.bool_())  # missing: fails, like null
+        column = table.column(self.column)
+        name = {"<": "less", "<=": "less_equal", ">": "greater", ">=": "greater_equal",
+                "==": "equal", "!=": "not_equal"}[self.op]  # fmt: skip
+        compare = pc.call_function(name, [column, pa.scalar(float(self.value))])
+        if self.op == "!=":  # NaN compares false except for !=: a NaN metric fails every filter
+            compare = pc.and_(compare, pc.invert(pc.is_nan(column)))
+        return compare
+
     def expression(self) -> Any:
         import pyarrow.compute as pc
 
