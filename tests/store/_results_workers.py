@@ -48,14 +48,16 @@ def save_batches(root: str, batches: list[int], size: int, go: Any, conn: Any) -
         conn.send(("error", traceback.format_exc()))
 
 
-def save_batches_forever(root: str, size: int) -> None:
-    """Commit batch 0, 1, 2, ... until killed."""
+def save_batches_forever(root: str, size: int, conn: Any = None) -> None:
+    """Commit batch 0, 1, 2, ... until killed; one message on ``conn`` after each commit."""
     from efsray.store import Store
 
     store = Store(root, create=False)
     b = 0
     while True:
         store.results.save_batch("sweep", batch_runs(b, size))
+        if conn is not None:
+            conn.send(b)
         b += 1
 
 

@@ -116,10 +116,16 @@ def test_sigkill_mid_batch_leaves_nothing_visible_and_the_retry_completes(
     rng = random.Random(7)
     size = 40
     for _ in range(5):
-        p = ctx.Process(target=rw.save_batches_forever, args=(str(root), size))
+        theirs, ours = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=rw.save_batches_forever, args=(str(root), size, ours))
         p.start()
-        time.sleep(rng.uniform(0.3, 2.5))  # the kill's moment: deliberately random
+        ours.close()
+        # Kill at a random instant after the writer's first commit (however slow the machine
+        # is to start it), mostly in the middle of a later batch.
+        assert theirs.poll(120), "the writer committed nothing in 120 s"
+        time.sleep(rng.uniform(0.0, 1.5))  # the kill's moment: deliberately random
         os.kill(p.pid, signal.SIGKILL)
+        theirs.close()
         p.join(10)
         store = Store(root)
         frame = store.results.query("sweep")
