@@ -16,7 +16,14 @@ from typing import Any
 from efsray import __version__
 from efsray.errors import StoreFormatError
 from efsray.store.names import validate_name
-from efsray.store.nfs import create_exclusive, ensure_dir, kind_of, list_dir, read_bytes
+from efsray.store.nfs import (
+    create_exclusive,
+    ensure_dir,
+    forget_tree,
+    kind_of,
+    list_dir,
+    read_bytes,
+)
 
 __all__ = ["FORMAT_VERSION", "MARKER_NAME", "StoreLayout"]
 
@@ -81,6 +88,7 @@ class StoreLayout:
 
     def init(self) -> bool:
         """Create the tree and the marker; idempotent. True if this call created the marker."""
+        forget_tree(self.root)
         for sub in _TREE:
             ensure_dir(self.root / sub)
         marker = {

@@ -191,8 +191,7 @@ def _create_written(
         except FileNotFoundError:
             if str(path.parent) not in _DIRS_SEEN:
                 raise
-            for gone in (path.parent, *path.parent.parents):  # removed since: make them again
-                _DIRS_SEEN.discard(str(gone))
+            _forget_dirs(path.parent)  # removed since it was seen: make it again
             ensure_dir(path.parent)
             fd = os.open(path, flags, mode)
     except OSError as exc:
@@ -453,7 +452,14 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None
         return
     ensure_dir(path.parent, mode=mode)
     try:
-        os.mkdir(path, mode)
+        try:
+            os.mkdir(path, mode)
+        except FileNotFoundError:
+            if str(path.parent) not in _DIRS_SEEN:
+                raise
+            _forget_dirs(path.parent)  # removed since it was seen: make it again
+            ensure_dir(path.parent, mode=mode)
+            os.mkdir(path, mode)
     except FileExistsError:
         if kind_of(path) != "dir":
             raise StorageError(
@@ -470,10 +476,26 @@ def ensure_dir(path: Path, *, mode: int = DIR_MODE, fresh: bool = False) -> None
 # Directories ensure_dir has seen exist, in this process: the store never removes a directory
 # it writes into while writers may run, so asking again would only cost a round trip
 # (a LOOKUP or GETATTR once the attribute cache expires). If one is removed anyway (by hand,
-# or a whole model deleted), the next create in it fails with ENOENT, and _create_written
+# or a whole model deleted), the next create or mkdir in it fails with ENOENT, and the caller
 # forgets it, makes it again and retries once.
 _DIRS_SEEN: set[str] = set()
 _DIRS_SEEN_MAX = 10_000
+
+
+def _forget_dirs(path: Path) -> None:
+    """Forget ``path`` and its parents: one of them was removed since ensure_dir saw it."""
+    for gone in (path, *path.parents):
+        _DIRS_SEEN.discard(str(gone))
+
+
+def forget_tree(root: Path) -> None:
+    """Forget every directory ensure_dir has seen in ``root`` (and ``root``'s parents): for
+    creating a store's tree, which must look again (the tree may have been removed and made
+    anew by another process since this one saw it)."""
+    _forget_dirs(root)
+    prefix = str(root).rstrip("/") + "/"
+    for seen in [d for d in _DIRS_SEEN if d.startswith(prefix)]:
+        _DIRS_SEEN.discard(seen)
 
 
 def _chmod_dir(path: Path, mode: int) -> None:
