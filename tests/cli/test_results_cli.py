@@ -101,3 +101,21 @@ def test_migrate_command(cli, tmp_path: Path) -> None:
     assert fresh.results.load(ids[2]).trades["x"].tolist() == [2, 3]
     again = cli("results", "migrate", "--root", root, "--json").json()
     assert again["migrated"] == 0 and again["found"] == 1  # only the damaged one is left
+
+
+def test_cleanup_vacuums_the_results_tables(cli, tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    for _ in range(3):
+        _sweep_like(root, 4)
+    versions = root / "results" / "tables" / "ma_crossover" / "versions"
+    assert len(list(versions.rglob("v*.json"))) >= 3
+    args = ("cleanup", "--root", root, "--days", "36500", "--grace", "0", "--force", "--json")
+    dry = cli(*args, "--dry-run")
+    assert dry.code == 0, dry.err
+    assert dry.json()["areas"]["results"]["files"] >= 2
+    assert len(list(versions.rglob("v*.json"))) >= 3
+    done = cli(*args)
+    assert done.code == 0, done.err
+    assert done.json()["areas"]["results"] == dry.json()["areas"]["results"]
+    assert len(list(versions.rglob("v*.json"))) == 1
+    assert len(cli("results", "ls", "--root", root, "--json", "--all").json()) == 12

@@ -75,3 +75,22 @@ def vacuum_forever(root: str, conn: Any) -> None:
             return
         passes += 1
         conn.send(("pass", passes))
+
+
+def query_forever(root: str, conn: Any) -> None:
+    """Query the latest version of the table again and again until killed; one message a
+    pass (or the error, and stop)."""
+    from efsray.store import Store
+
+    store = Store(root, create=False)
+    passes = 0
+    while True:
+        try:
+            rows = store.results.query("sweep")
+            if len(rows) != 24 * 20:
+                raise AssertionError(f"{len(rows)} rows")
+        except BaseException:
+            conn.send(("error", traceback.format_exc()))
+            return
+        passes += 1
+        conn.send(("pass", passes))

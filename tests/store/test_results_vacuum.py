@@ -118,3 +118,51 @@ def test_vacuum_beside_a_writer_and_killed_at_random_instants(tmp_path: Path) ->
     [latest] = _versions(root)
     assert {p.name for p in (_table(root) / "data").iterdir()} == _named(root, latest)
     assert len(Store(root).results.query("sweep")) == 30 * 25
+
+
+def test_cleanup_vacuums_every_results_table_with_its_grace_and_dry_run(tmp_path: Path) -> None:
+    """``efsray cleanup`` vacuums each results table with its own grace: within the grace a
+    reader's pinned old version stays readable; past it, a dry run reports exactly what the
+    real run then removes (each file once), and a reader of the latest version querying
+    in another process all along never fails."""
+    root = tmp_path / "store"
+    store = Store(root)
+    for b in range(24):
+        store.results.save_batch("sweep", rw.batch_runs(b, 20))
+    store.results.save_batch("other", rw.batch_runs(99, 5))
+    before = _versions(root)
+    stray = _table(root) / "data" / "never-committed.parquet"
+    stray.write_bytes(b"a killed writer's batch")  # young: the grace protects it for now
+    keep = 36500  # days: only the vacuum applies (the runs' ids date from 2024)
+    report = store.cleanup(days=keep, grace=3600)
+    assert report.areas["results"].files == 0 and not report.errors
+    assert _versions(root) == before
+    assert len(Store(root).results.query("sweep", version=2)) == 40  # a pinned reader's
+
+    ctx = w.fork_context()
+    recv, send = ctx.Pipe(duplex=False)
+    reader = ctx.Process(target=rw.query_forever, args=(str(root), send))
+    reader.start()
+    try:
+        assert recv.poll(60) and recv.recv() == ("pass", 1)  # reading before the cleanup
+        later = time.time() + 7200  # the grace has passed for every superseded version
+        dry = store.cleanup(days=keep, grace=3600, now=later, dry_run=True)
+        assert _versions(root) == before  # a dry run changes nothing
+        assert dry.areas["results"].files > 24 and dry.areas["results"].bytes > 0
+        done = store.cleanup(days=keep, grace=3600, now=later)
+        assert done.areas["results"] == dry.areas["results"] and not done.errors
+        passes = 0
+        while passes < 3:  # the reader goes on after the cleanup
+            assert recv.poll(60)
+            status, value = recv.recv()
+            assert status == "pass", value
+            passes += 1
+    finally:
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.join(10)
+    assert _versions(root) == [before[-1]]
+    data = {p.name for p in (_table(root) / "data").iterdir()}
+    assert data == _named(root, before[-1])  # the stray too: older than the grace by then
+    fresh = Store(root).results
+    assert len(fresh.query("sweep")) == 24 * 20 and len(fresh.query("other")) == 5
+    assert fresh.load(rw.run_id(5, 7), strategy="sweep").info.metrics["batch"] == 5

@@ -13,7 +13,10 @@ area by area and reports files and bytes per area:
   latest, aliased, keep-last-N, keep-best-M, grace) and the cutoff; plus the data
   directories of crashed saves once older than the grace period.
 - **results**: runs created before the cutoff, except the newest run of each strategy;
-  Parquet files of runs that never committed, once older than the grace period.
+  Parquet files of runs that never committed, once older than the grace period; and each
+  results table is vacuumed with the same grace (:func:`efsray.store.results.retention.vacuum`:
+  versions superseded more than the grace period ago, whatever ``days`` says, and the
+  merged-away segments only they name), counted once under ``results``.
 - **logs**: files under ``logs/`` last modified before the cutoff.
 - **temp**: temporary files of crashed writers (``.efsray-tmp.*``) older than the grace
   period, anywhere in the store.

@@ -1,11 +1,12 @@
 """Retention of a results table: ``vacuum`` (superseded versions and merged-away segments,
-after a short grace) and ``prune`` (``efsray cleanup``: old runs, old versions, leftovers)."""
+after a short grace) and ``prune`` (``efsray cleanup``: old runs, old versions, leftovers,
+then a vacuum with the cleanup's grace)."""
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,11 @@ def vacuum(table: ResultTable, grace_cutoff: float, *, dry_run: bool = False) ->
     not touched whatever their age: that stays ``prune``'s job, with its long grace, so
     a short grace here can never remove a batch before its commit. The latest version
     and everything it names always stay."""
+    return _remove(_vacuum_paths(table, grace_cutoff), dry_run)
+
+
+def _vacuum_paths(table: ResultTable, grace_cutoff: float) -> list[Path]:
+    """What :func:`vacuum` removes: data files first, then versions (a crash leaves names)."""
     _, versions = table.log.known_versions()
     manifests = table.log.read_present(versions)
     present = sorted(manifests)
@@ -41,7 +47,7 @@ def vacuum(table: ResultTable, grace_cutoff: float, *, dry_run: bool = False) ->
             break
         removable.append(version)
     if not removable:
-        return 0, 0
+        return []
     kept: set[str] = set()
     for version in present[len(removable) :]:
         kept |= table.parse_manifest(version, manifests[version]).files()
@@ -49,20 +55,15 @@ def vacuum(table: ResultTable, grace_cutoff: float, *, dry_run: bool = False) ->
     for version in removable:
         doomed |= table.parse_manifest(version, manifests[version]).files() - kept
     paths = [table.data / name for name in sorted(doomed)]
-    paths += [table.log.path(v) for v in removable]  # data first: a crash leaves names
-    return _remove(paths, dry_run)
+    return paths + [table.log.path(v) for v in removable]
 
 
-def _remove(
-    paths: Iterable[Path],
-    dry_run: bool,
-    spare: Callable[[Path, os.stat_result], bool] | None = None,
-) -> tuple[int, int]:
-    """Remove ``paths`` (those still there, except those ``spare`` keeps); (files, bytes)."""
+def _remove(paths: Iterable[Path], dry_run: bool) -> tuple[int, int]:
+    """Remove ``paths`` (those still there); returns (files, bytes)."""
     files = nbytes = 0
     for path in paths:
         st = stat_or_none(path)
-        if st is None or (spare is not None and spare(path, st)):
+        if st is None:
             continue
         files += 1
         nbytes += st.st_size
@@ -91,8 +92,8 @@ def _check_no_temp_left(table: ResultTable, version: int) -> None:
 def prune(
     table: ResultTable, older_than: float, *, grace_cutoff: float, dry_run: bool
 ) -> tuple[int, int]:
-    """Retention of the table; returns (files, bytes) removed (or, with ``dry_run``,
-    that would be).
+    """Retention of the table (``efsray cleanup``); returns (files, bytes) removed (or,
+    with ``dry_run``, that would be). Each file is counted once, whichever rule removes it.
 
     1. Segments whose runs were all created before both cutoffs are dropped by a new
        version, except the segment of the newest run; their files go at once (as a
@@ -103,6 +104,8 @@ def prune(
     3. Data files go when no kept version names them and they are older than
        ``grace_cutoff`` (a writer's uncommitted files are younger): a merge's inputs
        stay as long as the versions that name them, so old versions stay readable.
+    4. Then :func:`vacuum` with the same ``grace_cutoff``: versions superseded before it,
+       whatever their age, and the merged-away files only they name.
     """
     limit = min(older_than, grace_cutoff)
     doomed: set[str] = set()
@@ -151,9 +154,18 @@ def prune(
     for version in present:
         if version not in removable:
             live |= table.parse_manifest(version, manifests[version]).files() - doomed
-    files, nbytes = _remove(
-        (table.data / name for name in list_dir(table.data) if name not in live), dry_run,
-        lambda path, st: st.st_mtime >= grace_cutoff and path.name not in doomed,
-    )  # fmt: skip
-    more, more_bytes = _remove((table.log.path(v) for v in removable), dry_run)
-    return files + more, nbytes + more_bytes
+    stale = [  # a writer's uncommitted files are younger than the grace period
+        table.data / name for name in list_dir(table.data)
+        if name not in live and (name in doomed or not _young(table.data / name, grace_cutoff))
+    ]  # fmt: skip
+    paths = stale + [table.log.path(v) for v in removable]
+    # The vacuum plans on what is left after this pass; its files come before its versions.
+    gone = set(paths)
+    more = [p for p in _vacuum_paths(table, grace_cutoff) if p not in gone]
+    data = [p for p in paths + more if p.parent == table.data]
+    return _remove(data + [p for p in paths + more if p.parent != table.data], dry_run)
+
+
+def _young(path: Path, grace_cutoff: float) -> bool:
+    st = stat_or_none(path)
+    return st is not None and st.st_mtime >= grace_cutoff
