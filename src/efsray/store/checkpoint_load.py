@@ -32,11 +32,7 @@ from efsray.store.checkpoint_types import CheckpointInfo, RetentionPolicy, _Mode
 from efsray.store.hashing import DEFAULT_ALGORITHM, new_hasher
 from efsray.store.layout import StoreLayout
 from efsray.store.names import is_valid_name, validate_name
-from efsray.store.nfs import (
-    ManifestCache,
-    VersionLog,
-    list_dir,
-)
+from efsray.store.nfs import ManifestCache, VersionLog, list_dir
 
 R = TypeVar("R")
 log = logging.getLogger("efsray.store")

@@ -12,11 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from efsray.errors import (
-    CommitConflictError,
-    InvalidDataError,
-    VersionNotFoundError,
-)
+from efsray.errors import CommitConflictError, InvalidDataError, VersionNotFoundError
 from efsray.store import jsonsafe
 from efsray.store.checkpoint_load import CheckpointReads
 from efsray.store.checkpoint_types import (

@@ -12,17 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from efsray.errors import (
-    InvalidDataError,
-    StorageError,
-)
+from efsray.errors import InvalidDataError, StorageError
 from efsray.store import jsonsafe
-from efsray.store.checkpoint_files import (
-    CheckpointFile,
-    scan_source,
-    write_bytes,
-    write_tree,
-)
+from efsray.store.checkpoint_files import CheckpointFile, scan_source, write_bytes, write_tree
 from efsray.store.checkpoint_load import CheckpointReads
 from efsray.store.checkpoint_types import (
     _RECHECK_AFTER_S,
@@ -33,11 +25,7 @@ from efsray.store.checkpoint_types import (
     Kind,
 )
 from efsray.store.ids import new_id
-from efsray.store.nfs import (
-    ensure_dir,
-    fsync_dir,
-    kind_of,
-)
+from efsray.store.nfs import ensure_dir, fsync_dir, kind_of
 
 log = logging.getLogger("efsray.store")
 

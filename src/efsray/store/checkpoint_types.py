@@ -9,16 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from efsray.errors import (
-    InvalidDataError,
-)
-from efsray.store.checkpoint_files import (
-    BYTES_NAME,
-    CheckpointFile,
-)
-from efsray.store.nfs import (
-    VersionLog,
-)
+from efsray.errors import InvalidDataError
+from efsray.store.checkpoint_files import BYTES_NAME, CheckpointFile
+from efsray.store.nfs import VersionLog
 
 MAX_METADATA_BYTES = 1 << 20
 DEFAULT_GRACE_S = 3600.0

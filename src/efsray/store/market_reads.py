@@ -14,25 +14,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from efsray.errors import (
-    CorruptionError,
-    InvalidDataError,
-    NotFoundError,
-    VersionNotFoundError,
-)
+from efsray.errors import CorruptionError, InvalidDataError, NotFoundError, VersionNotFoundError
 from efsray.store.bars import TIMESTAMP_TYPE
 from efsray.store.blocks import SegmentCache
 from efsray.store.layout import StoreLayout
 from efsray.store.market_types import Output, SeriesInfo, VerifyInfo, VersionInfo
 from efsray.store.names import is_valid_name
 from efsray.store.nfs import ManifestCache, VersionLog, list_subdirs
-from efsray.store.segments import (
-    FORMATS,
-    Segment,
-    SegmentFormat,
-    read_range,
-    read_tail,
-)
+from efsray.store.segments import FORMATS, Segment, SegmentFormat, read_range, read_tail
 
 log = logging.getLogger("efsray.store")
 

@@ -12,22 +12,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from efsray.errors import (
-    NotFoundError,
-    StorageError,
-)
+from efsray.errors import NotFoundError, StorageError
 from efsray.store.bars import CORE_COLUMNS, normalize_bars
 from efsray.store.checkpoints import MIN_GRACE_S
 from efsray.store.market_reads import MarketReads
 from efsray.store.market_types import CommitInfo
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.nfs import ensure_dir
-from efsray.store.segments import (
-    Segment,
-    conform,
-    read_range,
-    write_segment,
-)
+from efsray.store.segments import Segment, conform, read_range, write_segment
 
 log = logging.getLogger("efsray.store")
 

@@ -16,16 +16,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError, InvalidDataError
-from efsray.store.blocks import (
-    BlockHasher,
-    block_count,
-)
-from efsray.store.nfs import (
-    IMMUTABLE_MODE,
-    BackgroundSyncs,
-    buffered_writer,
-    write_new,
-)
+from efsray.store.blocks import BlockHasher, block_count
+from efsray.store.nfs import IMMUTABLE_MODE, BackgroundSyncs, buffered_writer, write_new
 
 SegmentFormat = Literal["arrow", "parquet"]
 FORMATS: dict[str, str] = {"arrow": ".arrow", "parquet": ".parquet"}

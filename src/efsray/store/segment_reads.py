@@ -15,18 +15,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError
-from efsray.store.blocks import (
-    SegmentCache,
-    VerifiedFile,
-    check_size,
-    verify_blocks,
-)
-from efsray.store.nfs import (
-    PositionalReader,
-    io_pool,
-    read_bytes,
-    reading,
-)
+from efsray.store.blocks import SegmentCache, VerifiedFile, check_size, verify_blocks
+from efsray.store.nfs import PositionalReader, io_pool, read_bytes, reading
 from efsray.store.segment_format import ROW_GROUP_ROWS, Segment, conform
 
 R = TypeVar("R")
