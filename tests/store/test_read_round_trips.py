@@ -108,7 +108,7 @@ def test_cache_respects_its_budget() -> None:
 
 def test_threaded_reads_match_serial_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Segments read on the I/O pool's threads come back in time order, like a serial read."""
-    import efsray.store.segments as segments
+    import efsray.store.segment_reads as segments
 
     _write(tmp_path / "s")
     serial = Store(tmp_path / "s").market.read("SPY", "1m")
