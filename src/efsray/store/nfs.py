@@ -1253,8 +1253,9 @@ class VersionLog:
         # Only a hint: losing it (crash, ENOSPC) costs readers a few extra probes, not data.
         # Written at version 1 and every _HEAD_EVERY-th version after: three round trips
         # (open, WRITE, CLOSE) saved on the other commits, for at most _HEAD_EVERY - 1 more
-        # lookups by a reader that starts from HEAD (``_forward``). Retention keeps every
-        # version from HEAD's on, so a lagging HEAD keeps a few more versions, never fewer.
+        # lookups by a reader that starts from HEAD (``_forward``). Retention may remove
+        # HEAD's own version (never the latest): a reader that cannot open it falls back to
+        # the listed versions (``_fallback``), a few round trips, never a wrong answer.
         # Fixed width, so that each write covers the previous one exactly.
         if version != 1 and version % _HEAD_EVERY:
             return
