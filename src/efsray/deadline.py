@@ -89,6 +89,11 @@ def _package_parent() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The name of each thread that reaps a process later (a test or a debugger can find and
+# join them).
+REAPER_PREFIX = "efsray-reap-"
+
+
 def kill_and_reap(proc: subprocess.Popen[Any], grace: float) -> None:
     """SIGKILL the process group of ``proc`` (started with ``start_new_session=True``) and
     reap it; if the kernel still holds it after ``grace`` seconds (uninterruptible sleep on
@@ -100,7 +105,9 @@ def kill_and_reap(proc: subprocess.Popen[Any], grace: float) -> None:
     except subprocess.TimeoutExpired:
         # Uninterruptible sleep (a hard NFS mount): SIGKILL is pending and takes effect when
         # the kernel call returns. Reap it then, off the caller's thread.
-        threading.Thread(target=_reap_later, args=(proc,), daemon=True).start()
+        threading.Thread(
+            target=_reap_later, args=(proc,), name=f"{REAPER_PREFIX}{proc.pid}", daemon=True
+        ).start()
         return
     _close_pipes(proc)
 

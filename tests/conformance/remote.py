@@ -34,6 +34,7 @@ _TESTS = Path(__file__).resolve().parents[1]  # the repository's tests/ package
 #: The test modules a case may import, relative to tests/ (packages by their __init__.py).
 _SHIPPED = (
     "__init__.py",
+    "_wait.py",
     "conformance/__init__.py",
     "conformance/site.py",
     "conformance/remote.py",

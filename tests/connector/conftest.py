@@ -5,14 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -38,18 +34,6 @@ def efsray(
         text=True,
         timeout=timeout,
     )
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, step: float = 0.01) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)  # polling interval of a bounded wait on a condition
 
 
 def bars(n: int, start: str = "2024-01-02", freq: str = "min", seed: int = 0) -> pd.DataFrame:

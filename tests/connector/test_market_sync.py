@@ -19,7 +19,8 @@ from efsray.connector import Database, PoolConfig, migrate
 from efsray.connector.market import _plan_queries, export_market_data, import_market_data
 from efsray.errors import InvalidDataError
 from efsray.store import Store
-from tests.connector.conftest import bars, cli_env, efsray, wait_for
+from tests._wait import wait_for
+from tests.connector.conftest import bars, cli_env, efsray
 
 pytestmark = pytest.mark.postgres
 
@@ -184,9 +185,11 @@ def test_import_killed_midway_then_rerun_leaves_exactly_one_copy(
     )
     try:
         wait_for(
-            lambda: _committed_series(root) >= 3 or child.poll() is not None,
-            60,
             "the import to commit its first series",
+            lambda: _committed_series(root) >= 3 or child.poll() is not None,
+            timeout=60,
+            every=0.01,
+            watch=[child],
         )
         os.kill(child.pid, signal.SIGKILL)
     finally:
@@ -252,9 +255,11 @@ def test_export_killed_midway_then_rerun_leaves_exactly_one_copy(
     )
     try:
         wait_for(
-            lambda: _exported(pg_url) >= 2 or child.poll() is not None,
-            60,
             "the export to commit its first series",
+            lambda: _exported(pg_url) >= 2 or child.poll() is not None,
+            timeout=60,
+            every=0.01,
+            watch=[child],
         )
         os.kill(child.pid, signal.SIGKILL)
     finally:

@@ -18,7 +18,8 @@ import pytest
 
 from efsray.connector import Database, PoolConfig, migrate
 from efsray.store import Store
-from tests.connector.conftest import bars, cli_env, efsray, wait_for
+from tests._wait import wait_for
+from tests.connector.conftest import bars, cli_env, efsray
 from tests.fixtures.postgres import PgTarget, PostgresServer
 
 pytestmark = pytest.mark.postgres
@@ -127,7 +128,10 @@ def test_database_restart_during_the_loop_then_sigterm(
     svc = service_factory(pg_url, root, "--interval", "0.2")
     port = svc.wait_port()
     status, first = wait_for(
-        lambda: (h := _health(port)) and h[1]["cycles"] >= 1 and h, 60, "a first sync cycle"
+        "a first sync cycle",
+        lambda: (h := _health(port)) and h[1]["cycles"] >= 1 and h,
+        timeout=60,
+        watch=[svc.proc],
     )
     assert status == 200 and first["healthy"] and first["database_up"] is True
     assert "***" in first["database"] and pg_server.password not in json.dumps(first)
@@ -135,9 +139,10 @@ def test_database_restart_during_the_loop_then_sigterm(
     pg_server.stop()  # the database goes away under the running service
     try:
         status, down = wait_for(
-            lambda: (h := _health(port)) and h[1]["consecutive_failures"] >= 2 and h,
-            60,
             "the service to notice the database is gone",
+            lambda: (h := _health(port)) and h[1]["consecutive_failures"] >= 2 and h,
+            timeout=60,
+            watch=[svc.proc],
         )
         assert status == 503 and down["healthy"] is False and down["database_up"] is False
         assert "refused" in down["last_error"] or "lost" in down["last_error"]
@@ -152,11 +157,17 @@ def test_database_restart_during_the_loop_then_sigterm(
         )
     store = Store(root)
     wait_for(
-        lambda: ("BACK", "1m") in store.market.list_series(),
-        120,
         "the service to reconnect and import",
+        lambda: ("BACK", "1m") in store.market.list_series(),
+        timeout=120,
+        watch=[svc.proc],
     )
-    status, up = wait_for(lambda: (h := _health(port)) and h[0] == 200 and h, 60, "healthy again")
+    status, up = wait_for(
+        "healthy again",
+        lambda: (h := _health(port)) and h[0] == 200 and h,
+        timeout=60,
+        watch=[svc.proc],
+    )
     assert up["consecutive_failures"] == 0 and up["failures_total"] >= 2
     assert up["totals"]["bars_imported"] >= 1 and up["lag_seconds"] is not None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -107,15 +108,22 @@ def _wait_healthy(
     """Run the healthcheck the way Docker does during start_period: until it passes, the
     process dies, or the deadline expires. Polls with the Ray probe (cheap), then runs the
     whole check once."""
+    assert proc.stdout is not None
     start = time.monotonic()
+    output = bytearray()
     while time.monotonic() - start < DEADLINE:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            pytest.fail(f"the node exited with {proc.returncode}:\n{out[-3000:]}")
         if _run_check(parts[:1], env, with_efs=False) == 0:
             assert _run_check(parts, env, with_efs) == 0, "Ray is up but the healthcheck fails"
             return time.monotonic() - start
-        time.sleep(0.5)  # the healthcheck's interval while starting, not synchronization
+        # Until the next try, wait on the node itself: its output (drained) or its exit end
+        # the wait at once; otherwise it lasts the healthcheck's interval while starting.
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready and not (chunk := os.read(proc.stdout.fileno(), 1 << 16)):
+            proc.wait(timeout=30)  # end of its output: the node exited
+            out = output.decode(errors="replace")
+            pytest.fail(f"the node exited with {proc.returncode}:\n{out[-3000:]}")
+        if ready:
+            output += chunk
     pytest.fail(f"not healthy within {DEADLINE}s")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from efsray.compose import write_token
 from efsray.compose.token import CONTAINER_GID, CONTAINER_UID
 from efsray.compose.yamlio import load_yaml
+from tests import _wait
 from tests.fixtures.deploy import DEPLOY, ROOT, free_port
 
 HERE = Path(__file__).resolve().parent
@@ -65,20 +66,9 @@ class Engine:
 
 
 def wait_for(what: str, condition: Callable[[], Any], *, timeout: float, every: float = 1.0) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after
-    ``timeout`` seconds (and the last exception, if it raised)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {last!r}")
-        time.sleep(every)
+    """:func:`tests._wait.wait_for` for a stack: a container, an API or a scrape that errors
+    while it starts counts as not ready yet."""
+    return _wait.wait_for(what, condition, timeout=timeout, every=every, tolerate=(Exception,))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from efsray.deadline import REAPER_PREFIX
 from efsray.mount import EFSMountConfig, EFSMountManager, check_health
 from tests.fixtures.fakemount import child_pids
 from tests.fixtures.hangfs import HangFSProcess
@@ -95,14 +97,13 @@ def _wait_exited(pids: list[int], timeout: float) -> None:
             os.close(fd)
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until true or ``timeout``: a bounded wait on a condition."""
+def _join_reapers(timeout: float) -> None:
+    """Wait (joining them) for efsray's threads that reap stuck probe processes."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    for thread in threading.enumerate():
+        if thread.name.startswith(REAPER_PREFIX):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            assert not thread.is_alive(), f"{thread.name} still waiting {timeout} s after release"
 
 
 def test_hung_mount_is_reported_hung_within_the_deadline_then_healthy(
@@ -148,7 +149,8 @@ def test_hung_mount_is_reported_hung_within_the_deadline_then_healthy(
     assert mount.blocked_now() == 0
     _wait_exited(stuck, timeout=10)
     # Our own probe children (the stuck one included) are reaped by efsray's reaper threads.
-    assert _wait_for(lambda: not (child_pids() - before), timeout=10), child_pids() - before
+    _join_reapers(timeout=10)
+    assert not (child_pids() - before), child_pids() - before
 
 
 def test_a_short_deadline_is_honoured(hangfs: HangFSProcess) -> None:

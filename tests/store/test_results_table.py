@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -120,10 +119,13 @@ def test_sigkill_mid_batch_leaves_nothing_visible_and_the_retry_completes(
         p = ctx.Process(target=rw.save_batches_forever, args=(str(root), size, ours))
         p.start()
         ours.close()
-        # Kill at a random instant after the writer's first commit (however slow the machine
-        # is to start it), mostly in the middle of a later batch.
-        assert theirs.poll(120), "the writer committed nothing in 120 s"
-        time.sleep(rng.uniform(0.0, 1.5))  # the kill's moment: deliberately random
+        # Kill after a random number of the writer's commits (however slow the machine is to
+        # start it), then part-way into the next batch: at the next commit's message, or at a
+        # random instant before it, whichever comes first (both waits are on the pipe).
+        for _ in range(rng.randint(1, 3)):
+            assert theirs.poll(120), "the writer committed nothing in 120 s"
+            theirs.recv()
+        theirs.poll(rng.uniform(0.0, 0.5))
         os.kill(p.pid, signal.SIGKILL)
         theirs.close()
         p.join(10)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from efsray.errors import NotFoundError
+from tests._wait import wait_for
 from tests.conformance.site import Site, case
 from tests.store import _ckpt_workers as w
 from tests.store._bars import batch, batch_ids
@@ -22,13 +23,10 @@ CONVERGE_WITHIN = 30.0  # seconds: far above simfs's 3 s cache; EFS's acdirmax i
 
 
 def _poll(what: str, check: Callable[[], T | None], deadline: float) -> tuple[T, float]:
+    """``check()``'s first value that is not None, and how long it took to come."""
     started = time.monotonic()
-    while True:
-        value = check()
-        if value is not None:
-            return value, time.monotonic() - started
-        assert time.monotonic() - started < deadline, f"{what} not seen after {deadline:g} s"
-        time.sleep(0.05)  # polling a condition with a deadline
+    (value,) = wait_for(what, lambda: None if (v := check()) is None else (v,), timeout=deadline)
+    return value, time.monotonic() - started
 
 
 @case("clients", needs=("two_clients",))
