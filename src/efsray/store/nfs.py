@@ -1172,14 +1172,15 @@ class VersionLog:
         found = self._unopposed_base()
         if found is None:
             found = self._latest(fresh=False)
-        if found is None and self.head_hint() > 0:  # a stale lookup cache, or worse
+        head = self.head_hint() if found is None else 0  # read once: each read is a round trip
+        if found is None and head > 0:  # a stale lookup cache, or worse
             found = self._latest(fresh=True)
-        if found is None and self.head_hint() > 0:
+        if found is None and head > 0:
             # HEAD proves versions were committed, yet none is visible: starting again at
             # version 1 would fork the history. Refuse; the caches will catch up.
             raise StorageError(
                 errno.ENOENT,
-                f"{self.kind}: HEAD names version {self.head_hint()} but no manifest is "
+                f"{self.kind}: HEAD names version {head} but no manifest is "
                 f"visible under {self._versions}; the directory cache may lag another host. "
                 "Retry in a minute; if it persists, the versions were deleted by hand.",
                 str(self._versions),
