@@ -1210,13 +1210,20 @@ class VersionLog:
                 losses += 1
                 self._revalidate(version)  # a failed probe may have cached its absence
                 newer = self._try_read(version)
-                if newer is None:  # another client committed it; our cache hides it
+                if newer is None:
+                    # Retention removed it once a newer version existed (a cleanup with no
+                    # grace), or another client committed it and our lookup cache hides it.
+                    found = self._latest(fresh=True)
+                    if found is not None and found[0] > version:
+                        base_version, base = found
+                        continue
                     raise StorageError(
                         errno.EEXIST,
                         f"{self.kind}: version {version} was committed by another client but "
                         f"this client cannot open {target} yet: its lookup cache lags (up to "
-                        "acdirmax, a minute on EFS). Nothing was committed; retry the write "
-                        "later. If it persists, check `efsray health`.",
+                        "acdirmax, a minute on EFS), or a cleanup with too short a grace "
+                        "removed it. Nothing was committed; retry the write later. If it "
+                        "persists, check `efsray health`.",
                         str(target),
                     ) from None
                 # Rebuild on the newest version, not just on the one that beat us: a writer
