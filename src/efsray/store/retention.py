@@ -8,7 +8,9 @@ area by area and reports files and bytes per area:
   than the grace period ago (a reader who resolved "latest" just before the next commit is
   still reading it). Only a prefix of the history goes, so ``history`` stays contiguous.
   A segment file is removed only when no kept version references it and it is older than
-  the grace period (a writer's not-yet-committed segment is newer than that).
+  the grace period (a writer's not-yet-committed segment is newer than that). A merge's
+  inputs are gone already (``segment_moves``): their redirects go like segments, once no
+  kept version names their input, and the segments they lead to stay while one does.
 - **checkpoints**: :meth:`CheckpointStore.prune` with each model's stored policy (keep the
   latest, aliased, keep-last-N, keep-best-M, grace) and the cutoff; plus the data
   directories of crashed saves once older than the grace period.
@@ -49,7 +51,8 @@ from efsray.store.nfs import (
     walk,
 )
 from efsray.store.results import ResultStore
-from efsray.store.segments import is_segment_name
+from efsray.store.segment_moves import is_moved_name, moved_name, moved_source, read_move
+from efsray.store.segments import Segment, is_segment_name
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
 
@@ -204,14 +207,17 @@ def _market_series(
     else:
         log.warning("%s has no HEAD file; keeping all its versions", kind)
     kept = [v for v in present if v not in doomed]
-    referenced = {
-        str(seg["file"]) for v in kept for seg in manifests[v].get("segments", []) if "file" in seg
-    }
+    kept_segments = [Segment.from_json(s) for v in kept for s in manifests[v].get("segments", [])]
     for v in doomed:
         _remove_file(vlog.path(v), "market_data", dry_run, tally)
     segments = directory / "segments"
-    for name in list_dir(segments):
-        if is_temp_name(name) or name in referenced or not is_segment_name(name):
+    names = list_dir(segments)
+    referenced = _reachable(segments, kept_segments, set(names))
+    for name in names:
+        if is_moved_name(name):  # a redirect goes with the last kept version naming its input
+            if moved_source(name) in referenced:
+                continue
+        elif is_temp_name(name) or name in referenced or not is_segment_name(name):
             continue
         path = segments / name
         st = lstat_or_none(path)
@@ -219,6 +225,24 @@ def _market_series(
             continue
         if st.st_mtime < grace_cutoff:
             _remove_file(path, "market_data", dry_run, tally, size=st.st_size)
+
+
+def _reachable(directory: Path, named: list[Segment], present: set[str]) -> set[str]:
+    """The segments kept versions need: those they name, and for each one merged away (not
+    in ``present``), the segments its redirect leads to (segment_moves), chains followed.
+    A damaged redirect is a CorruptionError: nothing of the series is removed then."""
+    needed: set[str] = set()
+    todo = list(named)
+    while todo:
+        seg = todo.pop()
+        if seg.file in needed:
+            continue
+        needed.add(seg.file)
+        if seg.file not in present and moved_name(seg.file) in present:
+            move = read_move(directory, seg)
+            if move is not None:
+                todo.append(move.target)
+    return needed
 
 
 def _remove_file(
