@@ -10,7 +10,7 @@ area by area and reports files and bytes per area:
   A segment file is removed only when no kept version references it and it is older than
   the grace period (a writer's not-yet-committed segment is newer than that). A merge's
   inputs are gone already (``segment_moves``): their redirects go like segments, once no
-  kept version names their input, and the segments they lead to stay while one does.
+  kept version names their input.
 - **checkpoints**: :meth:`CheckpointStore.prune` with each model's stored policy (keep the
   latest, aliased, keep-last-N, keep-best-M, grace) and the cutoff; plus the data
   directories of crashed saves once older than the grace period.
@@ -51,8 +51,8 @@ from efsray.store.nfs import (
     walk,
 )
 from efsray.store.results import ResultStore
-from efsray.store.segment_moves import is_moved_name, moved_name, moved_source, read_move
-from efsray.store.segments import Segment, is_segment_name
+from efsray.store.segment_moves import is_moved_name, moved_source
+from efsray.store.segments import is_segment_name
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
 
@@ -207,14 +207,17 @@ def _market_series(
     else:
         log.warning("%s has no HEAD file; keeping all its versions", kind)
     kept = [v for v in present if v not in doomed]
-    kept_segments = [Segment.from_json(s) for v in kept for s in manifests[v].get("segments", [])]
+    referenced = {
+        str(seg["file"]) for v in kept for seg in manifests[v].get("segments", []) if "file" in seg
+    }
     for v in doomed:
         _remove_file(vlog.path(v), "market_data", dry_run, tally)
     segments = directory / "segments"
-    names = list_dir(segments)
-    referenced = _reachable(segments, kept_segments, set(names))
-    for name in names:
-        if is_moved_name(name):  # a redirect goes with the last kept version naming its input
+    for name in list_dir(segments):
+        # A redirect goes with the last kept version naming its input. The segment it leads
+        # to stays: the version that merged it named it, and kept versions are a suffix of
+        # the history (a chain's every link is named by a kept version).
+        if is_moved_name(name):
             if moved_source(name) in referenced:
                 continue
         elif is_temp_name(name) or name in referenced or not is_segment_name(name):
@@ -225,24 +228,6 @@ def _market_series(
             continue
         if st.st_mtime < grace_cutoff:
             _remove_file(path, "market_data", dry_run, tally, size=st.st_size)
-
-
-def _reachable(directory: Path, named: list[Segment], present: set[str]) -> set[str]:
-    """The segments kept versions need: those they name, and for each one merged away (not
-    in ``present``), the segments its redirect leads to (segment_moves), chains followed.
-    A damaged redirect is a CorruptionError: nothing of the series is removed then."""
-    needed: set[str] = set()
-    todo = list(named)
-    while todo:
-        seg = todo.pop()
-        if seg.file in needed:
-            continue
-        needed.add(seg.file)
-        if seg.file not in present and moved_name(seg.file) in present:
-            move = read_move(directory, seg)
-            if move is not None:
-                todo.append(move.target)
-    return needed
 
 
 def _remove_file(
