@@ -194,7 +194,7 @@ def test_mergers_killed_at_random_instants_leave_every_version_readable(tmp_path
     root = tmp_path / "s"
     rng = random.Random(18)
     ctx = context()
-    kills = int(os.environ.get("EFSRAY_MOVES_KILLS", "12"))
+    kills = int(os.environ.get("EFSRAY_MOVES_KILLS", "24"))
     append_time = 0.01  # running estimate of one append's duration, seconds
     for _ in range(kills):
         recv, send = ctx.Pipe(duplex=False)
@@ -231,3 +231,14 @@ def test_mergers_killed_at_random_instants_leave_every_version_readable(tmp_path
     report = fresh.cleanup(days=0, grace=0, now=time.time() + 1)
     assert not report.errors
     assert fresh.market.read(mw.SYMBOL, mw.TIMEFRAME).equals(mw.expected(latest))
+
+
+def test_sql_over_a_version_whose_files_were_merged_away(tmp_path: Path) -> None:
+    pytest.importorskip("duckdb", reason="SQL needs the sql extra (duckdb)")
+    from efsray.sql import query
+
+    store = Store(tmp_path / "s", merge_factor=2)
+    seen = _grow(store, 4, n=50)
+    for v, want in seen.items():
+        got = query(store, f"SELECT count(*) AS n, sum(close) AS s FROM market('AAPL', '1m', {v})")
+        assert got.to_pylist() == [{"n": want.num_rows, "s": pa.compute.sum(want["close"]).as_py()}]
