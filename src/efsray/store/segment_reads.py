@@ -165,11 +165,7 @@ def _rows_of(
             wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
             part = pf.read_row_groups(groups, columns=wanted, use_threads=len(groups) > 2)
         except (pa.ArrowInvalid, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno:
-                raise
-            raise CorruptionError(
-                f"segment {path} cannot be decoded ({exc}); restore it from a backup"
-            ) from None
+            raise _undecodable(path, exc) from None
         return part.slice(first - int(starts[groups[0]]) if groups else 0, count)
 
     cached = cache.get(directory, seg.file) if cache is not None else None
@@ -410,11 +406,15 @@ def _last_row_groups(
                 break
         return parts
     except (pa.ArrowInvalid, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno:
-            raise
-        raise CorruptionError(
-            f"segment {path} cannot be decoded ({exc}); restore it from a backup"
-        ) from None
+        raise _undecodable(path, exc) from None
+
+
+def _undecodable(path: Path, exc: Exception) -> Exception:
+    """What to raise when pyarrow fails on a segment: a failed read (an OSError with an errno:
+    ESTALE for :func:`reading` to retry, ENOENT) as it is, else a CorruptionError."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc
+    return CorruptionError(f"segment {path} cannot be decoded ({exc}); restore it from a backup")
 
 
 def _read_into(
