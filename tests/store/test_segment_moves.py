@@ -242,3 +242,16 @@ def test_sql_over_a_version_whose_files_were_merged_away(tmp_path: Path) -> None
     for v, want in seen.items():
         got = query(store, f"SELECT count(*) AS n, sum(close) AS s FROM market('AAPL', '1m', {v})")
         assert got.to_pylist() == [{"n": want.num_rows, "s": pa.compute.sum(want["close"]).as_py()}]
+
+
+def test_a_redirect_naming_a_path_outside_the_segments_is_corruption(tmp_path: Path) -> None:
+    from efsray.store.segment_moves import moved_name, read_move, redirect_record
+    from efsray.store.segments import Segment
+
+    seg = Segment("seg-a.parquet", 10, 40, 0, 9)
+    for name in ("../../seg-x.parquet", "seg-x.parquet/../../etc", "x.parquet"):
+        (tmp_path / moved_name(seg.file)).write_bytes(
+            redirect_record(Segment(name, 10, 40, 0, 9), [(seg, 0)])
+        )
+        with pytest.raises(CorruptionError, match="not a segment's name"):
+            read_move(tmp_path, seg)

@@ -122,6 +122,8 @@ def read_move(directory: Path, seg: Segment) -> Move | None:
         described = (int(entry["rows"]), int(entry["ts_min"]), int(entry["ts_max"]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _damaged(path, f"it does not describe {seg.file}: {exc!r}") from None
+    if not is_segment_name(target.file) or "/" in target.file:  # it becomes a path
+        raise _damaged(path, f"its target {target.file!r} is not a segment's name")
     if described != (seg.rows, seg.ts_min, seg.ts_max):
         raise _damaged(
             path, f"it describes {seg.file} as rows, ts_min, ts_max {described}, the manifest "
