@@ -33,14 +33,21 @@ def ms_cell(seconds: float | None) -> str:
 
 
 def disk_bytes(path: Path) -> int:
-    """Allocated bytes under ``path`` (what `du` reports), not apparent sizes."""
+    """Allocated bytes under ``path`` (what `du` reports), not apparent sizes; a file with
+    several names (hard links: efsray's redirects of a merge) counted once, as `du` does."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, _, files in os.walk(path):
         for name in files:
             try:
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                st = os.lstat(os.path.join(dirpath, name))
             except FileNotFoundError:
                 continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
     return total
 
 

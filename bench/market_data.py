@@ -396,10 +396,22 @@ def disk_usage(medium: Medium, system: Any) -> dict[str, Any]:
     local disk (the simulator's backing directory) so that measuring costs no round trips;
     for efsray, also the bytes of the latest version's segments, the rest being superseded
     segments, manifests and hints."""
-    out: dict[str, Any] = {"disk_bytes": disk_bytes(disk_root(medium, system.path))}
+    root = disk_root(medium, system.path)
+    out: dict[str, Any] = {"disk_bytes": disk_bytes(root)}
     if isinstance(system, Efsray):
         info = system.store.market.info(SYMBOL, TIMEFRAME)
         out.update(live_segment_bytes=info.bytes, segments=info.segments, version=info.version)
+        segments = root / "market_data" / "ohlcv" / SYMBOL / TIMEFRAME / "segments"
+        names = os.listdir(segments)
+        moved = [n for n in names if n.endswith(".moved")]
+        out.update(
+            segment_files=len(names) - len(moved),
+            redirects=len(moved),
+            redirect_bytes=sum(
+                os.lstat(segments / n).st_blocks * 512 / os.lstat(segments / n).st_nlink
+                for n in moved
+            ),
+        )
     return out
 
 
@@ -532,7 +544,10 @@ def medium_markdown(r: dict[str, Any]) -> list[str]:
         lines += ["", f"efsray's disk: {live / 2**20:.1f} MiB in the {e['segments']} segments "
                   f"of the latest version (v{e['version']}), "
                   f"{(e['disk_bytes'] - live) / 2**20:.1f} MiB superseded segments, manifests "
-                  "and hints (counted above)."]  # fmt: skip
+                  "and hints (counted above)"
+                  + (f"; {e['segment_files']} segment files and {e['redirects']} redirects "
+                     f"of merged-away segments ({e['redirect_bytes'] / 2**20:.1f} MiB) on disk"
+                     if "redirects" in e else "") + "."]  # fmt: skip
     if counted:
         lines += [
             "",

@@ -39,12 +39,17 @@ def market_dataset(
     store: Store, symbol: str, timeframe: str, version: int | None = None
 ) -> ds.Dataset:
     """A pyarrow dataset of one version of a series: its files, one schema (a column that
-    older segments lack reads as null)."""
+    older segments lack reads as null). A version some of whose files a merge has removed
+    since (an older one: docs/store.md, "Disk") is read through the store instead, which
+    follows their redirects, and handed over in memory."""
     files = store.market.files(symbol, timeframe, version)
     by_format: dict[str, list[str]] = defaultdict(list)
     for path in files:
         by_format[_FORMATS[path.suffix]].append(str(path))
-    parts = [ds.dataset(paths, format=fmt) for fmt, paths in by_format.items()]
+    try:
+        parts = [ds.dataset(paths, format=fmt) for fmt, paths in by_format.items()]
+    except FileNotFoundError:
+        return ds.dataset(store.market.read(symbol, timeframe, version=version))
     if not parts:
         return ds.dataset([], schema=pa.schema([("timestamp", pa.timestamp("ns", tz="UTC"))]))
     schema = pa.unify_schemas([part.schema for part in parts])

@@ -94,7 +94,8 @@ def test_round_trips_of_the_store_on_the_kernel_client(
     print(f"kernel client: append {per_append:.2f} {appends}; save {per_save:.2f} {saves.nfs_ops}")
     for what, ops in counts.items():
         print(f"kernel client: {what} {sum(ops.values())} {ops}")
-    assert per_append <= 23  # budget 12: not met (docs/store.md says why)
+    # budget 12: not met (docs/store.md says why); ~5.5 of them free merges' inputs at once
+    assert per_append <= 26
     assert per_save <= 23  # budget 10 + size/wsize: not met
     assert sum(counts["tail, repeated"].values()) <= 4  # the budget
     assert sum(counts["load, model read before"].values()) <= 5  # the budget: 4 + size/rsize

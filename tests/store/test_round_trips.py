@@ -78,7 +78,9 @@ def test_append_round_trips(efs: SimFSProcess) -> None:
         total += ops
     per_append = total / APPENDS
     print(f"append of 5,000 bars: {per_append:.1f} server operations")
-    assert per_append <= 24  # budget 12: not met (docs/store.md: where they go)
+    # budget 12: not met (docs/store.md: where they go); ~5 of them free a merge's inputs
+    # at once (a redirect linked under each input's name, then its removal)
+    assert per_append <= 30
 
 
 def test_tail_round_trips(efs: SimFSProcess) -> None:

@@ -271,7 +271,9 @@ class MarketReads:
         pyarrow (``efsray.sql``; docs/sql.md). A glob of ``segments/`` is not: it also holds
         segments superseded by later versions (kept for older readers until retention).
         Segments are ``.arrow`` (Arrow IPC) or ``.parquet`` files; one written before a
-        column was added lacks that column. Retention may remove the files of an old version.
+        column was added lacks that column. Retention may remove the files of an old version,
+        and a merge the files it merged, at once (``read(..., version=...)`` follows where
+        their rows went: docs/store.md, "Disk").
         """
         directory, _, manifest = self._manifest(symbol, timeframe, version)
         return [directory / "segments" / seg.file for seg in self._segments(manifest)]

@@ -19,6 +19,7 @@ from efsray.store.market_reads import MarketReads
 from efsray.store.market_types import CommitInfo
 from efsray.store.merging import PendingSegments, find_run
 from efsray.store.nfs import ensure_dir
+from efsray.store.segment_moves import Moves, free_merged
 from efsray.store.segments import Segment, conform, read_range, write_segment
 
 log = logging.getLogger("efsray.store")
@@ -26,6 +27,12 @@ log = logging.getLogger("efsray.store")
 
 class MarketWrites(MarketReads):
     """Writing series (part of :class:`efsray.store.market.MarketDataStore`)."""
+
+    free_merged_inputs = True
+    """Remove a merge's inputs as soon as its version is committed, leaving redirects that
+    older versions' readers follow (:mod:`efsray.store.segment_moves`): the series' disk
+    bytes stay near its latest version's instead of near twice that until retention. False
+    leaves them to retention (a few round trips less per merge)."""
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -71,6 +78,7 @@ class MarketWrites(MarketReads):
         pending = PendingSegments()
         stats: dict[str, int] = {}
         built: list[list[Segment]] = []
+        merges: list[tuple[list[Segment], Moves]] = []  # each attempt's base and merges
 
         def build(base_version: int, base: dict[str, Any] | None) -> dict[str, Any] | None:
             columns = list(base["columns"]) if base else list(CORE_COLUMNS)
@@ -78,6 +86,8 @@ class MarketWrites(MarketReads):
                 columns += [c for c in bars.column_names if c not in columns]
             schema = self._schema(columns)
             segments = self._segments(base)
+            moves = Moves()
+            merges.append((segments, moves))
             if operation == "append":
                 assert bars is not None
                 segments, written, replaced = self._merge_in(
@@ -90,12 +100,14 @@ class MarketWrites(MarketReads):
             else:
                 if base is None:
                     raise NotFoundError(f"no market data for {symbol}/{timeframe} to compact")
-                merged = self._compact_runs(seg_dir, segments, schema, pending, tiered=False)
+                merged = self._compact_runs(seg_dir, segments, schema, pending, moves, tiered=False)
                 if merged == segments:
                     return None
                 segments, written, replaced = merged, 0, 0
             if operation != "compact" and self.auto_compact:
-                segments = self._compact_runs(seg_dir, segments, schema, pending, tiered=True)
+                segments = self._compact_runs(
+                    seg_dir, segments, schema, pending, moves, tiered=True
+                )
             stats.update(written=written, replaced=replaced)
             built.append(segments)
             return self._manifest_dict(symbol, timeframe, operation, columns, segments, stats)
@@ -123,6 +135,9 @@ class MarketWrites(MarketReads):
             return None  # only compact declines
         version, manifest = committed
         pending.discard_unused(seg_dir, (s["file"] for s in manifest["segments"]))
+        if self.free_merged_inputs:  # this process won the commit: the merge is ours to finish
+            base, moves = merges[-1]
+            free_merged(seg_dir, moves.redirects(base, built[-1]))
         return CommitInfo(
             symbol=symbol,
             timeframe=timeframe,
@@ -218,11 +233,13 @@ class MarketWrites(MarketReads):
         segments: list[Segment],
         schema: pa.Schema,
         pending: PendingSegments,
+        moves: Moves,
         *,
         tiered: bool,
     ) -> list[Segment]:
         """Merge neighbours. Tiered: runs of merge_factor same-tier segments (append's
-        incremental merging). Not tiered: greedy runs up to max_segment_rows (compact)."""
+        incremental merging). Not tiered: greedy runs up to max_segment_rows (compact).
+        Each merge is noted in ``moves``."""
         segments = list(segments)
         while True:
             run = find_run(
@@ -241,4 +258,5 @@ class MarketWrites(MarketReads):
                 table = read_range(seg_dir, group, schema, drop_cache=True)
                 cached = (self._write_rows(seg_dir, table, pending), 0)
                 pending.put(key, *cached)
+            moves.merged(group, cached[0])
             segments[start:stop] = cached[0]

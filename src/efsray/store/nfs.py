@@ -27,7 +27,11 @@ up to a minute) and on any local POSIX filesystem.
    winner's file is complete the moment it appears. (renameat2 with RENAME_NOREPLACE would
    be the local-filesystem way; NFS rejects it with EINVAL.) If the reply to a successful
    link is lost and the retransmission answers EEXIST, our temp file's link count is 2:
-   that is a win too.
+   that is a win too. ``link_all`` links one temporary file under several names, each
+   create-if-absent: a merge's redirects, one record found under each merged-away
+   segment's name (``<segment>.moved``, checksummed like a manifest, 5.), written after
+   the merge's version is committed and before its inputs are removed (6.), so a reader of
+   an older version that finds a segment gone finds where its rows are now.
 
 4. **Reads retry ESTALE**: a file replaced or removed by another host fails the next read
    with ESTALE; we re-open by name and read again.
@@ -60,6 +64,8 @@ up to a minute) and on any local POSIX filesystem.
    other module of the store touches the filesystem (a test scans their code for it). What
    may be removed, and when, is retention's business; that a version never names a file
    removed before its commit is the writer's, which looks for its files in ``before_link``.
+   One removal is the writer's own: the inputs of a merge it committed, each once its
+   redirect is linked (3.) and synced, so that no version loses a row it names.
 """
 
 from __future__ import annotations
@@ -104,6 +110,8 @@ __all__ = [
     "VersionLog",
     "atomic_write",
     "buffered_writer",
+    "checksum_problem",
+    "checksummed_json",
     "committed_time",
     "create_exclusive",
     "discard_tree",
@@ -112,6 +120,7 @@ __all__ = [
     "io_pool",
     "is_temp_name",
     "kind_of",
+    "link_all",
     "list_dir",
     "list_subdirs",
     "lstat_or_none",
@@ -657,6 +666,35 @@ def create_exclusive(
         log.warning("committed %s, but syncing its directory failed: %s", final, exc)
 
 
+def link_all(finals: list[Path], payload: bytes, *, mode: int = FILE_MODE) -> list[Path]:
+    """Create each of ``finals`` (one directory) if absent, all as hard links of one file
+    holding ``payload``; the names this call created, durable on return.
+
+    One temporary file and one ``link()`` per name (a LOOKUP and a LINK on NFS), instead of
+    a temporary file, a link and a removal per name: a merge's redirects (one record naming
+    all of its inputs, found under each input's name). Each name appears complete or not at
+    all, as with :func:`create_exclusive`; a name that exists is left as it is (the caller
+    must not rely on it). Errors are StorageErrors; names linked before one are kept.
+    """
+    if not finals:
+        return []
+    created: list[Path] = []
+    tmp = write_temp(finals[0], payload, mode=mode)
+    try:
+        for final in finals:
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise storage_error_from(exc, "linking", final) from exc
+            created.append(final)
+    finally:
+        _unlink_quietly(tmp)
+    fsync_dir(finals[0].parent)  # local filesystems: the links before what the caller removes
+    return created
+
+
 def _link_count(path: Path) -> int:
     try:
         return os.stat(path).st_nlink
@@ -774,13 +812,32 @@ _REVALIDATE_PARENTS = 4  # a series' directory is <root>/market_data/ohlcv/<symb
 _FALLBACK_TRIES = 16  # opens per step of VersionLog._fallback before it tries the next step
 
 
-def _with_checksum(manifest: dict[str, Any]) -> bytes:
-    """``manifest`` as JSON, its checksum first (over every byte after the checksum field)."""
+def checksummed_json(manifest: dict[str, Any]) -> bytes:
+    """``manifest`` as JSON, its checksum first (over every byte after the checksum field):
+    manifests, and the redirects of merged-away segments (3.)."""
     body = json.dumps(manifest, separators=(",", ":")).encode()
     rest = body[1:]  # after the opening brace
     if rest == b"}":  # never: a committed manifest always has fields
         raise ValueError("empty manifest")
     return _SUM_START + xxhash.xxh3_64_hexdigest(rest).encode() + b'",' + rest
+
+
+_with_checksum = checksummed_json  # the older name
+
+
+def checksum_problem(raw: bytes) -> str | None:
+    """What is wrong with the bytes of a :func:`checksummed_json` file, or None when they
+    match their checksum."""
+    if not raw.startswith(_SUM_START) or raw[_SUM_LEN - 2 : _SUM_LEN] != b'",':
+        return "it does not begin with its checksum"
+    expected = raw[len(_SUM_START) : _SUM_LEN - 2]
+    got = xxhash.xxh3_64_hexdigest(memoryview(raw)[_SUM_LEN:]).encode()
+    if got != expected:
+        return (
+            f"its checksum is xxh3-64:{expected.decode(errors='replace')}, its bytes hash to "
+            f"xxh3-64:{got.decode()}"
+        )
+    return None
 
 
 class ManifestCache:
@@ -915,15 +972,9 @@ class VersionLog:
         does not match, or if the manifest is neither checksummed nor of the old format."""
         if raw.startswith(_LEGACY_START):  # no damage to a checksummed one makes this start
             return  # written before manifests had checksums: read unverified
-        if not raw.startswith(_SUM_START) or raw[_SUM_LEN - 2 : _SUM_LEN] != b'",':
-            raise self._damaged(version, "it does not begin with its checksum")
-        expected = raw[len(_SUM_START) : _SUM_LEN - 2]
-        got = xxhash.xxh3_64_hexdigest(memoryview(raw)[_SUM_LEN:]).encode()
-        if got != expected:
-            raise self._damaged(
-                version, f"its checksum is xxh3-64:{expected.decode(errors='replace')}, its "
-                f"bytes hash to xxh3-64:{got.decode()}"
-            )  # fmt: skip
+        problem = checksum_problem(raw)
+        if problem is not None:
+            raise self._damaged(version, problem)
 
     def _damaged(self, version: int, what: str) -> CorruptionError:
         return CorruptionError(
@@ -1203,7 +1254,7 @@ class VersionLog:
             ensure_dir(target.parent)
             try:
                 create_exclusive(
-                    target, _with_checksum(manifest), mode=IMMUTABLE_MODE,
+                    target, checksummed_json(manifest), mode=IMMUTABLE_MODE,
                     before_link=before_publish,
                 )  # fmt: skip
             except FileExistsError:

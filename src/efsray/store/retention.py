@@ -8,7 +8,9 @@ area by area and reports files and bytes per area:
   than the grace period ago (a reader who resolved "latest" just before the next commit is
   still reading it). Only a prefix of the history goes, so ``history`` stays contiguous.
   A segment file is removed only when no kept version references it and it is older than
-  the grace period (a writer's not-yet-committed segment is newer than that).
+  the grace period (a writer's not-yet-committed segment is newer than that). A merge's
+  inputs are gone already (``segment_moves``): their redirects go like segments, once no
+  kept version names their input.
 - **checkpoints**: :meth:`CheckpointStore.prune` with each model's stored policy (keep the
   latest, aliased, keep-last-N, keep-best-M, grace) and the cutoff; plus the data
   directories of crashed saves once older than the grace period.
@@ -49,6 +51,7 @@ from efsray.store.nfs import (
     walk,
 )
 from efsray.store.results import ResultStore
+from efsray.store.segment_moves import is_moved_name, moved_source
 from efsray.store.segments import is_segment_name
 
 __all__ = ["AREAS", "AreaReport", "CleanupReport", "cleanup"]
@@ -211,7 +214,13 @@ def _market_series(
         _remove_file(vlog.path(v), "market_data", dry_run, tally)
     segments = directory / "segments"
     for name in list_dir(segments):
-        if is_temp_name(name) or name in referenced or not is_segment_name(name):
+        # A redirect goes with the last kept version naming its input. The segment it leads
+        # to stays: the version that merged it named it, and kept versions are a suffix of
+        # the history (a chain's every link is named by a kept version).
+        if is_moved_name(name):
+            if moved_source(name) in referenced:
+                continue
+        elif is_temp_name(name) or name in referenced or not is_segment_name(name):
             continue
         path = segments / name
         st = lstat_or_none(path)

@@ -5,6 +5,7 @@ fixed-width column in one buffer."""
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from efsray.errors import CorruptionError
 from efsray.store.blocks import SegmentCache, VerifiedFile, check_size, verify_blocks
 from efsray.store.nfs import PositionalReader, io_pool, read_bytes, reading
 from efsray.store.segment_format import ROW_GROUP_ROWS, Segment, conform
+from efsray.store.segment_moves import MAX_HOPS, read_move
 
 R = TypeVar("R")
 
@@ -52,12 +54,20 @@ def _decode(
     end_ns: int | None,
     drop_cache: bool = False,
     cache: SegmentCache | None = None,
+    follow: bool = True,
 ) -> pa.Table:
     """Rows of ``seg`` in [start_ns, end_ns]. With ``cache``, a read of all columns keeps the
-    whole file decoded (and drops its bytes): the next read of it decodes nothing."""
+    whole file decoded (and drops its bytes): the next read of it decodes nothing. A segment
+    missing from ``directory`` is read where a merge moved its rows (with ``follow``)."""
     table = cache.get(directory, seg.file, "table") if cache is not None else None
     if table is None:
-        buffer = _load(directory, seg, drop_cache, cache)
+        try:
+            buffer = _load(directory, seg, drop_cache, cache)
+        except FileNotFoundError:  # merged away? (segment_moves)
+            if not follow:
+                raise
+            table = _moved_rows(directory, seg, columns, None, drop_cache, cache)
+            return _time_slice(table, seg, start_ns, end_ns)
         keep = cache is not None and not drop_cache and columns is None
         try:
             if seg.file.endswith(".arrow"):
@@ -79,6 +89,96 @@ def _decode(
     if columns is not None:
         table = table.select([c for c in table.column_names if c in columns])
     return _time_slice(table, seg, start_ns, end_ns)
+
+
+def _moved_rows(
+    directory: Path,
+    seg: Segment,
+    columns: Sequence[str] | None,
+    last: int | None = None,
+    drop_cache: bool = False,
+    cache: SegmentCache | None = None,
+) -> pa.Table:
+    """The rows of ``seg``, a segment missing from ``directory``, read from the segment a
+    merge moved them to (its redirect, followed along a chain; :mod:`segment_moves`), or
+    only its ``last`` rows. FileNotFoundError naming ``seg`` when it has no redirect."""
+    want = None if columns is None else ["timestamp", *[c for c in columns if c != "timestamp"]]
+    missing = FileNotFoundError(errno.ENOENT, "segment missing", str(directory / seg.file))
+    current, offset = seg, 0
+    for _ in range(MAX_HOPS):
+        move = read_move(directory, current)
+        if move is None:
+            raise missing
+        current, offset = move.target, offset + move.offset
+        skip = seg.rows - last if last is not None else 0
+        try:
+            table = _rows_of(directory, current, offset + skip, seg.rows - skip, want, cache)
+        except FileNotFoundError:
+            continue  # moved again: follow its redirect
+        ts = table.column("timestamp").cast(pa.int64())
+        expected = (seg.rows - skip, seg.ts_max) if skip else (seg.rows, seg.ts_min, seg.ts_max)
+        found = (len(ts), ts[-1].as_py()) if skip else (len(ts), ts[0].as_py(), ts[-1].as_py())
+        if len(ts) == 0 or found != expected:
+            raise CorruptionError(
+                f"segment {directory / seg.file} was merged into {directory / current.file}, "
+                f"whose rows {offset + skip}-{offset + seg.rows - 1} are not its rows "
+                f"({found} instead of {expected}): a damaged redirect; restore it from a "
+                "backup, or read the latest version"
+            )
+        if columns is not None:
+            table = table.select([c for c in table.column_names if c in columns])
+        if cache is not None and not drop_cache and columns is None and not skip:
+            cache.put(directory, seg.file, table, "table")  # they are seg's rows, by name
+        return table
+    raise CorruptionError(
+        f"segment {directory / seg.file} was merged away more than {MAX_HOPS} times over: "
+        "its redirects loop; restore them from a backup, or read the latest version"
+    )
+
+
+def _rows_of(
+    directory: Path,
+    seg: Segment,
+    first: int,
+    count: int,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None,
+) -> pa.Table:
+    """Rows ``first`` to ``first + count`` of ``seg`` (verified; FileNotFoundError passes):
+    a Parquet file's row groups that hold them (a big file read by verified blocks, like a
+    tail), an Arrow file decoded whole (zero-copy)."""
+    table = cache.get(directory, seg.file, "table") if cache is not None else None
+    if table is None and seg.file.endswith(".arrow"):
+        table = _decode(directory, seg, None, None, None, cache=cache, follow=False)
+    if table is not None:
+        part = table.slice(first, count)
+        return part if columns is None else part.select(columns)
+    path = directory / seg.file
+
+    def read(source: Any) -> pa.Table:
+        try:
+            pf = pq.ParquetFile(source)
+            sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+            starts = np.cumsum([0, *sizes])
+            groups = [i for i in range(len(sizes)) if starts[i] < first + count
+                      and starts[i + 1] > first]  # fmt: skip
+            wanted = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
+            part = pf.read_row_groups(groups, columns=wanted, use_threads=len(groups) > 2)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise _undecodable(path, exc) from None
+        return part.slice(first - int(starts[groups[0]]) if groups else 0, count)
+
+    cached = cache.get(directory, seg.file) if cache is not None else None
+    if cached is not None or seg.bytes <= _WHOLE_FILE_BYTES:
+        buffer = cached if cached is not None else _load(directory, seg, cache=cache)
+        return read(pa.BufferReader(buffer))  # kept: the merge's other inputs are in it too
+
+    def once() -> pa.Table:
+        with PositionalReader(path) as file:
+            check_size(path, file.size, seg)
+            return read(VerifiedFile(file, seg))
+
+    return reading(path, once)
 
 
 def _cuts(seg: Segment, start_ns: int | None, end_ns: int | None) -> tuple[bool, bool]:
@@ -201,6 +301,19 @@ def _tail_of(
     columns: Sequence[str] | None,
     cache: SegmentCache | None = None,
 ) -> list[pa.Table]:
+    try:
+        return _tail_of_file(directory, seg, n, columns, cache)
+    except FileNotFoundError:  # merged away? (segment_moves)
+        return [_moved_rows(directory, seg, columns, min(n, seg.rows), cache=cache)]
+
+
+def _tail_of_file(
+    directory: Path,
+    seg: Segment,
+    n: int,
+    columns: Sequence[str] | None,
+    cache: SegmentCache | None = None,
+) -> list[pa.Table]:
     path = directory / seg.file
     if cache is not None:
         table = cache.get(directory, seg.file, "table")
@@ -293,11 +406,15 @@ def _last_row_groups(
                 break
         return parts
     except (pa.ArrowInvalid, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno:
-            raise
-        raise CorruptionError(
-            f"segment {path} cannot be decoded ({exc}); restore it from a backup"
-        ) from None
+        raise _undecodable(path, exc) from None
+
+
+def _undecodable(path: Path, exc: Exception) -> Exception:
+    """What to raise when pyarrow fails on a segment: a failed read (an OSError with an errno:
+    ESTALE for :func:`reading` to retry, ENOENT) as it is, else a CorruptionError."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc
+    return CorruptionError(f"segment {path} cannot be decoded ({exc}); restore it from a backup")
 
 
 def _read_into(

@@ -106,3 +106,30 @@ def results_saved_on_one_client_are_found_on_the_other(site: Site) -> None:
     _, lag = _poll("5 runs on the other client", all_runs, CONVERGE_WITHIN)
     assert site.peer_store().results.load(ids[2]).info.metrics == {"i": 2}
     print(f"{site.name}: the other client listed every run after {lag:.2f} s")
+
+
+@case("clients", needs=("two_clients",))
+def old_versions_read_on_the_other_client_after_merges_removed_their_segments(
+    site: Site,
+) -> None:
+    """The other client reads version 1 (its caches now know version 1's segment), then the
+    writer's merges remove that segment; a new reader there still reads version 1 exactly, by
+    the segment's redirect, whatever its caches say about the removed file (a positive entry:
+    ENOENT or ESTALE on open, retried by name)."""
+    writer = site.store(merge_factor=2)
+    writer.market.append("SPY", "1m", batch(0))
+    first = writer.market.read("SPY", "1m", version=1)
+
+    def v1() -> bool | None:
+        try:
+            return site.peer_store().market.read("SPY", "1m", version=1).equals(first) or None
+        except NotFoundError:
+            return None  # the other client's caches do not show the series yet
+
+    _poll("version 1 on the other client", v1, CONVERGE_WITHIN)
+    for i in range(1, 8):  # every other append merges; version 1's segment is merged away
+        writer.market.append("SPY", "1m", batch(i))
+    reader = site.peer_store()
+    assert reader.market.read("SPY", "1m", version=1).equals(first)
+    assert reader.market.tail("SPY", "1m", 10, version=1).equals(first.slice(90))
+    assert sorted(set(batch_ids(reader.market.read("SPY", "1m", version=4)))) == [0, 1, 2, 3]
