@@ -13,6 +13,7 @@ Without DuckDB, the same dataset serves pyarrow and polars: ``market_dataset(...
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from efsray.store import Store
 
 __all__ = ["MARKET_CALL", "market_dataset", "query"]
+
+log = logging.getLogger(__name__)
 
 MARKET_CALL = re.compile(
     r"""\bmarket\(\s*'([^']+)'\s*,\s*'([^']+)'\s*(?:,\s*([0-9]+)\s*)?\)""", re.IGNORECASE
@@ -57,8 +60,19 @@ def market_dataset(
     return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
 
+# A scan that found a file gone: a merge committed meanwhile and removed the inputs of the
+# version the query resolved (docs/store.md, "Disk"); NFS says ESTALE for a file another
+# host removed under an open handle. Such a query is run again, the last time in memory.
+_GONE = ("[errno 2]", "[errno 116]", "no such file", "stale file handle")
+_ATTEMPTS = 3
+
+
 def query(store: Store, sql: str, *, connection: Any = None) -> pa.Table:
-    """Run ``sql`` in DuckDB with every ``market('SYM', 'TF'[, VERSION])`` as a table."""
+    """Run ``sql`` in DuckDB with every ``market('SYM', 'TF'[, VERSION])`` as a table.
+
+    A query that races a merge (its version's files removed mid-scan) is run again, on the
+    then latest version for an unpinned ``market()``; the last attempt reads each series
+    through the store (which follows the merge's redirects) into memory."""
     try:
         import duckdb
     except ImportError:
@@ -66,6 +80,19 @@ def query(store: Store, sql: str, *, connection: Any = None) -> pa.Table:
             "SQL needs DuckDB: pip install 'efsray[sql]' (or pip install duckdb)"
         ) from None
     con = connection if connection is not None else duckdb.connect()
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return _run(store, sql, con, in_memory=attempt == _ATTEMPTS)
+        except duckdb.Error as exc:
+            message = str(exc)
+            if attempt < _ATTEMPTS and any(gone in message.lower() for gone in _GONE):
+                log.info("SQL scan found a file gone (a merge meanwhile); again: %s", message)
+                continue
+            raise InvalidDataError(f"SQL failed: {message.splitlines()[0]}") from None
+    raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
+
+
+def _run(store: Store, sql: str, con: Any, *, in_memory: bool) -> pa.Table:
     names: dict[tuple[str, str, int | None], str] = {}
 
     def register(match: re.Match[str]) -> str:
@@ -73,14 +100,15 @@ def query(store: Store, sql: str, *, connection: Any = None) -> pa.Table:
         key = (symbol, timeframe, int(version) if version else None)
         if key not in names:
             names[key] = f"__efsray_market_{len(names)}"
-            con.register(names[key], market_dataset(store, *key))
+            dataset = (
+                ds.dataset(store.market.read(symbol, timeframe, version=key[2]))
+                if in_memory
+                else market_dataset(store, *key)
+            )
+            con.register(names[key], dataset)
         return names[key]
 
-    rewritten = MARKET_CALL.sub(register, sql)
-    try:
-        relation = con.sql(rewritten)
-    except duckdb.Error as exc:
-        raise InvalidDataError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+    relation = con.sql(MARKET_CALL.sub(register, sql))
     if relation is None:  # a statement without a result (SET, CREATE ...)
         return pa.table({})
     to_table = getattr(relation, "to_arrow_table", None) or relation.fetch_arrow_table

@@ -54,3 +54,25 @@ def read_while_merging(root: str, stop: Event, out: Connection) -> None:
     except BaseException:  # reported to the test, which fails with it
         failure = traceback.format_exc()
     out.send((reads, failure))
+
+
+def sql_while_merging(root: str, stop: Event, out: Connection) -> None:
+    """Query the latest version in DuckDB over and over until ``stop`` (each scan may race a
+    merge that removes the files it resolved); report the queries and the first failure."""
+    import math
+
+    from efsray.sql import query
+
+    queries, failure = 0, None
+    try:
+        s = store(root)
+        while not stop.is_set():
+            got = query(s, f"SELECT count(*) AS n, sum(close) AS s FROM market('{SYMBOL}', '1m')")
+            row = got.to_pylist()[0]
+            assert row["n"] % ROWS == 0, f"{row['n']} rows: not whole appends"
+            want = pa.compute.sum(expected(row["n"] // ROWS)["close"]).as_py()
+            assert math.isclose(row["s"], want, rel_tol=1e-12), (row, want)
+            queries += 1
+    except BaseException:  # reported to the test, which fails with it
+        failure = traceback.format_exc()
+    out.send((queries, failure))

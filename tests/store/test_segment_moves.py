@@ -190,6 +190,31 @@ def test_readers_in_another_process_never_fail_while_merges_remove_inputs(
     assert reads > 10
 
 
+def test_sql_in_another_process_never_fails_while_merges_remove_inputs(tmp_path: Path) -> None:
+    """DuckDB scans files it resolved before running; a merge may remove them meanwhile:
+    the query runs again (efsray.sql), never a failure, never a partial count."""
+    pytest.importorskip("duckdb", reason="SQL needs the sql extra (duckdb)")
+    root = tmp_path / "s"
+    s = mw.store(str(root))
+    s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(0, mw.ROWS))
+    ctx = context()
+    stop = ctx.Event()
+    recv, send = ctx.Pipe(duplex=False)
+    reader = ctx.Process(target=mw.sql_while_merging, args=(str(root), stop, send))
+    reader.start()
+    try:
+        for i in range(1, 120):  # every other append merges and removes its inputs
+            s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(i, mw.ROWS))
+        stop.set()
+        assert recv.poll(120), "the SQL reader did not report"
+        queries, failure = recv.recv()
+    finally:
+        stop.set()
+        join_or_kill([reader])
+    assert failure is None, failure
+    assert queries > 10
+
+
 def test_mergers_killed_at_random_instants_leave_every_version_readable(tmp_path: Path) -> None:
     root = tmp_path / "s"
     rng = random.Random(18)
