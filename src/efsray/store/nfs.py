@@ -115,6 +115,7 @@ __all__ = [
     "list_dir",
     "list_subdirs",
     "lstat_or_none",
+    "on_nfs",
     "opened",
     "overwrite_hint",
     "publish_dir",
@@ -531,6 +532,12 @@ def fsync_dir(path: Path) -> None:
 
 
 _NFS_TYPES = frozenset({"nfs", "nfs4", "fuse.efsray"})  # fuse.efsray: simfs, the EFS model
+
+
+def on_nfs(path: Path) -> bool:
+    """True if ``path`` is on an NFS mount or simfs (see ``_on_nfs``): for callers that size
+    their writes for a network filesystem (efsray.store.hashing.LOCAL_WRITE_SIZE)."""
+    return _on_nfs(path)
 
 
 @functools.lru_cache(maxsize=1024)
