@@ -17,13 +17,22 @@ bytes cases are checked against the issue's budgets (save <= 10 + size/wsize, lo
 size/rsize, 1 MiB each). The simulator is a Python server (tens to hundreds of MB/s): its
 MiB/s are not EFS's, its round trips are.
 
-dd copies with bs=1M: with bs=8M its saves varied 0.75-2.8 s for the same 1 GiB here, with
-1M 0.74-0.81 s, so 1M is the stronger baseline.
+What dd does: it reads into one buffer of ``bs`` bytes and reuses it for every block. With
+bs=1M a load touches no new memory beyond the page cache, where ``load_bytes`` must return
+the checkpoint in new memory (on this VM a fresh page costs a host fault, ~0.5-1.5 s per GiB
+measured): so loads are also compared with ``dd bs=<size>`` (one buffer the size of the
+checkpoint, as a loader returning the bytes needs) and a plain ``read()`` into a new buffer.
+For saves, the write size matters on this kernel: dd conv=fsync of 1 GiB took 4.6 s with
+bs=1M and 1.3 s with bs=256K in one run (1 MiB writes ask for large page-cache folios; see
+efsray.store.hashing.LOCAL_WRITE_SIZE), so saves are compared with both. (bs=8M varied
+0.75-2.8 s in November.)
 
 Cases (throughput = size / wall time; medians):
-  save bytes   efsray save(model, data)          vs dd if=warm-file of=new conv=fsync
-  load bytes   efsray load_bytes (verified)      vs dd if=cold-file of=/dev/null
-  map bytes    efsray map_bytes (verified view)  vs dd if=cold-file of=/dev/null
+  save bytes   efsray save(model, data)          vs dd if=warm-file of=new conv=fsync,
+                                                    bs=1M and bs=256K
+  load bytes   efsray load_bytes (verified)      vs dd if=cold-file of=/dev/null bs=1M,
+                                                    dd ... bs=<size>, read() into new memory
+  map bytes    efsray map_bytes (verified view)  vs dd if=cold-file of=/dev/null bs=1M
   save dir     efsray save_directory(20 files)   vs cp -r dir new && sync new/*
   load dir     efsray load_directory (verified)  vs cp -r cold-dir new && sync new/*
 
@@ -189,16 +198,16 @@ def bench(
         rep: int,
         source: Path,
         out: Path,
-        baseline: tuple[str, str],
+        baselines: list[tuple[str, str]],
         save: Callable[[CheckpointStore, str], Any],
     ) -> None:
-        """A contest of every store's ``save`` against the ``baseline`` (name, command)
+        """A contest of every store's ``save`` against the ``baselines`` (name, command)
         copying ``source`` to ``out``. efsray saves from memory or from ``source``; both sides
         warm ``source`` first, so that both take the same pages from the free pool before the
         clock starts (see drop_caches)."""
-        name, command = baseline
         contest(case, rep, [
-            (name, lambda: (warm(source), fresh(out.name)), lambda: run(command)),
+            *[(name, lambda: (warm(source), fresh(out.name)), lambda c=command: run(c))
+              for name, command in baselines],
             *[(f"efsray-{a}", lambda: warm(source), lambda ck=ck, a=a: save(ck, a))
               for a, ck in stores.items()],
         ])  # fmt: skip
@@ -206,17 +215,21 @@ def bench(
     for rep in range(reps):
         print(f"{medium.name}: rep {rep + 1}/{reps}", file=sys.stderr, flush=True)
         saves("save_bytes", rep, blob, dst,
-              ("dd", f"dd if={blob} of={dst} bs=1M conv=fsync status=none"),
+              [("dd", f"dd if={blob} of={dst} bs=1M conv=fsync status=none"),
+               ("dd-256k", f"dd if={blob} of={dst} bs=256K conv=fsync status=none")],
               lambda ck, a: ck.save(f"bytes-{a}", data))  # fmt: skip
         loads(
             "load_bytes",
             rep,
             CheckpointStore.load_bytes,
-            [dd_read, ("read", lambda: evict(dst), lambda: read_into_memory(dst))],
-        )
+            [dd_read,
+             ("dd-whole", lambda: evict(dst),
+              lambda: run(f"dd if={dst} of=/dev/null bs={size} status=none")),
+             ("read", lambda: evict(dst), lambda: read_into_memory(dst))],
+        )  # fmt: skip
         loads("map_bytes", rep, CheckpointStore.map_bytes, [dd_read])
         saves("save_dir", rep, src, dst_dir,
-              ("cp", f"cp -r {src} {dst_dir} && sync {dst_dir}/*"),
+              [("cp", f"cp -r {src} {dst_dir} && sync {dst_dir}/*")],
               lambda ck, a: ck.save_directory(f"dir-{a}", src))  # fmt: skip
         contest("load_dir", rep, [
             ("cp", lambda: (evict(dst_dir), fresh(again.name)),
@@ -238,8 +251,9 @@ def bench(
         os.sync()
     mib = size / (1 << 20)
     cases: dict[str, Any] = {}
-    plan = (("save_bytes", "dd"), ("load_bytes", "dd"), ("load_bytes", "read"),
-            ("map_bytes", "dd"), ("save_dir", "cp"), ("load_dir", "cp"))  # fmt: skip
+    plan = (("save_bytes", "dd"), ("save_bytes", "dd-256k"), ("load_bytes", "dd"),
+            ("load_bytes", "dd-whole"), ("load_bytes", "read"), ("map_bytes", "dd"),
+            ("save_dir", "cp"), ("load_dir", "cp"))  # fmt: skip
     for case, baseline in plan:
         base_samples = samples[f"{case}/{baseline}"]
         entry: dict[str, Any] = {
@@ -382,10 +396,13 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [*medium_markdown(r), ""]
     lines += [
         "Goal: ratio >= 0.90 on local disk; on the EFS-like mount every bytes case within its "
-        "round-trip budget. Baselines: `dd conv=fsync` (save bytes), `dd of=/dev/null` and a "
-        "plain `read()` into a new buffer (load bytes: the floor for any loader that returns "
-        "the bytes in new memory), `dd of=/dev/null` (map bytes: the verified zero-copy view "
-        "`map_bytes` returns), `cp -r && sync FILES` (directories).",
+        "round-trip budget. Baselines: `dd conv=fsync` with bs=1M (`dd`) and bs=256K "
+        "(`dd-256k`) (save bytes); `dd of=/dev/null bs=1M` (`dd`: one reused 1 MiB buffer, "
+        "no new memory), `dd bs=<size>` (`dd-whole`: one buffer the size of the checkpoint) "
+        "and a plain `read()` into a new buffer (`read`) (load bytes: the last two fill new "
+        "memory as any loader that returns the bytes must); `dd of=/dev/null bs=1M` (map "
+        "bytes: the verified zero-copy view `map_bytes` returns); `cp -r && sync FILES` "
+        "(directories).",
         "",
         "## The EFS model",
         "",

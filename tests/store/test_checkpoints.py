@@ -62,6 +62,27 @@ def test_flipped_byte_is_detected_naming_the_file(tmp_path: Path, algorithm: str
     assert not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
 
 
+def test_sizes_around_the_write_slices_round_trip(store: Store, tmp_path: Path) -> None:
+    """Local writes go in LOCAL_WRITE_SIZE slices of 1 MiB chunks: files of every size
+    around both boundaries come back whole, with the digest of their bytes."""
+    from efsray.store.hashing import CHUNK_SIZE, LOCAL_WRITE_SIZE, hash_buffer
+
+    sizes = [0, 1, LOCAL_WRITE_SIZE - 1, LOCAL_WRITE_SIZE + 1, CHUNK_SIZE + 3, 3 * CHUNK_SIZE - 5]
+    src = tmp_path / "src"
+    src.mkdir()
+    blobs = {f"f{size}.bin": os.urandom(size) for size in sizes}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+        info = store.checkpoints.save(name, data)
+        assert info.files[0].digest == hash_buffer(data, store.checkpoints.algorithm)
+        assert store.checkpoints.load_bytes(name)[0] == data
+    saved = store.checkpoints.save_directory("dir", src)
+    assert {f.path: f.bytes for f in saved.files} == {n: len(d) for n, d in blobs.items()}
+    store.checkpoints.load_directory("dir", tmp_path / "out")
+    for name, data in blobs.items():
+        assert (tmp_path / "out" / name).read_bytes() == data
+
+
 def test_damaged_file_in_a_directory_checkpoint_is_named(store: Store, tmp_path: Path) -> None:
     w.make_source_dir(tmp_path / "src", "d")
     info = store.checkpoints.save_directory("m", tmp_path / "src")

@@ -144,3 +144,23 @@ def test_changing_a_result_leaves_the_cache_alone(tmp_path: Path, rows: int) -> 
             if values.flags.writeable:
                 values[:] = -1.0
         assert read().equals(expected)
+
+
+def test_kept_tails_follow_new_versions(tmp_path: Path) -> None:
+    """A tail kept by version is handed out again only for that version: after another
+    handle appends, the next tail has the new bars; the old version's tail is still kept.
+    Each pandas result is a copy of its own."""
+    _write(tmp_path / "s")
+    market = Store(tmp_path / "s").market
+    first = market.tail("SPY", "1m", 1000, output="pandas")
+    again = market.tail("SPY", "1m", 1000, output="pandas")
+    assert again.equals(first) and again is not first
+    Store(tmp_path / "s").market.append("SPY", "1m", batch(APPENDS, 5000))
+    newer = market.tail("SPY", "1m", 1000, output="pandas")
+    assert set(newer["volume"]) == {float(APPENDS)}  # the new batch's bars
+    assert market.tail("SPY", "1m", 1000, version=APPENDS, output="pandas").equals(first)
+    assert market.tail("SPY", "1m", 1000).equals(market.tail("SPY", "1m", 1000))
+    assert market.tail("SPY", "1m", 1000, output="polars").equals(
+        Store(tmp_path / "s").market.tail("SPY", "1m", 1000, output="polars")
+    )
+    assert market.tail("SPY", "1m", 0, output="pandas").empty

@@ -27,6 +27,8 @@ from efsray.errors import (
     storage_error_from,
 )
 from efsray.store.hashing import (
+    CHUNK_SIZE,
+    LOCAL_WRITE_SIZE,
     check,
     copy_fd,
     hash_file,
@@ -45,6 +47,7 @@ from efsray.store.nfs import (
     is_temp_name,
     kind_of,
     list_dir,
+    on_nfs,
     opened,
     publish_dir,
     stat_or_none,
@@ -119,8 +122,10 @@ def write_bytes(
     view = memoryview(data).cast("B")
     digests: list[str] = []
 
+    write_size = _write_size(target)
+
     def writer(fd: int) -> None:
-        digests.append(write_buffer(fd, view, algorithm))
+        digests.append(write_buffer(fd, view, algorithm, write_size=write_size))
 
     # under its final name: no manifest names ``target`` yet (see write_new); ``target`` is
     # a new directory with a ULID name, so the name is unique without O_EXCL
@@ -184,6 +189,7 @@ def write_tree(
     for rel in dirs:
         ensure_dir(target / rel)
     syncs = BackgroundSyncs()
+    write_size = _write_size(target)
 
     def one(src: SourceFile) -> CheckpointFile:
         result: list[tuple[int, str]] = []
@@ -192,7 +198,9 @@ def write_tree(
                 # under its final name: no manifest names ``target`` yet (see write_new)
                 syncs.write_new(
                     target / src.rel,
-                    lambda fd: result.append(copy_fd(src_fd, fd, algorithm, size_hint=src.size)),
+                    lambda fd: result.append(
+                        copy_fd(src_fd, fd, algorithm, size_hint=src.size, write_size=write_size)
+                    ),
                     mode=DATA_FILE_MODE,
                     unique=True,  # in a new ULID-named directory
                 )
@@ -207,6 +215,12 @@ def write_tree(
         written = parallel(one, files)
         _make_durable(syncs, target, [f.path for f in written])
     return written
+
+
+def _write_size(directory: Path) -> int:
+    """Bytes per write() call into ``directory``: whole 1 MiB chunks on NFS (one WRITE each
+    on the simulator), LOCAL_WRITE_SIZE slices on a local disk (see efsray.store.hashing)."""
+    return CHUNK_SIZE if on_nfs(directory.parent) else LOCAL_WRITE_SIZE
 
 
 def _make_durable(syncs: BackgroundSyncs, root: Path, rels: Sequence[str]) -> None:
@@ -263,6 +277,7 @@ def copy_out(
     staging = dest.parent / f"{TEMP_PREFIX}{dest.name[:150]}.{secrets.token_hex(4)}"
     ensure_dir(staging)
     syncs = BackgroundSyncs()
+    write_size = _write_size(staging)
     try:
         for rel in dirs:
             ensure_dir(staging / rel)
@@ -273,7 +288,9 @@ def copy_out(
             result: list[tuple[int, str]] = []
 
             def writer(fd: int) -> None:
-                result.append(copy_fd(src_fd, fd, algorithm, size_hint=entry.bytes))
+                result.append(
+                    copy_fd(src_fd, fd, algorithm, size_hint=entry.bytes, write_size=write_size)
+                )
                 check(f"file {entry.path!r} of {what}", source, entry.bytes, entry.digest,
                       *result[-1])  # fmt: skip
 

@@ -124,6 +124,7 @@ __all__ = [
     "list_dir",
     "list_subdirs",
     "lstat_or_none",
+    "on_nfs",
     "opened",
     "overwrite_hint",
     "publish_dir",
@@ -542,6 +543,12 @@ def fsync_dir(path: Path) -> None:
 _NFS_TYPES = frozenset({"nfs", "nfs4", "fuse.efsray"})  # fuse.efsray: simfs, the EFS model
 
 
+def on_nfs(path: Path) -> bool:
+    """True if ``path`` is on an NFS mount or simfs (see ``_on_nfs``): for callers that size
+    their writes for a network filesystem (efsray.store.hashing.LOCAL_WRITE_SIZE)."""
+    return _on_nfs(path)
+
+
 @functools.lru_cache(maxsize=1024)
 def _on_nfs(path: Path) -> bool:
     """True if ``path`` is on an NFS mount (or simfs), from the longest mount point that
@@ -914,7 +921,7 @@ class VersionLog:
         self._cache = cache
 
     def path(self, version: int) -> Path:
-        return self._versions / f"{version // _SHARD:06d}" / f"v{version:012d}.json"
+        return Path(f"{self._versions}/{version // _SHARD:06d}/v{version:012d}.json")
 
     # reading -------------------------------------------------------------------------------
 
@@ -1078,11 +1085,7 @@ class VersionLog:
         expires negative entries by time only. Best effort: an error here is the next open's
         to report.
         """
-        candidates = [self.path(version).parent, self._versions] if version else []
-        # Then the log's directory and its parents: a client that looked for the log before
-        # it existed cached the absence of the first missing one.
-        candidates += [self.directory, *list(self.directory.parents)[:_REVALIDATE_PARENTS]]
-        for candidate in candidates:
+        for candidate in self._revalidation_candidates(version):
             try:
                 fd = os.open(candidate, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
@@ -1092,6 +1095,18 @@ class VersionLog:
                 return
             os.close(fd)
             return
+
+    def _revalidation_candidates(self, version: int) -> Iterator[Path]:
+        """The directories ``_revalidate`` tries, nearest first (made as needed: the first
+        one almost always exists, and building paths costs more than the open on a local
+        disk)."""
+        if version:
+            yield self.path(version).parent
+            yield self._versions
+        # Then the log's directory and its parents: a client that looked for the log before
+        # it existed cached the absence of the first missing one.
+        yield self.directory
+        yield from list(self.directory.parents)[:_REVALIDATE_PARENTS]
 
     def _step(self, version: int) -> int:
         """The last of ``version``, ``version + 1``, ... before the first name that does not
