@@ -7,13 +7,14 @@ paths, names and versions, read their bars from the shared volume themselves, sa
 per grid point with ``store.results`` under an id derived from the sweep and the point (see
 :mod:`efsray.cluster.journal`), and return small summaries (see :mod:`efsray.cluster.tasks`).
 
-Tasks are spread over the nodes (``SPREAD`` scheduling, at most two per CPU in flight so a
-slow node does not hoard work). A task whose worker dies is retried by Ray
-(``max_retries``), and so is one that fails with a storage error; the retry resumes: it
-saves only the points that have no result yet. A task that still fails is reported with its
-error; its points are missing from the report, never silently. ``executor="local"`` runs
-the same tasks one by one in this process, without Ray: the reference a distributed run
-must match exactly.
+Tasks run on sweep workers (:class:`efsray.cluster.worker.SweepWorker`, one Ray actor per
+CPU, spread over the nodes), two in flight each: one computes while the other's last batches
+commit, and a slow node does not hoard work. A task whose worker dies is retried by Ray
+on the restarted worker (``max_retries``), and so is one that fails with a storage error;
+the retry resumes: it saves only the points that have no result yet. A task that still
+fails is reported with its error; its points are missing from the report, never silently.
+``executor="local"`` runs the same tasks one by one in this process, without Ray: the
+reference a distributed run must match exactly.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ METRICS: Mapping[str, bool] = {
     "win_rate": True,
 }
 RETRYABLE = (StorageError, DeadlineExceeded)
+_IN_FLIGHT = 2  # tasks per sweep worker: one computes while the other's batches commit
 Progress = Callable[[int, int, int], None]  # (points done, points total, points failed)
 
 
@@ -161,6 +163,8 @@ class SweepReport:
     executor: str
     cpu_s: float = 0.0
     outcomes: tuple[TaskOutcome, ...] = field(repr=False, default=())
+    exposed_write_s: float = 0.0  # of write_s, the waits no other task's work overlapped
+    workers: int = 1  # worker processes (CPUs) the sweep ran on
 
     @property
     def ok(self) -> bool:
@@ -367,7 +371,8 @@ def run_sweep(
     """Run a sweep over the store at ``root``; see the module docstring.
 
     With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``);
-    ``max_parallel`` caps the tasks running at once (default: two per CPU in flight).
+    the sweep starts one worker per CPU (``max_parallel`` caps their number), each with two
+    tasks in flight, and stops them at the end.
     ``batch_size``: results per committed batch (a segment of the results table).
     """
     if executor not in ("ray", "local"):
@@ -405,8 +410,7 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        window = max_parallel if max_parallel is not None else max(2, 2 * parallelism)
-        outcomes, failures = _run_on_ray(plan, max_retries, window, progress)
+        outcomes, failures = _run_on_ray(plan, max_retries, parallelism, progress)
     else:
         outcomes, failures = _run_here(plan, max_retries, progress)
     attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
@@ -439,6 +443,8 @@ def run_sweep(
         executor=executor,
         cpu_s=sum(o.cpu_s for o in outcomes),
         outcomes=tuple(outcomes),
+        exposed_write_s=sum(o.exposed_write_s for o in outcomes),
+        workers=parallelism,
     )
 
 
@@ -525,40 +531,74 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 
 
 def _run_on_ray(
-    plan: SweepPlan, max_retries: int, window: int, progress: Progress | None
+    plan: SweepPlan, max_retries: int, parallelism: int, progress: Progress | None
 ) -> tuple[list[TaskOutcome], list[TaskFailure]]:
+    """Start ``parallelism`` sweep workers, feed each two tasks at a time, stop them."""
     import ray
-    from ray.exceptions import RayError
+    from ray.exceptions import RayActorError, RayError
 
-    remote = ray.remote(run_task).options(
+    from efsray.cluster.worker import SweepWorker
+
+    actor = ray.remote(SweepWorker).options(
         num_cpus=1,
-        max_retries=max_retries,
-        retry_exceptions=list(RETRYABLE),
+        max_concurrency=_IN_FLIGHT,
+        max_restarts=-1,  # a killed worker comes back; its tasks' retries are bounded
+        max_task_retries=max_retries,
         scheduling_strategy="SPREAD",
-        name="efsray-backtest",
     )
+    workers: list[Any] = [actor.remote() for _ in range(parallelism)]
+    load = [0] * len(workers)
+    alive = set(range(len(workers)))
     queue = list(plan.tasks)
-    pending: dict[Any, TaskSpec] = {}
+    moved: dict[str, int] = {}  # task key -> times moved off a worker that is gone for good
+    pending: dict[Any, tuple[TaskSpec, int]] = {}
     outcomes: list[TaskOutcome] = []
     failures: list[TaskFailure] = []
     done = failed = 0
     if progress:
         progress(0, plan.size, 0)
-    while queue or pending:
-        while queue and len(pending) < window:
-            spec = queue.pop(0)
-            pending[remote.remote(spec)] = spec
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        for ref in ready:
-            spec = pending.pop(ref)
-            try:
-                outcomes.append(ray.get(ref))
-                done += len(spec.points)
-            except RayError as exc:
-                failures.append(_failure(spec, exc))
-                failed += len(spec.points)
-            if progress:
-                progress(done, plan.size, failed)
+    try:
+        while queue or pending:
+            while queue and alive:
+                w = min(alive, key=lambda i: (load[i], i))  # the least busy worker
+                if load[w] >= _IN_FLIGHT:
+                    break
+                spec = queue.pop(0)
+                call = workers[w].run.options(
+                    retry_exceptions=list(RETRYABLE), name=f"efsray-backtest {spec.task_key}"
+                )
+                pending[call.remote(spec)] = (spec, w)
+                load[w] += 1
+            if not pending:  # every worker is gone: what is left fails
+                for spec in queue:
+                    failures.append(_failure(spec, ClusterError("no sweep worker is left")))
+                    failed += len(spec.points)
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                spec, w = pending.pop(ref)
+                load[w] -= 1
+                try:
+                    outcomes.append(ray.get(ref))
+                    done += len(spec.points)
+                except RayActorError as exc:  # the worker is gone for good (not restartable)
+                    alive.discard(w)
+                    moved[spec.task_key] = moved.get(spec.task_key, 0) + 1
+                    if alive and moved[spec.task_key] <= max_retries:
+                        log.warning("worker of task %s is gone (%s); moving it", spec.task_key,
+                                    _first(exc))  # fmt: skip
+                        queue.insert(0, spec)
+                        continue
+                    failures.append(_failure(spec, exc))
+                    failed += len(spec.points)
+                except RayError as exc:
+                    failures.append(_failure(spec, exc))
+                    failed += len(spec.points)
+                if progress:
+                    progress(done, plan.size, failed)
+    finally:
+        for worker in workers:  # every task has returned: nothing is left to commit
+            ray.kill(worker)
     return outcomes, failures
 
 
