@@ -38,6 +38,7 @@ from efsray.backtest.engine import ENGINE_VERSION
 from efsray.backtest.timeframe import parse_timeframe
 from efsray.cluster.journal import SweepJournal, canonical_json
 from efsray.cluster.tasks import PointSummary, TaskOutcome, TaskSpec, run_task
+from efsray.cluster.worker import IN_FLIGHT, SweepWorkers
 from efsray.errors import (
     ClusterError,
     ConfigError,
@@ -70,7 +71,6 @@ METRICS: Mapping[str, bool] = {
     "win_rate": True,
 }
 RETRYABLE = (StorageError, DeadlineExceeded)
-_IN_FLIGHT = 2  # tasks per sweep worker: one computes while the other's batches commit
 Progress = Callable[[int, int, int], None]  # (points done, points total, points failed)
 
 
@@ -367,12 +367,14 @@ def run_sweep(
     max_parallel: int | None = None,
     progress: Progress | None = None,
     hook: str | None = None,
+    workers: SweepWorkers | None = None,
 ) -> SweepReport:
     """Run a sweep over the store at ``root``; see the module docstring.
 
     With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``);
     the sweep starts one worker per CPU (``max_parallel`` caps their number), each with two
-    tasks in flight, and stops them at the end.
+    tasks in flight, and stops them at the end; or it runs on ``workers`` (started by the
+    caller, left running).
     ``batch_size``: results per committed batch (a segment of the results table).
     """
     if executor not in ("ray", "local"):
@@ -382,7 +384,14 @@ def run_sweep(
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise ConfigError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
     started = time.perf_counter()
-    parallelism = _cluster_cpus() if executor == "ray" else 1
+    if workers is not None and executor != "ray":
+        raise ConfigError("workers= are Ray sweep workers: pass them with executor='ray'")
+    if executor != "ray":
+        parallelism = 1
+    elif workers is not None:
+        parallelism = len(workers)
+    else:
+        parallelism = _cluster_cpus()
     if max_parallel is not None:
         parallelism = min(parallelism, max_parallel)
     plan = near_the_store(
@@ -410,7 +419,7 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        outcomes, failures = _run_on_ray(plan, max_retries, parallelism, progress)
+        outcomes, failures = _run_on_ray(plan, max_retries, parallelism, progress, workers)
     else:
         outcomes, failures = _run_here(plan, max_retries, progress)
     attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
@@ -531,22 +540,21 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
 
 
 def _run_on_ray(
-    plan: SweepPlan, max_retries: int, parallelism: int, progress: Progress | None
+    plan: SweepPlan,
+    max_retries: int,
+    parallelism: int,
+    progress: Progress | None,
+    pool: SweepWorkers | None,
 ) -> tuple[list[TaskOutcome], list[TaskFailure]]:
-    """Start ``parallelism`` sweep workers, feed each two tasks at a time, stop them."""
+    """Feed the sweep workers (``pool``'s, else ``parallelism`` new ones stopped at the end)
+    two tasks at a time each."""
     import ray
     from ray.exceptions import RayActorError, RayError
 
-    from efsray.cluster.worker import SweepWorker
-
-    actor = ray.remote(SweepWorker).options(
-        num_cpus=1,
-        max_concurrency=_IN_FLIGHT,
-        max_restarts=-1,  # a killed worker comes back; its tasks' retries are bounded
-        max_task_retries=max_retries,
-        scheduling_strategy="SPREAD",
-    )
-    workers: list[Any] = [actor.remote() for _ in range(parallelism)]
+    own = pool is None
+    if pool is None:
+        pool = SweepWorkers(parallelism)
+    workers = pool.handles[:parallelism]
     load = [0] * len(workers)
     alive = set(range(len(workers)))
     queue = list(plan.tasks)
@@ -561,11 +569,13 @@ def _run_on_ray(
         while queue or pending:
             while queue and alive:
                 w = min(alive, key=lambda i: (load[i], i))  # the least busy worker
-                if load[w] >= _IN_FLIGHT:
+                if load[w] >= IN_FLIGHT:
                     break
                 spec = queue.pop(0)
                 call = workers[w].run.options(
-                    retry_exceptions=list(RETRYABLE), name=f"efsray-backtest {spec.task_key}"
+                    max_task_retries=max_retries,
+                    retry_exceptions=list(RETRYABLE),
+                    name=f"efsray-backtest {spec.task_key}",
                 )
                 pending[call.remote(spec)] = (spec, w)
                 load[w] += 1
@@ -597,8 +607,8 @@ def _run_on_ray(
                 if progress:
                     progress(done, plan.size, failed)
     finally:
-        for worker in workers:  # every task has returned: nothing is left to commit
-            ray.kill(worker)
+        if own:  # every task has returned: nothing is left to commit
+            pool.close()
     return outcomes, failures
 
 

@@ -29,10 +29,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from itertools import count
+from types import TracebackType
+from typing import Any
 
 from efsray.cluster.tasks import TaskOutcome, TaskSpec, run_task
+from efsray.errors import ClusterError, ConfigError
 
-__all__ = ["SweepWorker", "WorkerPipeline"]
+__all__ = ["IN_FLIGHT", "SweepWorker", "SweepWorkers", "WorkerPipeline"]
+
+IN_FLIGHT = 2  # tasks per sweep worker: one computes while the other's batches commit
 
 
 class WorkerPipeline:
@@ -116,3 +121,53 @@ class SweepWorker:
 
     def close(self) -> None:
         self._pipeline.close()
+
+
+class SweepWorkers:
+    """Sweep workers on the connected Ray cluster: ``count`` actors (default: one per CPU of
+    the cluster), spread over the nodes, one CPU each, restarted by Ray if their process
+    dies. :func:`efsray.cluster.sweep.run_sweep` starts its own and stops them at the end;
+    pass ``workers=`` to run several sweeps through the same ones (a worker process takes
+    seconds to start on a busy node) and stop them with :meth:`close` or ``with``."""
+
+    def __init__(self, count: int | None = None) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise ClusterError(
+                "sweep workers need a Ray connection: start them inside "
+                "`with efsray.cluster.connect(...)`"
+            )
+        if count is None:
+            count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"count must be an integer >= 1, got {count!r}")
+        actor = ray.remote(SweepWorker).options(
+            num_cpus=1,
+            max_concurrency=IN_FLIGHT,
+            max_restarts=-1,  # a killed worker comes back; its tasks' retries are bounded
+            scheduling_strategy="SPREAD",
+        )
+        self.handles: list[Any] = [actor.remote() for _ in range(count)]
+
+    def __len__(self) -> int:
+        return len(self.handles)
+
+    def close(self) -> None:
+        """Stop the workers (call it when no task is in flight: nothing is then uncommitted)."""
+        import ray
+
+        handles, self.handles = self.handles, []
+        for handle in handles:
+            ray.kill(handle)
+
+    def __enter__(self) -> SweepWorkers:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
