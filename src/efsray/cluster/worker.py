@@ -13,7 +13,7 @@ What does not change: a task returns its outcome only once every batch it comput
 committed (it waits for its own futures after giving the slot up), so nothing is ever
 reported stored that is not. A worker killed at any instant loses only uncommitted batches
 of tasks that have not returned; Ray restarts the worker and retries those tasks, which
-skip the points whose results are stored (``tests/cluster/test_worker.py`` kills one with
+skip the points whose results are stored (``tests/test_cluster_worker.py`` kills one with
 SIGKILL while a task computes and another's batches commit).
 
 :class:`WorkerPipeline` also keeps the books on the time that waiting costs: the seconds in
