@@ -226,6 +226,12 @@ def main() -> None:
         help="with --simfs: seconds the kernel caches attributes and lookups (EFS clients: "
         "acregmin 3 s by default; 0 makes every path lookup a round trip)",
     )
+    parser.add_argument(
+        "--compare-local",
+        action="store_true",
+        help="with --simfs: run every Ray configuration on local disk too, interleaved with the "
+        "simulated EFS runs (so that the ratio to local disk sees the same machine load)",
+    )
     args = parser.parse_args()
     if args.ray_child:
         ray_child(json.loads(args.ray_child))
@@ -247,40 +253,62 @@ def main() -> None:
                 f"simulated EFS (efsray.simfs, profile {args.simfs}, attribute cache "
                 f"{args.attr_timeout:g} s)"
             )
-            run(args, fs.path / "store", medium)
+            run(args, fs.path / "store", medium, server_pid=fs.pid)
         shutil.rmtree(base, ignore_errors=True)
     else:
         run(args, args.root, "local disk")
 
 
-def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    args: argparse.Namespace, root_arg: Path | None, medium: str, server_pid: int | None = None
+) -> None:
     workers = [int(w) for w in args.workers.split(",")]
     root = root_arg or Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-"))
     store = Store(root)
     names = [f"S{i:02d}" for i in range(args.symbols)]
     load_at_start = os.getloadavg()[0]
+    local_root = None
+    if server_pid is not None and args.compare_local:
+        local_root = Path(tempfile.mkdtemp(prefix="efsray-bench-sweep-local-"))
     print(f"generating {args.symbols} symbols x {args.bars:,} {args.timeframe} bars in {root}")
     for symbol, table in generate_market(
         names, timeframe=args.timeframe, bars=args.bars, seed=11
     ).items():
         store.market.write(symbol, args.timeframe, table)
+        if local_root is not None:
+            Store(local_root).market.write(symbol, args.timeframe, table)
 
     print("reference: one process, no Ray")
     reference = one_run(root, names, args.timeframe, executor="local")
     expected = summary(reference)["metrics"]
     files_per_backtest = result_files(root) / reference.expected_points
     runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
+    local_runs: dict[int, list[dict[str, Any]]] = {w: [] for w in workers}
     pool: dict[int, list[float]] = {w: [] for w in workers}
     loads: list[float] = []
     for repeat in range(args.repeats):
         for w in workers:
             pool[w].append(process_pool_run(root, names, args.timeframe, w))
             print(f"  run {repeat + 1}: {w} plain process(es) {pool[w][-1]:6.2f} s")
+            server_cpu = process_cpu_s(server_pid) if server_pid else 0.0
             result = ray_run(root, names, args.timeframe, w)
+            result["server_cpu_s"] = (process_cpu_s(server_pid) - server_cpu) if server_pid else 0.0
             # through JSON on both sides: NaN metrics compare as their text
             if json.dumps(result["metrics"]) != json.dumps(expected):
                 raise SystemExit(f"{w} workers gave other results than one process")
             runs[w].append(result)
+            if local_root is not None:
+                local = ray_run(local_root, names, args.timeframe, w)
+                if json.dumps(local["metrics"]) != json.dumps(expected):
+                    raise SystemExit(f"{w} workers on local disk gave other results")
+                local_runs[w].append(local)
+                print(f"  run {repeat + 1}: {w} worker(s) on local disk {local['wall_s']:6.2f} s")
             loads.append(os.getloadavg()[0])
             print(
                 f"  run {repeat + 1}: {w} worker(s) on {len(cpus_for(w))} core(s) "
@@ -319,6 +347,24 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
                 "cpu_share_of_workers": round(
                     median([r["cpu_s"] / (r["wall_s"] * len(cpus_for(w))) for r in runs[w]]), 3
                 ),
+                "compute_ms_per_backtest": round(
+                    1000 * median([r["compute_s"] for r in runs[w]]) / points, 3
+                ),
+                "server_cpu_share": round(
+                    median([r["server_cpu_s"] / (r["wall_s"] * len(cpus_for(w))) for r in runs[w]]),
+                    4,
+                ),
+                "local_disk_wall_s": (
+                    round(median([r["wall_s"] for r in local_runs[w]]), 3)
+                    if local_runs[w]
+                    else None
+                ),
+                "local_disk_wall_s_runs": [round(r["wall_s"], 3) for r in local_runs[w]],
+                "backtests_per_s_vs_local_disk": (
+                    round(median([r["wall_s"] for r in local_runs[w]]) / wall, 3)
+                    if local_runs[w]
+                    else None
+                ),
                 "plain_processes_wall_s": round(pool_wall, 3),
                 "plain_processes_wall_s_runs": [round(x, 3) for x in pool[w]],
                 "plain_processes_speedup_vs_1": round(pool_base / pool_wall, 3),
@@ -328,6 +374,12 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
     ref_share = shares(summary(reference))
     two = next((r for r in rows if r["workers"] == 2), rows[-1])
     goals = {
+        "backtests_per_s_vs_local_disk_min": min(
+            (r["backtests_per_s_vs_local_disk"] or 0.0 for r in rows), default=0.0
+        )
+        if local_root is not None
+        else None,
+        "backtests_per_s_vs_local_disk_goal": 0.9,
         "exposed_write_share_max": max(r["exposed_write_share_of_wall"] for r in rows),
         "exposed_write_share_goal": 0.05,
         "speedup_2_workers": two["speedup_vs_1"],
@@ -387,6 +439,29 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
             f"{r['task_cpu_ms_per_backtest']:.2f} | "
             f"{r['cpu_share_of_workers']:.0%} |"
         )
+    if server_pid is not None:
+        md += [
+            "",
+            "| workers | compute ms/backtest | simfs server CPU, of wall x cores "
+            "| local disk, same run: wall (s) | backtests/s vs local disk |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            vs = r["backtests_per_s_vs_local_disk"]
+            md.append(
+                f"| {r['workers']} | {r['compute_ms_per_backtest']:.2f} | "
+                f"{r['server_cpu_share']:.1%} | "
+                f"{r['local_disk_wall_s'] if vs is not None else '-'} | "
+                f"{f'{vs:.0%}' if vs is not None else '-'} |"
+            )
+        md += [
+            "",
+            "Compute ms/backtest: wall time of the backtests per backtest (CPU contention shows "
+            "here). Simfs server CPU: the simulator's own CPU time (a Python FUSE server on the "
+            "same cores as the workers, which a real EFS server is not). Local disk, same run: "
+            "the same Ray configuration on a local-disk store, interleaved with these runs "
+            "(`--compare-local`).",
+        ]
     ref = payload["reference_single_process"]
     md += [
         "",
@@ -419,7 +494,13 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
         f"**{goals['exposed_write_share_max']:.1%}** at most; "
         f"2 workers >= 1.8x one worker: **{goals['speedup_2_workers']:.2f}x** "
         f"(plain processes: {goals['plain_processes_speedup_2']:.2f}x); "
-        f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most.",
+        f"store reads <= 10% of task time: **{goals['read_share_max']:.1%}** at most"
+        + (
+            f"; backtests/s within 10% of local disk: "
+            f"**{goals['backtests_per_s_vs_local_disk_min']:.0%}** of it at least."
+            if goals["backtests_per_s_vs_local_disk_min"] is not None
+            else "."
+        ),
         "",
         "Command: `python bench/sweep.py " + " ".join(sys.argv[1:]) + "`",
     ]
@@ -429,6 +510,8 @@ def run(args: argparse.Namespace, root_arg: Path | None, medium: str) -> None:
     print(f"wrote {out}")
     if root_arg is None:
         shutil.rmtree(root, ignore_errors=True)
+    if local_root is not None:
+        shutil.rmtree(local_root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ parameter sets by a metric averaged over symbols."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +12,7 @@ from efsray.backtest import RejectedPoint, get_strategy
 from efsray.cluster.tasks import PointSummary, TaskOutcome
 from efsray.errors import ConfigError
 
-__all__ = ["METRICS", "ParamRanking", "SweepReport", "TaskFailure"]
+__all__ = ["METRICS", "ParamRanking", "SweepReport", "TaskFailure", "process_cpu_s"]
 
 # metric -> True when higher is better
 METRICS: Mapping[str, bool] = {
@@ -147,3 +147,15 @@ def _mean(values: Any) -> float:
     train, bit for bit the same."""
     xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return math.fsum(xs) / len(xs) if xs else math.nan
+
+
+def process_cpu_s(outcomes: Sequence[TaskOutcome]) -> float:
+    """CPU seconds the processes that ran ``outcomes`` used for them: per process, from its
+    first task's start to its last task's end (a sweep worker runs two tasks at once)."""
+    spans: dict[tuple[str, int], tuple[float, float]] = {}
+    for o in outcomes:
+        start, end = o.cpu_clock
+        key = (o.host, o.pid)
+        first, last = spans.get(key, (start, end))
+        spans[key] = (min(first, start), max(last, end))
+    return sum(end - start for start, end in spans.values())

@@ -29,7 +29,13 @@ from efsray.backtest import BacktestConfig, ParamGrid
 from efsray.cluster.executors import RETRYABLE, Progress, first_line, run_here, run_on_ray
 from efsray.cluster.journal import SweepJournal
 from efsray.cluster.plan import SweepPlan, plan_sweep
-from efsray.cluster.report import METRICS, ParamRanking, SweepReport, TaskFailure
+from efsray.cluster.report import (
+    METRICS,
+    ParamRanking,
+    SweepReport,
+    TaskFailure,
+    process_cpu_s,
+)
 from efsray.cluster.report import _mean as _mean  # kept importable from here (tests use it)
 from efsray.cluster.worker import SweepWorkers
 from efsray.errors import ClusterError, ConfigError, EfsrayError
@@ -152,7 +158,7 @@ def run_sweep(
         task_s=sum(o.total_s for o in outcomes),
         wall_s=time.perf_counter() - started,
         executor=executor,
-        cpu_s=sum(o.cpu_s for o in outcomes),
+        cpu_s=process_cpu_s(outcomes),
         outcomes=tuple(outcomes),
         exposed_write_s=sum(o.exposed_write_s for o in outcomes),
         workers=parallelism,

@@ -116,7 +116,11 @@ class TaskOutcome:
     compute_s: float
     write_s: float  # waiting for the last saves after the last backtest
     total_s: float
-    cpu_s: float = 0.0  # CPU time of this process during the task
+    # CPU time of this process during the task (a worker's two tasks in flight overlap: the
+    # report counts a worker's CPU once, from the process clock at the first start and the
+    # last end of its tasks)
+    cpu_s: float = 0.0
+    cpu_clock: tuple[float, float] = (0.0, 0.0)  # the process CPU clock at start and end
     save_s: float = 0.0  # summed time of the saves on the writer threads (overlapped)
     # the part of write_s during which the worker computed nothing (no other task overlapped)
     exposed_write_s: float = 0.0
@@ -376,6 +380,7 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
         write_s=write_s,
         total_s=time.perf_counter() - started,
         cpu_s=time.process_time() - cpu_started,
+        cpu_clock=(cpu_started, time.process_time()),
         save_s=save_s,
         exposed_write_s=exposed_s,
     )
