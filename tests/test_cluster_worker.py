@@ -18,7 +18,7 @@ from efsray.cluster.journal import SweepJournal, sweep_result_ids
 from efsray.cluster.sweep import prepare_sweep, run_sweep
 from efsray.cluster.worker import SweepWorkers, WorkerPipeline
 from efsray.errors import ClusterError, ConfigError
-from efsray.store import Store
+from tests.test_cluster_sweep import make_store, point_table
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = {"timeframe": "1h", "strategy": "ma_crossover", "grid": "fast=4:12:4,slow=20:60:20"}
@@ -27,17 +27,6 @@ SWEEP = {"timeframe": "1h", "strategy": "ma_crossover", "grid": "fast=4:12:4,slo
 @pytest.fixture(scope="module")
 def market() -> dict:
     return generate_market(["A", "B", "C", "D"], timeframe="1h", bars=3000, seed=5)
-
-
-def make_store(root: Path, market: dict) -> Store:
-    store = Store(root)
-    for symbol, table in market.items():
-        store.market.write(symbol, "1h", table)
-    return store
-
-
-def point_table(points) -> dict:
-    return {(p.symbol, p.key): (dict(p.params), dict(p.metrics)) for p in points}
 
 
 def test_a_wait_that_another_task_overlaps_is_not_exposed() -> None:
