@@ -71,3 +71,12 @@ def kill_at_batch(event: str, info: Mapping[str, Any]) -> None:
     worker's committer thread while its other task computes or waits for its commits."""
     if event == "before_save" and next(_batches) == int(os.environ["EFSRAY_TEST_KILL_AT_BATCH"]):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def note_thread(event: str, info: Mapping[str, Any]) -> None:
+    """Append the name of the thread that commits each batch to <root>/../threads."""
+    if event == "before_save":
+        import threading
+
+        with open(Path(info["root"]).parent / "threads", "a") as f:
+            f.write(threading.current_thread().name + "\n")

@@ -3,6 +3,7 @@ and a worker killed at any instant loses nothing it reported done."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import pytest
 from efsray.backtest import generate_market
 from efsray.cluster.journal import SweepJournal, sweep_result_ids
 from efsray.cluster.sweep import prepare_sweep, run_sweep
-from efsray.cluster.worker import SweepWorkers, WorkerPipeline
+from efsray.cluster.worker import SweepWorker, SweepWorkers, WorkerPipeline
 from efsray.errors import ConfigError
 from tests.test_cluster_sweep import make_store, point_table
 
@@ -50,6 +51,25 @@ def test_a_wait_that_another_task_overlaps_is_not_exposed() -> None:
         threading.Event().wait(0.001)  # a wait of at least 1 ms (what is measured, not sync)
     assert exposed() >= 0.001
     pipeline.close()
+
+
+def test_a_worker_commits_on_its_committer_thread_or_in_the_caller(
+    tmp_path: Path, market: dict
+) -> None:
+    """writers=1 (the default): the worker's committer thread commits every task's batches;
+    writers=0: the task's own thread does."""
+    store = make_store(tmp_path / "s", market)
+    kwargs = {**SWEEP, "symbols": "A,B", "chunk_size": 9, "batch_size": 3,
+              "hook": "tests.sweep_hooks:note_thread"}  # fmt: skip
+    plan = prepare_sweep(str(store.root), kwargs)
+    worker = SweepWorker()
+    inline = dataclasses.replace(plan.tasks[1], writers=0)
+    outcomes = [worker.run(plan.tasks[0]), worker.run(inline)]
+    worker.close()
+    assert [o.computed for o in outcomes] == [9, 9]
+    threads = (tmp_path / "threads").read_text().split()
+    assert len(threads) == 6 and len(set(threads[:3])) == 1
+    assert threads[0].startswith("efsray-commit") and threads[3:] == ["MainThread"] * 3
 
 
 CHILD = """

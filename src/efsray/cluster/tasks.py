@@ -173,9 +173,11 @@ class _Writers:
         self._attempt = attempt
         self._hook = hook
         self._own = committer is None and spec.writers > 0
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="efsray-save") if self._own else committer
-        )
+        self._pool: ThreadPoolExecutor | None = None  # writers=0: commit in the caller
+        if self._own:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="efsray-save")
+        elif spec.writers > 0:
+            self._pool = committer
         self._futures: list[Future[list[RunInfo]]] = []
         self._pending: list[RunSpec] = []
         self._first = 0
