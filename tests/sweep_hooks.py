@@ -7,6 +7,7 @@ acts, once.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -59,3 +60,23 @@ def storage_error_once(event: str, info: Mapping[str, Any]) -> None:
     """The first attempt of one task hits a storage error (retryable); the retry works."""
     if event == "task_start" and info["attempt"] == 0 and _claim(info["root"], "eio", info):
         raise StorageError(5, "EIO on purpose (a flaky mount)", info["root"])
+
+
+_batches = itertools.count(1)  # batches this process was about to commit (over all tasks)
+
+
+def kill_at_batch(event: str, info: Mapping[str, Any]) -> None:
+    """SIGKILL this process just before it commits its Nth batch, counted over every task
+    it runs, N from the environment (EFSRAY_TEST_KILL_AT_BATCH): the kill lands on the
+    worker's committer thread while its other task computes or waits for its commits."""
+    if event == "before_save" and next(_batches) == int(os.environ["EFSRAY_TEST_KILL_AT_BATCH"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def note_thread(event: str, info: Mapping[str, Any]) -> None:
+    """Append the name of the thread that commits each batch to <root>/../threads."""
+    if event == "before_save":
+        import threading
+
+        with open(Path(info["root"]).parent / "threads", "a") as f:
+            f.write(threading.current_thread().name + "\n")

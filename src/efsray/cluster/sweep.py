@@ -7,345 +7,57 @@ paths, names and versions, read their bars from the shared volume themselves, sa
 per grid point with ``store.results`` under an id derived from the sweep and the point (see
 :mod:`efsray.cluster.journal`), and return small summaries (see :mod:`efsray.cluster.tasks`).
 
-Tasks are spread over the nodes (``SPREAD`` scheduling, at most two per CPU in flight so a
-slow node does not hoard work). A task whose worker dies is retried by Ray
-(``max_retries``), and so is one that fails with a storage error; the retry resumes: it
-saves only the points that have no result yet. A task that still fails is reported with its
-error; its points are missing from the report, never silently. ``executor="local"`` runs
-the same tasks one by one in this process, without Ray: the reference a distributed run
-must match exactly.
+Tasks run on sweep workers (:class:`efsray.cluster.worker.SweepWorker`, one Ray actor per
+CPU, spread over the nodes), two in flight each: one computes while the other's last batches
+commit, and a slow node does not hoard work. A task whose worker dies is retried by Ray
+on the restarted worker (``max_retries``), and so is one that fails with a storage error;
+the retry resumes: it saves only the points that have no result yet. A task that still
+fails is reported with its error; its points are missing from the report, never silently.
+``executor="local"`` runs the same tasks one by one in this process, without Ray: the
+reference a distributed run must match exactly.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import hashlib
 import logging
-import math
-import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import tenacity
-
-from efsray.backtest import BacktestConfig, ParamGrid, RejectedPoint, get_strategy, parse_grid
-from efsray.backtest.engine import ENGINE_VERSION
-from efsray.backtest.timeframe import parse_timeframe
-from efsray.cluster.journal import SweepJournal, canonical_json
-from efsray.cluster.tasks import PointSummary, TaskOutcome, TaskSpec, run_task
-from efsray.errors import (
-    ClusterError,
-    ConfigError,
-    DeadlineExceeded,
-    EfsrayError,
-    NotFoundError,
-    StorageError,
+from efsray.backtest import BacktestConfig, ParamGrid
+from efsray.cluster.executors import RETRYABLE, Progress, first_line, run_here, run_on_ray
+from efsray.cluster.journal import SweepJournal
+from efsray.cluster.plan import SweepPlan, plan_sweep
+from efsray.cluster.report import (
+    METRICS,
+    ParamRanking,
+    SweepReport,
+    TaskFailure,
+    process_cpu_s,
 )
+from efsray.cluster.report import _mean as _mean  # kept importable from here (tests use it)
+from efsray.cluster.worker import SweepWorkers
+from efsray.errors import ClusterError, ConfigError, EfsrayError
 from efsray.store import Store
 
 __all__ = [
     "METRICS",
+    "RETRYABLE",
     "ParamRanking",
+    "Progress",
     "SweepPlan",
     "SweepReport",
+    "SweepWorkers",
     "TaskFailure",
+    "count_attempts",
+    "near_the_store",
     "plan_sweep",
+    "prepare_sweep",
     "run_sweep",
 ]
 
 log = logging.getLogger("efsray.cluster")
-
-# metric -> True when higher is better
-METRICS: Mapping[str, bool] = {
-    "sharpe": True,
-    "sortino": True,
-    "total_return": True,
-    "annualized_return": True,
-    "max_drawdown": False,
-    "win_rate": True,
-}
-RETRYABLE = (StorageError, DeadlineExceeded)
-Progress = Callable[[int, int, int], None]  # (points done, points total, points failed)
-
-
-@dataclass(frozen=True, slots=True)
-class SweepPlan:
-    sweep_id: str
-    run_id: str
-    root: str
-    strategy: str
-    timeframe: str
-    symbols: tuple[str, ...]
-    versions: Mapping[str, int]
-    bars: Mapping[str, int]
-    points: tuple[Mapping[str, int | float], ...]
-    rejected: tuple[RejectedPoint, ...]
-    config: BacktestConfig
-    tasks: tuple[TaskSpec, ...]
-    created_at: str = ""  # recorded once per sweep (prepare_sweep): the time of its run ids
-
-    @property
-    def size(self) -> int:
-        return len(self.points) * len(self.symbols)
-
-    def definition(self) -> dict[str, Any]:
-        """What determines the results (hashed into the sweep id, stored in sweep.json)."""
-        return {
-            "engine": ENGINE_VERSION,
-            "strategy": self.strategy,
-            "timeframe": self.timeframe,
-            "config": self.config.to_dict(),
-            "market": {s: self.versions[s] for s in self.symbols},
-            "points": [dict(p) for p in self.points],
-        }
-
-    def created(self, created_at: dt.datetime) -> SweepPlan:
-        """This plan with the sweep's recorded creation time (in every task too)."""
-        stamp = created_at.isoformat()
-        tasks = tuple(dataclasses.replace(t, created_at=stamp) for t in self.tasks)
-        return dataclasses.replace(self, created_at=stamp, tasks=tasks)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskFailure:
-    task_key: str
-    symbol: str
-    points: int
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParamRanking:
-    """A parameter set's metrics averaged over the symbols it ran on."""
-
-    rank: int
-    key: str
-    params: Mapping[str, int | float]
-    symbols: int
-    sharpe: float
-    sortino: float
-    total_return: float
-    annualized_return: float
-    max_drawdown: float
-    win_rate: float
-    trades: int
-
-
-@dataclass(frozen=True, slots=True)
-class SweepReport:
-    sweep_id: str
-    run_id: str
-    root: str
-    strategy: str
-    timeframe: str
-    symbols: tuple[str, ...]
-    versions: Mapping[str, int]
-    expected_points: int
-    points: tuple[PointSummary, ...]
-    rejected: tuple[RejectedPoint, ...]
-    failures: tuple[TaskFailure, ...]
-    tasks: int
-    retried: Mapping[str, int]  # task key -> attempts, for tasks that needed more than one
-    computed: int
-    reused: int
-    nodes: Mapping[str, int]  # node id -> tasks completed there
-    read_s: float
-    compute_s: float
-    write_s: float
-    task_s: float
-    wall_s: float
-    executor: str
-    cpu_s: float = 0.0
-    outcomes: tuple[TaskOutcome, ...] = field(repr=False, default=())
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and len(self.points) == self.expected_points
-
-    def ranking(self, metric: str = "sharpe") -> list[ParamRanking]:
-        """Parameter sets ranked by ``metric`` averaged over symbols (NaN last)."""
-        higher = _check_metric(metric)
-        groups: dict[str, list[PointSummary]] = {}
-        for p in self.points:
-            groups.setdefault(p.key, []).append(p)
-        names = get_strategy(self.strategy).param_names
-        rows: list[dict[str, Any]] = []
-        for key, items in groups.items():
-            rows.append(
-                {
-                    "key": key,
-                    "params": {n: items[0].params[n] for n in names if n in items[0].params},
-                    "symbols": len(items),
-                    **{m: _mean(i.metrics.get(m) for i in items) for m in METRICS},
-                    "trades": sum(int(i.metrics.get("trades") or 0) for i in items),
-                }
-            )
-
-        def order(row: dict[str, Any]) -> tuple[int, float, str]:
-            value = row[metric]
-            if math.isnan(value):
-                return (1, 0.0, row["key"])
-            return (0, -value if higher else value, row["key"])
-
-        rows.sort(key=order)
-        return [ParamRanking(rank=i + 1, **row) for i, row in enumerate(rows)]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts and timings (no per-point data)."""
-        return {
-            "sweep_id": self.sweep_id,
-            "strategy": self.strategy,
-            "timeframe": self.timeframe,
-            "symbols": list(self.symbols),
-            "versions": dict(self.versions),
-            "points": len(self.points),
-            "expected_points": self.expected_points,
-            "computed": self.computed,
-            "reused": self.reused,
-            "rejected": len(self.rejected),
-            "tasks": self.tasks,
-            "failed_tasks": len(self.failures),
-            "retried_tasks": len(self.retried),
-            "nodes": len(self.nodes),
-            "wall_s": round(self.wall_s, 3),
-            "task_s": round(self.task_s, 3),
-            "read_share": round(self.read_s / self.task_s, 4) if self.task_s else 0.0,
-            "executor": self.executor,
-        }
-
-
-def _check_metric(metric: str) -> bool:
-    if metric not in METRICS:
-        raise ConfigError(f"cannot rank by {metric!r}; choose one of {', '.join(METRICS)}")
-    return METRICS[metric]
-
-
-def _mean(values: Any) -> float:
-    """The mean of the non-NaN values, independent of their order (``fsum`` is exact): the
-    points of a sweep arrive in whatever order its tasks finish, and a re-run must rank, and
-    train, bit for bit the same."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return math.fsum(xs) / len(xs) if xs else math.nan
-
-
-# --- planning ----------------------------------------------------------------------------------
-
-
-def _resolve_symbols(store: Store, symbols: Sequence[str] | str, timeframe: str) -> tuple[str, ...]:
-    if isinstance(symbols, str):
-        symbols = [s.strip() for s in symbols.split(",") if s.strip()]
-    symbols = list(symbols)
-    if symbols in (["all"], ["*"]):  # the only case that needs a listing
-        stored = [s for s, t in store.market.list_series() if t == timeframe]
-        if not stored:
-            raise NotFoundError(
-                f"no {timeframe} series in the store at {store.root}; ingest some with "
-                "`efsray data ingest` (or run `efsray demo`)"
-            )
-        return tuple(stored)
-    if not symbols:
-        raise ConfigError("no symbols given; pass --symbols A,B,C or --symbols all")
-    if len(set(symbols)) != len(symbols):
-        raise ConfigError(f"symbols {symbols} contain duplicates; give each symbol once")
-    return tuple(symbols)
-
-
-def plan_sweep(
-    store: Store,
-    *,
-    symbols: Sequence[str] | str,
-    timeframe: str,
-    strategy: str,
-    grid: ParamGrid | str,
-    config: BacktestConfig | None = None,
-    parallelism: int = 1,
-    chunk_size: int | None = None,
-    batch_size: int = 500,
-    run_id: str | None = None,
-    hook: str | None = None,
-) -> SweepPlan:
-    """Pin versions, expand the grid, cut tasks. Reads manifests only, never bars.
-
-    The plan's tasks have no creation time yet: :func:`prepare_sweep` records the sweep and
-    gives them the time of its result ids."""
-    if chunk_size is not None and chunk_size < 1:
-        raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    config = config or BacktestConfig()
-    tf = parse_timeframe(timeframe).name
-    strat = get_strategy(strategy)
-    grid = parse_grid(grid) if isinstance(grid, str) else grid
-    expansion = strat.expand(grid)
-    syms = _resolve_symbols(store, symbols, tf)
-    versions: dict[str, int] = {}
-    bars: dict[str, int] = {}
-    for symbol in syms:
-        try:
-            info = store.market.info(symbol, tf)
-        except NotFoundError:
-            stored = sorted({s for s, t in store.market.list_series() if t == tf})
-            raise NotFoundError(
-                f"no {tf} bars for {symbol!r} in the store at {store.root}; stored {tf} "
-                f"symbols: {', '.join(stored) if stored else 'none'}"
-            ) from None
-        if info.rows < 2:
-            raise ConfigError(f"{symbol}/{tf} has {info.rows} bars; a backtest needs at least 2")
-        versions[symbol] = info.version
-        bars[symbol] = info.rows
-    points = expansion.points
-    if chunk_size is None:
-        # Enough tasks to keep every CPU busy (x3 for balance), each big enough that reading
-        # the symbol once is a small share of its time.
-        wanted = max(len(syms), 3 * max(parallelism, 1))
-        per_symbol = max(1, math.ceil(wanted / len(syms)))
-        chunk_size = max(1, math.ceil(len(points) / per_symbol))
-    run = run_id or secrets.token_hex(6)
-    plan = SweepPlan(
-        sweep_id="",
-        run_id=run,
-        root=str(store.root.resolve()),
-        strategy=strat.name,
-        timeframe=tf,
-        symbols=syms,
-        versions=versions,
-        bars=bars,
-        points=points,
-        rejected=expansion.rejected,
-        config=config,
-        tasks=(),
-    )
-    sweep_id = "sw-" + hashlib.sha256(canonical_json(plan.definition())).hexdigest()[:20]
-    # Sweep order (the index in a result's run id): symbols sorted, then the grid's points.
-    order = {symbol: n for n, symbol in enumerate(sorted(syms))}
-    tasks = [
-        TaskSpec(
-            root=plan.root,
-            sweep_id=sweep_id,
-            run_id=run,
-            task_key=f"{symbol}.{n}",
-            symbol=symbol,
-            timeframe=tf,
-            version=versions[symbol],
-            strategy=strat.name,
-            points=tuple(dict(p) for p in points[offset : offset + chunk_size]),
-            config=config.to_dict(),
-            first_index=order[symbol] * len(points) + offset,
-            sweep_size=len(syms) * len(points),
-            batch_size=batch_size,
-            hook=hook,
-        )
-        for symbol in syms
-        for n, offset in enumerate(range(0, len(points), chunk_size))
-    ]
-    return dataclasses.replace(plan, sweep_id=sweep_id, tasks=tuple(tasks))
-
-
-# --- running -------------------------------------------------------------------------------------
 
 
 def run_sweep(
@@ -363,11 +75,14 @@ def run_sweep(
     max_parallel: int | None = None,
     progress: Progress | None = None,
     hook: str | None = None,
+    workers: SweepWorkers | None = None,
 ) -> SweepReport:
     """Run a sweep over the store at ``root``; see the module docstring.
 
     With ``executor="ray"`` Ray must already be connected (``efsray.cluster.connect``);
-    ``max_parallel`` caps the tasks running at once (default: two per CPU in flight).
+    the sweep starts one worker per CPU (``max_parallel`` caps their number), each with two
+    tasks in flight, and stops them at the end; or it runs on ``workers`` (started by the
+    caller, left running).
     ``batch_size``: results per committed batch (a segment of the results table).
     """
     if executor not in ("ray", "local"):
@@ -377,7 +92,14 @@ def run_sweep(
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise ConfigError(f"max_parallel must be an integer >= 1, got {max_parallel!r}")
     started = time.perf_counter()
-    parallelism = _cluster_cpus() if executor == "ray" else 1
+    if workers is not None and executor != "ray":
+        raise ConfigError("workers= are Ray sweep workers: pass them with executor='ray'")
+    if executor != "ray":
+        parallelism = 1
+    elif workers is not None:
+        parallelism = len(workers)
+    else:
+        parallelism = _cluster_cpus()
     if max_parallel is not None:
         parallelism = min(parallelism, max_parallel)
     plan = near_the_store(
@@ -405,10 +127,9 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        window = max_parallel if max_parallel is not None else max(2, 2 * parallelism)
-        outcomes, failures = _run_on_ray(plan, max_retries, window, progress)
+        outcomes, failures = run_on_ray(plan, max_retries, parallelism, progress, workers)
     else:
-        outcomes, failures = _run_here(plan, max_retries, progress)
+        outcomes, failures = run_here(plan, max_retries, progress)
     attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
     points = tuple(p for o in outcomes for p in o.points)
     nodes: dict[str, int] = {}
@@ -437,8 +158,10 @@ def run_sweep(
         task_s=sum(o.total_s for o in outcomes),
         wall_s=time.perf_counter() - started,
         executor=executor,
-        cpu_s=sum(o.cpu_s for o in outcomes),
+        cpu_s=process_cpu_s(outcomes),
         outcomes=tuple(outcomes),
+        exposed_write_s=sum(o.exposed_write_s for o in outcomes),
+        workers=parallelism,
     )
 
 
@@ -474,12 +197,7 @@ def near_the_store(func: Callable[..., Any], *args: Any) -> Any:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, EfsrayError):
             raise cause from None
-        raise ClusterError(f"{func.__name__} failed on the cluster: {_first(exc)}") from None
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:400] if text else type(exc).__name__
+        raise ClusterError(f"{func.__name__} failed on the cluster: {first_line(exc)}") from None
 
 
 def _cluster_cpus() -> int:
@@ -491,80 +209,3 @@ def _cluster_cpus() -> int:
             "`with efsray.cluster.connect(...)`"
         )
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
-
-def _run_here(
-    plan: SweepPlan, max_retries: int, progress: Progress | None
-) -> tuple[list[TaskOutcome], list[TaskFailure]]:
-    outcomes: list[TaskOutcome] = []
-    failures: list[TaskFailure] = []
-    done = failed = 0
-    for spec in plan.tasks:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max_retries + 1),
-            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
-            retry=tenacity.retry_if_exception_type(RETRYABLE),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
-        try:
-            outcomes.append(retrying(run_task, spec))
-            done += len(spec.points)
-        except EfsrayError as exc:  # not retryable, or retried max_retries times
-            failures.append(_failure(spec, exc))
-            failed += len(spec.points)
-        if progress:
-            progress(done, plan.size, failed)
-    return outcomes, failures
-
-
-def _log_retry(state: tenacity.RetryCallState) -> None:
-    spec = state.args[0] if state.args else None
-    error = state.outcome.exception() if state.outcome else None
-    log.warning("task %s failed (%s); retrying", getattr(spec, "task_key", "?"), error)
-
-
-def _run_on_ray(
-    plan: SweepPlan, max_retries: int, window: int, progress: Progress | None
-) -> tuple[list[TaskOutcome], list[TaskFailure]]:
-    import ray
-    from ray.exceptions import RayError
-
-    remote = ray.remote(run_task).options(
-        num_cpus=1,
-        max_retries=max_retries,
-        retry_exceptions=list(RETRYABLE),
-        scheduling_strategy="SPREAD",
-        name="efsray-backtest",
-    )
-    queue = list(plan.tasks)
-    pending: dict[Any, TaskSpec] = {}
-    outcomes: list[TaskOutcome] = []
-    failures: list[TaskFailure] = []
-    done = failed = 0
-    if progress:
-        progress(0, plan.size, 0)
-    while queue or pending:
-        while queue and len(pending) < window:
-            spec = queue.pop(0)
-            pending[remote.remote(spec)] = spec
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-        for ref in ready:
-            spec = pending.pop(ref)
-            try:
-                outcomes.append(ray.get(ref))
-                done += len(spec.points)
-            except RayError as exc:
-                failures.append(_failure(spec, exc))
-                failed += len(spec.points)
-            if progress:
-                progress(done, plan.size, failed)
-    return outcomes, failures
-
-
-def _failure(spec: TaskSpec, exc: BaseException) -> TaskFailure:
-    cause = getattr(exc, "cause", None) or exc
-    text = f"{type(cause).__name__}: {cause}".strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    log.error("task %s (%s) failed: %s", spec.task_key, spec.symbol, first)
-    return TaskFailure(spec.task_key, spec.symbol, len(spec.points), first[:500])

@@ -16,11 +16,16 @@ chosen ids are idempotent).
 
 A batch costs a handful of round trips however many runs it holds, so a task's results cost
 far less than its backtests; with ``writers`` > 0 the batches are committed on a background
-thread while the next backtests compute (the waits release the GIL).
+thread while the next backtests compute (the waits release the GIL). Run by a
+:class:`efsray.cluster.worker.SweepWorker`, that thread is the worker's and outlives the
+task: the task computes in the worker's compute slot, gives the slot up to the next task
+and only then waits for its own last commits, so they overlap the next task's work. Either
+way a task returns only once all its batches are committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib
 import sys
@@ -28,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +44,9 @@ from efsray.cluster.journal import SweepJournal, point_key, result_id, writer_in
 from efsray.errors import ConfigError, StoreFormatError
 from efsray.store import ResultStore, RunInfo, Store
 from efsray.store.results import RunSpec
+
+if TYPE_CHECKING:
+    from efsray.cluster.worker import WorkerPipeline
 
 __all__ = ["PointSummary", "TaskOutcome", "TaskSpec", "equity_table", "run_task"]
 
@@ -108,8 +116,14 @@ class TaskOutcome:
     compute_s: float
     write_s: float  # waiting for the last saves after the last backtest
     total_s: float
-    cpu_s: float = 0.0  # CPU time of this process during the task
+    # CPU time of this process during the task (a worker's two tasks in flight overlap: the
+    # report counts a worker's CPU once, from the process clock at the first start and the
+    # last end of its tasks)
+    cpu_s: float = 0.0
+    cpu_clock: tuple[float, float] = (0.0, 0.0)  # the process CPU clock at start and end
     save_s: float = 0.0  # summed time of the saves on the writer threads (overlapped)
+    # the part of write_s during which the worker computed nothing (no other task overlapped)
+    exposed_write_s: float = 0.0
 
 
 def _load_hook(name: str | None) -> Hook | None:
@@ -142,18 +156,28 @@ def equity_table(timestamps_ns: np.ndarray, values: np.ndarray, limit: int) -> p
 
 
 class _Writers:
-    """Commits batches of results, on a background thread while the caller computes."""
+    """Commits batches of results, on a background thread while the caller computes: the
+    worker's ``committer`` when given (shared with the worker's other tasks, and left
+    running), else a thread of its own."""
 
     def __init__(
-        self, results: ResultStore, spec: TaskSpec, attempt: int, hook: Hook | None
+        self,
+        results: ResultStore,
+        spec: TaskSpec,
+        attempt: int,
+        hook: Hook | None,
+        committer: ThreadPoolExecutor | None = None,
     ) -> None:
         self._results = results
         self._spec = spec
         self._attempt = attempt
         self._hook = hook
-        self._pool = (
-            ThreadPoolExecutor(1, thread_name_prefix="efsray-save") if spec.writers > 0 else None
-        )
+        self._own = committer is None and spec.writers > 0
+        self._pool: ThreadPoolExecutor | None = None  # writers=0: commit in the caller
+        if self._own:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="efsray-save")
+        elif spec.writers > 0:
+            self._pool = committer
         self._futures: list[Future[list[RunInfo]]] = []
         self._pending: list[RunSpec] = []
         self._first = 0
@@ -209,12 +233,18 @@ class _Writers:
         return [info for f in self._futures for info in f.result()]
 
     def close(self) -> None:
-        if self._pool is not None:
+        """Drop the batches not started (after a failure) and stop an own thread."""
+        for future in self._futures:
+            future.cancel()
+        if self._own and self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_task(spec: TaskSpec) -> TaskOutcome:
-    """Run one task (see the module docstring); returns small summaries and timings."""
+def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutcome:
+    """Run one task (see the module docstring); returns small summaries and timings.
+
+    With a ``pipeline`` (a :class:`efsray.cluster.worker.SweepWorker`'s), the backtests run
+    in its compute slot and the batches are committed on its committer thread."""
     started = time.perf_counter()
     cpu_started = time.process_time()
     hook = _load_hook(spec.hook)
@@ -263,7 +293,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
             },
         )
 
-    compute_s = write_s = save_s = 0.0
+    compute_s = write_s = save_s = exposed_s = 0.0
     computed: set[str] = set()
     if todo:
         t = time.perf_counter()
@@ -286,30 +316,40 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         t = time.perf_counter()
         backtester = Backtester(close, timeframe=spec.timeframe, config=config)
         compute_s += time.perf_counter() - t
-        writers = _Writers(store.results, spec, attempt, hook)
+        writers = _Writers(
+            store.results, spec, attempt, hook, pipeline.committer if pipeline else None
+        )
+        slot = pipeline.computing() if pipeline is not None else contextlib.nullcontext()
         try:
-            for i in todo:
-                t = time.perf_counter()
-                result = backtester.run(strategy, spec.points[i])
-                run = RunSpec(
-                    metrics=result.metrics.to_dict(),
-                    params=dict(result.params),
-                    equity_curve=equity_table(stamps, result.equity, spec.equity_points),
-                    data_versions=data_versions,
-                    tags={
-                        "sweep": spec.sweep_id,
-                        "symbol": spec.symbol,
-                        "timeframe": spec.timeframe,
-                        "point": keys[i],
-                    },
-                    extra=extra,
-                    run_id=ids[i],
-                )
-                compute_s += time.perf_counter() - t
-                writers.submit(spec.first_index + i, run)
+            with slot:
+                for i in todo:
+                    t = time.perf_counter()
+                    result = backtester.run(strategy, spec.points[i])
+                    run = RunSpec(
+                        metrics=result.metrics.to_dict(),
+                        params=dict(result.params),
+                        equity_curve=equity_table(stamps, result.equity, spec.equity_points),
+                        data_versions=data_versions,
+                        tags={
+                            "sweep": spec.sweep_id,
+                            "symbol": spec.symbol,
+                            "timeframe": spec.timeframe,
+                            "point": keys[i],
+                        },
+                        extra=extra,
+                        run_id=ids[i],
+                    )
+                    compute_s += time.perf_counter() - t
+                    writers.submit(spec.first_index + i, run)
+                writers.flush()  # the last batch goes to the committer before the slot is free
             t = time.perf_counter()
-            saved = writers.results()
-            write_s = time.perf_counter() - t
+            if pipeline is None:
+                saved = writers.results()
+                exposed_s = write_s = time.perf_counter() - t
+            else:
+                with pipeline.waiting() as exposed:
+                    saved = writers.results()
+                write_s, exposed_s = time.perf_counter() - t, exposed()
         finally:
             writers.close()
         save_s = writers.save_s
@@ -342,5 +382,7 @@ def run_task(spec: TaskSpec) -> TaskOutcome:
         write_s=write_s,
         total_s=time.perf_counter() - started,
         cpu_s=time.process_time() - cpu_started,
+        cpu_clock=(cpu_started, time.process_time()),
         save_s=save_s,
+        exposed_write_s=exposed_s,
     )

@@ -1,0 +1,143 @@
+"""Running a planned sweep's tasks: one by one in this process (``executor="local"``, the
+reference, retried through tenacity), or on Ray's sweep workers (two tasks in flight each,
+retried by Ray)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import tenacity
+
+from efsray.cluster.report import TaskFailure
+from efsray.cluster.tasks import TaskOutcome, TaskSpec, run_task
+from efsray.cluster.worker import IN_FLIGHT, SweepWorkers
+from efsray.errors import ClusterError, DeadlineExceeded, EfsrayError, StorageError
+
+if TYPE_CHECKING:
+    from efsray.cluster.plan import SweepPlan
+
+__all__ = ["RETRYABLE", "Progress", "first_line", "run_here", "run_on_ray"]
+
+log = logging.getLogger("efsray.cluster")
+
+RETRYABLE = (StorageError, DeadlineExceeded)
+Progress = Callable[[int, int, int], None]  # (points done, points total, points failed)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else type(exc).__name__
+
+
+def run_here(
+    plan: SweepPlan, max_retries: int, progress: Progress | None
+) -> tuple[list[TaskOutcome], list[TaskFailure]]:
+    outcomes: list[TaskOutcome] = []
+    failures: list[TaskFailure] = []
+    done = failed = 0
+    for spec in plan.tasks:
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_retries + 1),
+            wait=tenacity.wait_random_exponential(multiplier=0.05, max=2.0),
+            retry=tenacity.retry_if_exception_type(RETRYABLE),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            outcomes.append(retrying(run_task, spec))
+            done += len(spec.points)
+        except EfsrayError as exc:  # not retryable, or retried max_retries times
+            failures.append(_failure(spec, exc))
+            failed += len(spec.points)
+        if progress:
+            progress(done, plan.size, failed)
+    return outcomes, failures
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    spec = state.args[0] if state.args else None
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("task %s failed (%s); retrying", getattr(spec, "task_key", "?"), error)
+
+
+def run_on_ray(
+    plan: SweepPlan,
+    max_retries: int,
+    parallelism: int,
+    progress: Progress | None,
+    pool: SweepWorkers | None,
+) -> tuple[list[TaskOutcome], list[TaskFailure]]:
+    """Feed the sweep workers (``pool``'s, else ``parallelism`` new ones stopped at the end)
+    two tasks at a time each."""
+    import ray
+    from ray.exceptions import RayActorError, RayError
+
+    own = pool is None
+    if pool is None:
+        pool = SweepWorkers(parallelism)
+    workers = pool.handles[:parallelism]
+    load = [0] * len(workers)
+    alive = set(range(len(workers)))
+    queue = list(plan.tasks)
+    moved: dict[str, int] = {}  # task key -> times moved off a worker that is gone for good
+    pending: dict[Any, tuple[TaskSpec, int]] = {}
+    outcomes: list[TaskOutcome] = []
+    failures: list[TaskFailure] = []
+    done = failed = 0
+    if progress:
+        progress(0, plan.size, 0)
+    try:
+        while queue or pending:
+            while queue and alive:
+                w = min(alive, key=lambda i: (load[i], i))  # the least busy worker
+                if load[w] >= IN_FLIGHT:
+                    break
+                spec = queue.pop(0)
+                call = workers[w].run.options(
+                    max_task_retries=max_retries,
+                    retry_exceptions=list(RETRYABLE),
+                    name=f"efsray-backtest {spec.task_key}",
+                )
+                pending[call.remote(spec)] = (spec, w)
+                load[w] += 1
+            if not pending:  # every worker is gone: what is left fails
+                for spec in queue:
+                    failures.append(_failure(spec, ClusterError("no sweep worker is left")))
+                    failed += len(spec.points)
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                spec, w = pending.pop(ref)
+                load[w] -= 1
+                try:
+                    outcomes.append(ray.get(ref))
+                    done += len(spec.points)
+                except RayActorError as exc:  # the worker is gone for good (not restartable)
+                    alive.discard(w)
+                    moved[spec.task_key] = moved.get(spec.task_key, 0) + 1
+                    if alive and moved[spec.task_key] <= max_retries:
+                        log.warning("worker of task %s is gone (%s); moving it", spec.task_key,
+                                    first_line(exc))  # fmt: skip
+                        queue.insert(0, spec)
+                        continue
+                    failures.append(_failure(spec, exc))
+                    failed += len(spec.points)
+                except RayError as exc:
+                    failures.append(_failure(spec, exc))
+                    failed += len(spec.points)
+                if progress:
+                    progress(done, plan.size, failed)
+    finally:
+        if own:  # every task has returned: nothing is left to commit
+            pool.close()
+    return outcomes, failures
+
+
+def _failure(spec: TaskSpec, exc: BaseException) -> TaskFailure:
+    cause = getattr(exc, "cause", None) or exc
+    text = f"{type(cause).__name__}: {cause}".strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    log.error("task %s (%s) failed: %s", spec.task_key, spec.symbol, first)
+    return TaskFailure(spec.task_key, spec.symbol, len(spec.points), first[:500])
