@@ -98,7 +98,7 @@ def demo_cmd(
 
     reports: list[SweepReport] = []
 
-    def sweeps(executor: str) -> None:
+    def sweeps(executor: str, workers: Any = None) -> None:
         for strategy, grid in DEMO_GRIDS.items():
             reports.append(
                 sweep_with_progress(
@@ -109,6 +109,7 @@ def demo_cmd(
                     timeframe=timeframe,
                     strategy=strategy,
                     grid=grid,
+                    workers=workers,
                 )
             )
 
@@ -119,7 +120,10 @@ def demo_cmd(
 
         with connect(settings, address=address, num_cpus=num_cpus) as cluster:
             say(f"Ray {cluster.mode}: {cluster.nodes} node(s), {cluster.cpus:g} CPUs")
-            sweeps("ray")
+            from efsray.cluster.worker import SweepWorkers
+
+            with SweepWorkers() as workers:  # one pool for the three sweeps
+                sweeps("ray", workers)
 
     checkpoints = _train(path, reports)
     health = _health(path)
