@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,9 @@ class Footer:
 
     metadata: pq.FileMetaData
     names: tuple[str, ...]
+    # (start, stop) of every column chunk, by row group then column (taken from the
+    # metadata once: its Python accessors cost ~0.5 ms a segment on every query)
+    chunks: tuple[tuple[tuple[int, int], ...], ...] = ()
 
     def groups_holding(self, run_ids: Sequence[str]) -> list[int]:
         return groups_holding(self.metadata, self.names, run_ids)
@@ -65,16 +68,7 @@ class Footer:
     def ranges(self, groups: Sequence[int], columns: Sequence[str]) -> list[tuple[int, int]]:
         """(offset, length) of the wanted column chunks, neighbours merged."""
         indexes = [self.names.index(c) for c in columns]
-        spans = []
-        for g in groups:
-            group = self.metadata.row_group(g)
-            for i in indexes:
-                chunk = group.column(i)
-                start = chunk.data_page_offset
-                if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
-                    start = chunk.dictionary_page_offset
-                spans.append((start, start + chunk.total_compressed_size))
-        spans.sort()
+        spans = sorted(self.chunks[g][i] for g in groups for i in indexes)
         merged: list[list[int]] = []
         for start, stop in spans:
             if merged and start - merged[-1][1] <= COALESCE_GAP:
@@ -122,7 +116,20 @@ def _parse_footer(raw: bytes, what: str) -> Footer:
         raise CorruptionError(
             f"{what}: its footer is unreadable ({exc}); restore it from a backup"
         ) from None
-    return Footer(metadata, names)
+    return Footer(metadata, names, tuple(_chunks(metadata, len(names))))
+
+
+def _chunks(metadata: pq.FileMetaData, columns: int) -> Iterator[tuple[tuple[int, int], ...]]:
+    for g in range(metadata.num_row_groups):
+        group = metadata.row_group(g)
+        spans = []
+        for i in range(columns):
+            chunk = group.column(i)
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
+                start = chunk.dictionary_page_offset
+            spans.append((start, start + chunk.total_compressed_size))
+        yield tuple(spans)
 
 
 def _plan(

@@ -262,16 +262,18 @@ class ResultStore:
         )  # fmt: skip
 
     def _locate(
-        self, run_id: str, strategy: str | None
+        self, run_id: str, strategy: str | None, *, tables: bool = False
     ) -> tuple[ResultTable, dict[str, Any]] | tuple[None, str]:
-        """(table, stored row) or (None, strategy) for a run in the legacy layout."""
+        """(table, stored row) or (None, strategy) for a run in the legacy layout; with
+        ``tables``, the row carries its tables' bytes where the run index could read them
+        in the same open (:meth:`ResultTable.rows`)."""
         check_id(run_id)
         names = [validate_name("strategy id", strategy)] if strategy else self.strategies()
         found: list[tuple[ResultTable, dict[str, Any]] | tuple[None, str]] = []
         for name in names:
             table = self.table(name)
             manifest = table.manifest()
-            row = table.rows(manifest, [run_id]).get(run_id) if manifest else None
+            row = table.rows(manifest, [run_id], tables=tables).get(run_id) if manifest else None
             if row is not None:
                 found.append((table, row))
             elif self._has_legacy(name) and (
@@ -299,7 +301,7 @@ class ResultStore:
 
     def load(self, run_id: str, *, strategy: str | None = None) -> BacktestRun:
         """A whole run: its info and its tables as pandas DataFrames, checksums verified."""
-        table, row = self._locate(run_id, strategy)
+        table, row = self._locate(run_id, strategy, tables=True)
         if table is None:
             return self.legacy.load(run_id, strategy=str(row))
         assert isinstance(row, dict)
