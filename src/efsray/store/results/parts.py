@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from efsray.errors import CorruptionError
 from efsray.store.hashing import check, split_digest
 from efsray.store.nfs import PositionalReader, reading
-from efsray.store.results.format import groups_holding
+from efsray.store.results.format import DICTIONARY_COLUMNS, groups_holding
 from efsray.store.results.manifest import SegmentEntry
 from efsray.store.results.records import digest
 
@@ -190,5 +190,6 @@ def read_part(
     source = pq.ParquetFile(
         pa.BufferReader(pa.py_buffer(buffer)), metadata=footer.metadata,
         page_checksum_verification=True, pre_buffer=False,  # in memory already
+        read_dictionary=DICTIONARY_COLUMNS,  # see decode_rows: plain again after the filter
     )  # fmt: skip
     return source, groups, wanted
