@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from efsray.errors import CorruptionError, InvalidDataError
+from efsray.errors import CorruptionError, InvalidDataError, NotFoundError
 from efsray.store import Store
 from efsray.store.nfs import _with_checksum
 from efsray.store.results.index import BLOCK_RUNS, FENCES
@@ -117,3 +117,22 @@ def test_segments_without_an_index_load_retry_and_merge(store: Store) -> None:
             assert (run.info.metrics["batch"], run.info.metrics["i"]) == (b, i)
             assert run.equity_curve["equity"].iloc[-1] == pytest.approx(1.0 + i / 100)
     assert len(fresh.query("sweep")) == 160
+
+
+def test_a_load_by_id_finds_runs_committed_since_and_merged_away(store: Store) -> None:
+    """A load asks the manifest this process knows first: a run committed since by another
+    writer, or a run whose segment a merge and a vacuum removed since, is found in the
+    latest version all the same."""
+    reader = Store(store.root).results
+    for b in range(4):
+        store.results.save_batch("sweep", rw.batch_runs(b, 20))
+        assert reader.load(rw.run_id(b, 3), strategy="sweep").info.metrics["batch"] == b
+    assert store.results.merge("sweep") == 1
+    assert store.results.vacuum("sweep", grace=0)[0] > 0  # the inputs' files are gone
+    for b in range(4):
+        run = reader.load(rw.run_id(b, 5), strategy="sweep")
+        assert (run.info.metrics["batch"], run.info.metrics["i"]) == (b, 5)
+    store.results.save_batch("sweep", rw.batch_runs(4, 20))
+    assert reader.info(rw.run_id(4, 19), strategy="sweep").metrics["i"] == 19
+    with pytest.raises(NotFoundError):
+        reader.info(rw.run_id(5, 0), strategy="sweep")

@@ -272,8 +272,7 @@ class ResultStore:
         found: list[tuple[ResultTable, dict[str, Any]] | tuple[None, str]] = []
         for name in names:
             table = self.table(name)
-            manifest = table.manifest()
-            row = table.rows(manifest, [run_id], tables=tables).get(run_id) if manifest else None
+            row = table.find(run_id, tables=tables)
             if row is not None:
                 found.append((table, row))
             elif self._has_legacy(name) and (

@@ -94,6 +94,7 @@ class ResultTable:
         self.data = directory / "data"
         self.algorithm = algorithm
         self.log = VersionLog(directory, f"results table {strategy}", cache)
+        self._cache = cache
         self._made = False
 
     # --- manifests -------------------------------------------------------------------------
@@ -109,6 +110,32 @@ class ResultTable:
             return self.parse_manifest(version, self.log.read(version))
         found = self.log.latest()
         return None if found is None else self.parse_manifest(*found)
+
+    def known_manifest(self) -> TableManifest | None:
+        """The newest manifest this process has read or committed, without asking the
+        filesystem for a newer one (None if it knows none)."""
+        version = self._cache.newest(self.directory)
+        body = self._cache.get(self.directory, version) if version else None
+        return None if body is None else self.parse_manifest(version, body)
+
+    def find(self, run_id: str, *, tables: bool = False) -> dict[str, Any] | None:
+        """The stored row of ``run_id`` (see :meth:`rows`), or None. A run never changes once
+        committed, so the newest manifest this process knows answers first, without the
+        round trips that look for a newer version; only a run it does not hold (or whose
+        files a vacuum removed since) is looked up in the latest version."""
+        known = self.known_manifest()
+        failed = False
+        if known is not None:
+            try:
+                row = self.rows(known, [run_id], tables=tables).get(run_id)
+            except CorruptionError:  # files gone with a vacuumed version: ask the latest
+                row, failed = None, True  # (real damage raises there, if it names them)
+            if row is not None:
+                return row
+        latest = self.manifest()
+        if latest is None or (known is not None and latest.version == known.version and not failed):
+            return None
+        return self.rows(latest, [run_id], tables=tables).get(run_id)
 
     # --- reading ----------------------------------------------------------------------------
 
