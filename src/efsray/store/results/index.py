@@ -201,8 +201,7 @@ def read_index_rows(
     committed as ``name`` with ``file_digest``) holds, by run id; with ``tables``, also the
     bytes of every table those rows name, by ``run_id/table`` (read in the same open,
     unverified: the caller checks each against its row's digest). One open; one read for
-    the fence unless cached; one read per block (neighbours coalesced); one per run's
-    tables unless they follow the block closely."""
+    the fence unless cached; one read per run of adjacent blocks; one per run's tables."""
     what = f"run index of sidecar {path}"
     key = (name, file_digest)
     wanted = set(run_ids)
@@ -221,13 +220,16 @@ def read_index_rows(
                 fence = _parse_fence(_decompress(packed, ref.raw_bytes, what), what)
                 FENCES.put(key, fence)
             found: dict[str, dict[str, Any]] = {}
-            for block in fence.holding(wanted):
-                packed = file.pread(block.offset, block.bytes)
-                _verified(packed, block.bytes, block.digest, f"{what} (block {block.first})",
-                          path)  # fmt: skip
-                for row in _parse_block(_decompress(packed, block.raw_bytes, what), what):
-                    if row.get("run_id") in wanted:
-                        found[str(row["run_id"])] = row
+            for run in _adjacent(fence.holding(wanted)):  # one read per run of blocks
+                start = run[0].offset
+                chunk = file.pread(start, run[-1].offset + run[-1].bytes - start)
+                for block in run:
+                    packed = chunk[block.offset - start : block.offset - start + block.bytes]
+                    _verified(packed, block.bytes, block.digest,
+                              f"{what} (block {block.first})", path)  # fmt: skip
+                    for row in _parse_block(_decompress(packed, block.raw_bytes, what), what):
+                        if row.get("run_id") in wanted:
+                            found[str(row["run_id"])] = row
             data: dict[str, bytes] = {}
             if tables:
                 for run_id, row in found.items():
@@ -235,6 +237,17 @@ def read_index_rows(
             return found, data
 
     return reading(path, once)
+
+
+def _adjacent(blocks: list[Block]) -> list[list[Block]]:
+    """``blocks`` (in file order) in runs of blocks that follow each other in the file."""
+    runs: list[list[Block]] = []
+    for block in blocks:
+        if runs and runs[-1][-1].offset + runs[-1][-1].bytes == block.offset:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    return runs
 
 
 def _parse_block(raw: bytes, what: str) -> list[dict[str, Any]]:
