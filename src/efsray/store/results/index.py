@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ import pyarrow as pa
 from efsray.errors import CorruptionError
 from efsray.store.hashing import check, split_digest
 from efsray.store.nfs import PositionalReader, reading
+from efsray.store.results.cache import PartCache
 from efsray.store.results.records import TABLES, digest
 
 __all__ = ["BLOCK_RUNS", "FENCES", "Fence", "IndexRef", "encode_index", "read_index_rows"]
@@ -94,31 +93,11 @@ class Fence:
         return [found[i] for i in sorted(found)]
 
 
-class FenceCache:
-    """Parsed fences by (sidecar name, digest), least recently used dropped first."""
+class FenceCache(PartCache[Fence]):
+    """Parsed fences by (file name, digest)."""
 
     def __init__(self, size: int = 1024) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[str, str], Fence] = OrderedDict()
-        self._size = size
-
-    def get(self, key: tuple[str, str]) -> Fence | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], fence: Fence) -> None:
-        with self._lock:
-            self._items[key] = fence
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        super().__init__(size)
 
 
 FENCES = FenceCache()

@@ -22,8 +22,6 @@ Segments without a footer entry (written before it) are read whole and verified 
 from __future__ import annotations
 
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import pyarrow.parquet as pq
 from efsray.errors import CorruptionError
 from efsray.store.hashing import check, split_digest
 from efsray.store.nfs import PositionalReader, reading
+from efsray.store.results.cache import PartCache
 from efsray.store.results.format import DICTIONARY_COLUMNS, groups_holding
 from efsray.store.results.manifest import SegmentEntry
 from efsray.store.results.records import digest
@@ -78,31 +77,11 @@ class Footer:
         return [(a, b - a) for a, b in merged]
 
 
-class FooterCache:
-    """Parsed footers by (segment name, digest): segments never change once committed."""
+class FooterCache(PartCache[Footer]):
+    """Parsed footers by (file name, digest)."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[str, str], Footer] = OrderedDict()
-        self._size = size
-
-    def get(self, key: tuple[str, str]) -> Footer | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple[str, str], footer: Footer) -> None:
-        with self._lock:
-            self._items[key] = footer
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        super().__init__(size)
 
 
 FOOTERS = FooterCache()
