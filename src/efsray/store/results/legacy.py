@@ -297,28 +297,10 @@ class LegacyRuns:
             if tags and any(record.get("tags", {}).get(k) != v for k, v in tags.items()):
                 continue
             rows.append(_row(record, metrics))
+        from efsray.store.results.query import assemble
+
         frame = pd.DataFrame(rows)
-        if frame.empty:
-            frame = pd.DataFrame(columns=["run_id", "strategy", "created_at", "writer"])
-        else:
-            frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True, format="ISO8601")
-        if sort_by is not None:
-            column = sort_by if sort_by in frame.columns else f"metrics.{sort_by}"
-            if column not in frame.columns and not frame.empty:
-                raise InvalidDataError(f"cannot sort by {sort_by!r}: no such column or metric")
-            if column in frame.columns:
-                frame = frame.sort_values(
-                    column, ascending=ascending, na_position="last", kind="stable"
-                )
-        else:
-            frame = (
-                frame.sort_values(["created_at", "run_id"], kind="stable")
-                if not frame.empty
-                else frame
-            )
-        if limit is not None:
-            frame = frame.head(limit)
-        return frame.reset_index(drop=True)
+        return assemble([frame], sort_by, ascending=ascending, limit=limit, columns=None)
 
     # --- retention -----------------------------------------------------------------------
 
