@@ -175,9 +175,10 @@ def _chunk(segment: Path, column: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("where", ["metric", "record", "footer", "last"])
 def test_a_flipped_byte_that_a_read_uses_is_a_corruption_error(store: Store, where: str) -> None:
-    """A query reads the filter's and the asked columns' chunks, a load by id the record's,
-    both the footer: a flipped byte in what they read fails its page CRC or the footer's
-    digest in the manifest."""
+    """A query reads the filter's and the asked columns' chunks, the connector's sync
+    (``iter_infos``) the records', both the footer: a flipped byte in what they read fails
+    its page CRC or the footer's digest in the manifest. (A load by id reads the sidecar's
+    run index, not the segment: see the next tests.)"""
     store.results.save_batch("sweep", rw.batch_runs(0, 30))
     [segment] = store.results.files("sweep")
     size = segment.stat().st_size
@@ -191,7 +192,8 @@ def test_a_flipped_byte_that_a_read_uses_is_a_corruption_error(store: Store, whe
             fresh.results.query("sweep", where=["sharpe>=0"], columns=["sharpe"])
     if where != "metric":
         with pytest.raises(CorruptionError, match="checksum"):
-            fresh.results.load(rw.run_id(0, 3), strategy="sweep")
+            list(Store(store.root).results.iter_infos())
+    assert fresh.results.load(rw.run_id(0, 3), strategy="sweep").info.run_id == rw.run_id(0, 3)
     segment.write_bytes(original)
     assert len(Store(store.root).results.query("sweep")) == 30
 

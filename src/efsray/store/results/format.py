@@ -11,9 +11,11 @@ by run id, with the columns:
 - ``record``: the run's whole JSON record, from which ``info`` and ``load`` rebuild it exactly;
 - ``table.<name>.offset|bytes|rows|digest``: where the run's table is in the sidecar.
 
-The sidecar is the concatenation of the runs' tables, each an Arrow IPC stream (LZ4): loading
-one run reads its byte range only, and checks that range's xxh3 digest. Every file's size and
-digest are in the manifest and checked when the file is read whole.
+The sidecar is the concatenation of the runs' tables, each an Arrow IPC stream (LZ4), a run's
+tables side by side, then the segment's run index (:mod:`efsray.store.results.index`):
+loading one run reads its index block and its tables' byte range only, and checks their
+digests. Every file's size and digest are in the manifest and checked when the file is read
+whole.
 
 DuckDB, polars and pyarrow read segments as they are: ``ResultStore.files`` lists exactly the
 segments of a version.
@@ -36,6 +38,7 @@ from efsray.store.ids import id_time
 from efsray.store.results.records import TABLES, decode_fields, digest
 
 __all__ = [
+    "DICTIONARY_COLUMNS",
     "ROW_GROUP_ROWS",
     "Encoded",
     "Mask",
@@ -51,8 +54,14 @@ __all__ = [
     "query_columns",
 ]
 
-ROW_GROUP_ROWS = 2048
+# a segment is one row group (merges stop at 32,768 rows): a query reads each segment's
+# wanted column chunks as one byte range; loads by id read the run index, not row groups
+# (segments written before it have row groups of 2,048 runs, read as they are)
+ROW_GROUP_ROWS = 32_768
 _UTC_MS = pa.timestamp("ms", tz="UTC")
+# read as Arrow dictionaries by ranged reads (one writer per batch: decoding its 16,000
+# copies of one string was a fifth of a query's decode time), made plain after the filter
+DICTIONARY_COLUMNS = ("writer",)
 _IPC = pa.ipc.IpcWriteOptions(compression="lz4")
 _TABLE_COLUMNS = ("offset", "bytes", "rows", "digest")
 
@@ -140,25 +149,23 @@ def encode_batch(runs: Sequence[PreparedRun], writer: str) -> Encoded:
     )
     parts: list[bytes] = []
     offset = 0
-    for name in TABLES:
-        if not any(name in r.tables for r in runs):
-            continue
-        cells: dict[str, list[Any]] = {c: [] for c in _TABLE_COLUMNS}
-        for run in runs:
+    names = [n for n in TABLES if any(n in r.tables for r in runs)]
+    cells: dict[tuple[str, str], list[Any]] = {(n, c): [] for n in names for c in _TABLE_COLUMNS}
+    for run in runs:  # a run's tables side by side: a load by id reads them in one range
+        for name in names:
             if name not in run.tables:
                 for c in _TABLE_COLUMNS:
-                    cells[c].append(None)
+                    cells[name, c].append(None)
                 continue
             data, rows, dig = run.tables[name]
-            cells["offset"].append(offset)
-            cells["bytes"].append(len(data))
-            cells["rows"].append(rows)
-            cells["digest"].append(dig)
+            for c, value in zip(_TABLE_COLUMNS, (offset, len(data), rows, dig), strict=True):
+                cells[name, c].append(value)
             parts.append(data)
             offset += len(data)
+    for name in names:
         for c in _TABLE_COLUMNS:
             kind = pa.string() if c == "digest" else pa.int64()
-            columns[f"table.{name}.{c}"] = pa.array(cells[c], kind)
+            columns[f"table.{name}.{c}"] = pa.array(cells[name, c], kind)
     table = pa.table(columns)
     return Encoded(_parquet(table), b"".join(parts), table)
 
@@ -172,8 +179,26 @@ def _parquet(table: pa.Table) -> bytes:
     pq.write_table(
         table, sink, compression={n: _codec(n) for n in table.column_names},
         row_group_size=ROW_GROUP_ROWS, write_statistics=stats, write_page_checksum=True,
+        use_dictionary=[n for n in table.column_names if _repetitive(n)],
+        column_encoding={n: e for n, e in _ENCODINGS.items() if n in table.column_names},
     )  # fmt: skip
     return bytes(sink.getvalue().to_pybytes())
+
+
+# sorted ids share their time prefix, times grow by a few ms: on a segment of 16,000 runs,
+# run_id 330 -> 274 KB and created_at 64 KB -> 108 bytes, decoded 0.28 -> 0.04 ms
+# (run_id as fast as before); DuckDB, polars and pyarrow read both encodings
+_ENCODINGS = {"run_id": "DELTA_BYTE_ARRAY", "created_at": "DELTA_BINARY_PACKED"}
+
+
+def _repetitive(column: str) -> bool:
+    """Columns whose values repeat (writers, parameters, tags, table names) get a
+    dictionary; ids, times, metrics and offsets are unique per run, where a dictionary only
+    costs: on a segment of 16,000 runs, decoding 8 query columns took 1.8 ms without their
+    dictionaries against 2.7 ms with (and the file was 8% smaller)."""
+    return column in ("writer", "data_versions", "tables") or column.startswith(
+        ("params.", "tags.")
+    )
 
 
 def _codec(column: str) -> str:
@@ -259,9 +284,19 @@ def decode_rows(
             table = source.read(columns=wanted, use_threads=False)
         else:
             table = source.read_row_groups(groups, columns=wanted, use_threads=False)
-        return table if filters is None else table.filter(filters(table))
+        table = table if filters is None else table.filter(filters(table))
+        return _plain(table)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CorruptionError(f"{what} is unreadable: {exc}; restore it from a backup") from None
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """``table`` with its dictionary columns (``DICTIONARY_COLUMNS``, read as dictionaries)
+    as plain values: cast after the filter, only the matching rows' values are made."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
 
 
 def _groups_holding(source: pq.ParquetFile, run_ids: Sequence[str]) -> list[int]:

@@ -29,13 +29,15 @@ from efsray.store.results.legacy import (
     MAX_RUN_JSON_BYTES,
     LegacyRuns,
     _check_id,
+    log,
+)
+from efsray.store.results.legacy_files import (
     _decode_table,
     _digest,
     _read_record,
     _run_info,
     _table_bytes,
     _unlink_all,
-    log,
 )
 from efsray.store.results.records import RunInfo, RunSpec, make_record
 from efsray.store.results.records import comparable as _comparable

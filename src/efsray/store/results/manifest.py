@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from efsray.errors import CorruptionError
+from efsray.store.results.index import IndexRef
 
 __all__ = ["FORMAT", "SegmentEntry", "SidecarEntry", "TableManifest"]
 
@@ -25,18 +26,30 @@ FORMAT = "efsray-results-table/1"
 
 @dataclass(frozen=True, slots=True)
 class SidecarEntry:
-    """A file of concatenated Arrow IPC streams (one per stored table of a run)."""
+    """A file of concatenated Arrow IPC streams (one per stored table of a run), then (from
+    efsray's run index on) the segment's run index, whose fence ``index`` locates."""
 
     name: str
     bytes: int
     digest: str
+    index: IndexRef | None = None  # None: written before the run index
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "bytes": self.bytes, "digest": self.digest}
+        out: dict[str, Any] = {"name": self.name, "bytes": self.bytes, "digest": self.digest}
+        if self.index is not None:
+            out["index"] = self.index.to_json()
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> SidecarEntry:
-        return cls(str(d["name"]), int(d["bytes"]), str(d["digest"]))
+        index = d.get("index")
+        return cls(str(d["name"]), int(d["bytes"]), str(d["digest"]),
+                   None if index is None else IndexRef.from_json(index))  # fmt: skip
+
+    @property
+    def tables_bytes(self) -> int:
+        """The bytes of the runs' tables (what precedes the run index)."""
+        return self.bytes if self.index is None else self.index.start
 
 
 @dataclass(frozen=True, slots=True)

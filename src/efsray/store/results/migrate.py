@@ -23,7 +23,7 @@ from efsray.errors import CorruptionError, InvalidDataError, NotFoundError
 from efsray.store import jsonsafe
 from efsray.store.nfs import remove_empty_dir
 from efsray.store.results.format import PreparedRun, encode_table
-from efsray.store.results.legacy import (
+from efsray.store.results.legacy_files import (
     _decode_table,
     _read_record,
     _remove_empty_dirs,

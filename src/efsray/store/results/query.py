@@ -15,12 +15,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from efsray.errors import InvalidDataError
 from efsray.store.nfs import io_pool
 from efsray.store.results.manifest import SegmentEntry
 from efsray.store.results.table import ResultTable
 from efsray.store.results.where import Filter
 
-__all__ = ["BASE_COLUMNS", "select", "table_frames"]
+__all__ = ["BASE_COLUMNS", "assemble", "select", "table_frames"]
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
 HIDDEN = ("record",)  # columns a query never returns (``info`` and ``load`` decode them)
@@ -86,6 +87,48 @@ def table_frames(
     with contextlib.suppress(pa.ArrowInvalid, pa.ArrowTypeError):
         parts = [pa.concat_tables(parts, promote_options="permissive")]
     return [_frame(t, strategy, tags) for t in parts]
+
+
+def assemble(
+    frames: list[Any],
+    order: str | None,
+    *,
+    ascending: bool,
+    limit: int | None,
+    columns: Sequence[str] | None,
+) -> Any:
+    """One DataFrame of a query's frames (table and legacy runs): a run in both once,
+    ``created_at`` as UTC datetimes, sorted by ``order`` (a column or a metric name) or by
+    time, cut to ``limit`` rows and to ``columns``."""
+    import pandas as pd
+
+    frames = [f for f in frames if not f.empty]
+    if frames:
+        frame = pd.concat(frames, ignore_index=True, sort=False)
+        if not isinstance(frame["created_at"].dtype, pd.DatetimeTZDtype):  # legacy text
+            frame["created_at"] = pd.to_datetime(
+                frame["created_at"], utc=True, format="ISO8601"
+            )  # (on datetimes already, it costs ~2 us a row: 2 s for a million runs)
+        if len(frames) > 1:
+            frame = frame.drop_duplicates("run_id", keep="first")
+    else:
+        frame = pd.DataFrame({c: pd.Series(dtype=object) for c in BASE_COLUMNS})
+    if order is not None:
+        column = order if order in frame.columns else f"metrics.{order}"
+        if column not in frame.columns and not frame.empty:
+            raise InvalidDataError(f"cannot sort by {order!r}: no such column or metric")
+        if column in frame.columns:
+            frame = frame.sort_values(
+                [column, "run_id"], ascending=[ascending, True], na_position="last",
+                kind="stable",
+            )  # fmt: skip
+    elif not frame.empty:
+        frame = frame.sort_values(["created_at", "run_id"], kind="stable")
+    if limit is not None:
+        frame = frame.head(limit)
+    if columns is not None:
+        frame = frame[[c for c in select(columns, frame.columns) if c in frame.columns]]
+    return frame.reset_index(drop=True)
 
 
 def _frame(rows: pa.Table, strategy: str, tags: Mapping[str, Any] | None) -> Any:

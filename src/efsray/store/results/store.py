@@ -25,7 +25,7 @@ from efsray.store.nfs import ManifestCache, kind_of, list_subdirs
 from efsray.store.results.format import PreparedRun, encode_table
 from efsray.store.results.legacy import INLINE_MAX_BYTES
 from efsray.store.results.legacy_write import LegacyWriter
-from efsray.store.results.query import BASE_COLUMNS, select, table_frames
+from efsray.store.results.query import assemble, table_frames
 from efsray.store.results.records import (
     BacktestRun,
     RunInfo,
@@ -262,16 +262,17 @@ class ResultStore:
         )  # fmt: skip
 
     def _locate(
-        self, run_id: str, strategy: str | None
+        self, run_id: str, strategy: str | None, *, tables: bool = False
     ) -> tuple[ResultTable, dict[str, Any]] | tuple[None, str]:
-        """(table, stored row) or (None, strategy) for a run in the legacy layout."""
+        """(table, stored row) or (None, strategy) for a run in the legacy layout; with
+        ``tables``, the row carries its tables' bytes where the run index could read them
+        in the same open (:meth:`ResultTable.rows`)."""
         check_id(run_id)
         names = [validate_name("strategy id", strategy)] if strategy else self.strategies()
         found: list[tuple[ResultTable, dict[str, Any]] | tuple[None, str]] = []
         for name in names:
             table = self.table(name)
-            manifest = table.manifest()
-            row = table.rows(manifest, [run_id]).get(run_id) if manifest else None
+            row = table.find(run_id, tables=tables)
             if row is not None:
                 found.append((table, row))
             elif self._has_legacy(name) and (
@@ -299,7 +300,7 @@ class ResultStore:
 
     def load(self, run_id: str, *, strategy: str | None = None) -> BacktestRun:
         """A whole run: its info and its tables as pandas DataFrames, checksums verified."""
-        table, row = self._locate(run_id, strategy)
+        table, row = self._locate(run_id, strategy, tables=True)
         if table is None:
             return self.legacy.load(run_id, strategy=str(row))
         assert isinstance(row, dict)
@@ -356,7 +357,6 @@ class ResultStore:
         rows (a non-negative integer). ``version``: the table's version to read (with
         ``strategy``; legacy runs have no versions and are left out).
         """
-        import pandas as pd
 
         filters = parse_filters(where)
         lo, hi = _to_dt(since, "since"), _to_dt(until, "until")
@@ -380,33 +380,7 @@ class ResultStore:
                 )  # fmt: skip
                 if not legacy.empty:
                     frames.append(legacy)
-        frames = [f for f in frames if not f.empty]
-        if frames:
-            frame = pd.concat(frames, ignore_index=True, sort=False)
-            if not isinstance(frame["created_at"].dtype, pd.DatetimeTZDtype):  # legacy text
-                frame["created_at"] = pd.to_datetime(
-                    frame["created_at"], utc=True, format="ISO8601"
-                )  # (on datetimes already, it costs ~2 us a row: 2 s for a million runs)
-            if len(frames) > 1:
-                frame = frame.drop_duplicates("run_id", keep="first")
-        else:
-            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in BASE_COLUMNS})
-        if order is not None:
-            column = order if order in frame.columns else f"metrics.{order}"
-            if column not in frame.columns and not frame.empty:
-                raise InvalidDataError(f"cannot sort by {order!r}: no such column or metric")
-            if column in frame.columns:
-                frame = frame.sort_values(
-                    [column, "run_id"], ascending=[ascending, True], na_position="last",
-                    kind="stable",
-                )  # fmt: skip
-        elif not frame.empty:
-            frame = frame.sort_values(["created_at", "run_id"], kind="stable")
-        if limit is not None:
-            frame = frame.head(limit)
-        if columns is not None:
-            frame = frame[[c for c in select(columns, frame.columns) if c in frame.columns]]
-        return frame.reset_index(drop=True)
+        return assemble(frames, order, ascending=ascending, limit=limit, columns=columns)
 
     def run_files(
         self, strategy: str | None = None, *, since: Any = None, until: Any = None

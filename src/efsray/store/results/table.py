@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import pyarrow as pa
 
 from efsray.errors import CorruptionError, InvalidDataError
 from efsray.store.hashing import check, split_digest
+from efsray.store.ids import id_time
 from efsray.store.merging import find_run
 from efsray.store.nfs import (
     BackgroundSyncs,
@@ -59,6 +61,7 @@ from efsray.store.results.format import (
     metric_ranges,
     query_columns,
 )
+from efsray.store.results.index import encode_index, read_index_rows
 from efsray.store.results.manifest import SegmentEntry, SidecarEntry, TableManifest
 from efsray.store.results.parts import footer_of, read_part
 from efsray.store.results.records import TABLES, comparable, digest
@@ -68,6 +71,7 @@ __all__ = ["MAX_SEGMENT_ROWS", "MERGE_FACTOR", "ResultTable"]
 log = logging.getLogger("efsray.store")
 
 MERGE_FACTOR = 4
+_PARSED = 4  # parsed manifests kept per table
 MAX_SEGMENT_ROWS = 32_768
 HOST = socket.gethostname().split(".")[0][:32] or "host"
 ROW_COLUMNS = (
@@ -92,14 +96,27 @@ class ResultTable:
         self.data = directory / "data"
         self.algorithm = algorithm
         self.log = VersionLog(directory, f"results table {strategy}", cache)
+        self._cache = cache
+        self._parsed: dict[int, TableManifest] = {}
+        self._parsed_lock = threading.Lock()
         self._made = False
 
     # --- manifests -------------------------------------------------------------------------
 
     def parse_manifest(self, version: int, body: Mapping[str, Any] | None) -> TableManifest:
+        """``version``'s manifest from its JSON ``body``; the newest few parsed are kept
+        (a committed version never changes; parsing 64 segments' entries took ~2 ms, most
+        of a load by id on local disk)."""
         if body is None:
             return TableManifest(0, self.strategy)
-        return TableManifest.from_json(version, body, str(self.log.path(version)))
+        found = self._parsed.get(version)
+        if found is None:
+            found = TableManifest.from_json(version, body, str(self.log.path(version)))
+            with self._parsed_lock:
+                self._parsed[version] = found
+                while len(self._parsed) > _PARSED:
+                    self._parsed.pop(min(self._parsed))
+        return found
 
     def manifest(self, version: int | None = None) -> TableManifest | None:
         """The manifest of ``version`` (default: the latest); None if nothing is committed."""
@@ -107,6 +124,32 @@ class ResultTable:
             return self.parse_manifest(version, self.log.read(version))
         found = self.log.latest()
         return None if found is None else self.parse_manifest(*found)
+
+    def known_manifest(self) -> TableManifest | None:
+        """The newest manifest this process has read or committed, without asking the
+        filesystem for a newer one (None if it knows none)."""
+        version = self._cache.newest(self.directory)
+        body = self._cache.get(self.directory, version) if version else None
+        return None if body is None else self.parse_manifest(version, body)
+
+    def find(self, run_id: str, *, tables: bool = False) -> dict[str, Any] | None:
+        """The stored row of ``run_id`` (see :meth:`rows`), or None. A run never changes once
+        committed, so the newest manifest this process knows answers first, without the
+        round trips that look for a newer version; only a run it does not hold (or whose
+        files a vacuum removed since) is looked up in the latest version."""
+        known = self.known_manifest()
+        failed = False
+        if known is not None:
+            try:
+                row = self.rows(known, [run_id], tables=tables).get(run_id)
+            except CorruptionError:  # files gone with a vacuumed version: ask the latest
+                row, failed = None, True  # (real damage raises there, if it names them)
+            if row is not None:
+                return row
+        latest = self.manifest()
+        if latest is None or (known is not None and latest.version == known.version and not failed):
+            return None
+        return self.rows(latest, [run_id], tables=tables).get(run_id)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -152,8 +195,12 @@ class ResultTable:
               digest(data, algorithm))  # fmt: skip
         return data
 
-    def rows(self, manifest: TableManifest, run_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """The stored rows (``ROW_COLUMNS``) of those of ``run_ids`` in ``manifest``."""
+    def rows(
+        self, manifest: TableManifest, run_ids: Iterable[str], *, tables: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """The stored rows (``ROW_COLUMNS``) of those of ``run_ids`` in ``manifest``; with
+        ``tables``, each carries its tables' bytes too where its segment has a run index (read
+        in the same open; :meth:`load_tables` verifies them)."""
         wanted = set(run_ids)
         if not wanted:
             return {}
@@ -162,15 +209,34 @@ class ResultTable:
         for entry in manifest.segments:
             if not entry.overlaps(low, high):
                 continue
-            if not any(entry.holds(i) for i in wanted):
-                continue
-            out.update(self._rows_of(entry, wanted))
+            mine = sorted(i for i in wanted if entry.holds(i) and i not in out)
+            if mine:
+                out.update(self._rows_of(entry, mine, tables))
         return out
 
-    def _rows_of(self, entry: SegmentEntry, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    def _rows_of(
+        self, entry: SegmentEntry, mine: list[str], tables: bool
+    ) -> dict[str, dict[str, Any]]:
         import pyarrow.compute as pc
 
-        mine = sorted(i for i in wanted if entry.holds(i))
+        side = entry.sidecar
+        if side is not None and side.index is not None:
+            path = self.data / side.name
+            try:
+                found, data = read_index_rows(path, side.name, side.bytes, side.digest,
+                                              side.index, mine, tables=tables)  # fmt: skip
+            except FileNotFoundError:
+                raise CorruptionError(
+                    f"sidecar {path} of results table {self.strategy} is missing (removed by "
+                    "hand, or by a cleanup with a grace period shorter than a read); restore "
+                    "it from a backup, or re-run the query"
+                ) from None
+            for run_id, row in found.items():
+                row["created_at"] = id_time(run_id)
+                row["segment"] = entry
+                row["_bytes"] = {n: data[f"{run_id}/{n}"] for n in TABLES
+                                 if f"{run_id}/{n}" in data}  # fmt: skip
+            return found
         table = self.read_segment(entry, columns=ROW_COLUMNS, run_ids=mine)
         table = table.filter(pc.is_in(table.column("run_id"), pa.array(mine)))
         out = {}
@@ -195,10 +261,12 @@ class ResultTable:
             size, expected = int(row[f"table.{name}.bytes"]), str(row[f"table.{name}.digest"])
             path = self.data / entry.sidecar.name
             what = f"table {name!r} of run {row['run_id']}"
-            try:
-                data = read_range(path, int(offset), size)
-            except FileNotFoundError:
-                raise CorruptionError(f"{what} is missing: {path} was removed") from None
+            data = (row.get("_bytes") or {}).get(name)
+            if data is None:
+                try:
+                    data = read_range(path, int(offset), size)
+                except FileNotFoundError:
+                    raise CorruptionError(f"{what} is missing: {path} was removed") from None
             algorithm, _ = split_digest(expected)
             check(what, path, size, expected, len(data), digest(data, algorithm))
             out[name] = decode_table(data, f"{what} ({path})")
@@ -277,11 +345,10 @@ class ResultTable:
     ) -> tuple[SegmentEntry, list[tuple[str, bytes]]]:
         ids = table.column("run_id")
         stem = f"{ids[0].as_py()}-{secrets.token_hex(6)}"
-        files = [(f"{stem}.parquet", segment)]
-        side = None
-        if sidecar:
-            side = SidecarEntry(f"{stem}.arrows", len(sidecar), digest(sidecar, self.algorithm))
-            files.append((side.name, sidecar))
+        index, ref = encode_index(table, len(sidecar), self.algorithm)
+        sidecar += index
+        side = SidecarEntry(f"{stem}.arrows", len(sidecar), digest(sidecar, self.algorithm), ref)
+        files = [(f"{stem}.parquet", segment), (side.name, sidecar)]
         low_ms, high_ms = created_range(table)
         footer = footer_of(segment)
         entry = SegmentEntry(
@@ -368,8 +435,8 @@ class ResultTable:
             if entry.sidecar is not None:
                 side = entry.sidecar
                 data = self._verified(side.name, side.bytes, side.digest, "sidecar")
-                sidecars.append(data)
-                offset += len(data)
+                sidecars.append(data[: side.tables_bytes])  # its run index is rebuilt
+                offset += side.tables_bytes
         merged = merge_tables(tables, bases)
         entry, files = self._entry(merged, encode_rows(merged), b"".join(sidecars))
         names = {s.name for s in inputs}
