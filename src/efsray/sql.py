@@ -13,6 +13,7 @@ Without DuckDB, the same dataset serves pyarrow and polars: ``market_dataset(...
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections import defaultdict
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from efsray.errors import ConfigError, InvalidDataError
+from efsray.errors import ConfigError, EfsrayError, InvalidDataError
 
 if TYPE_CHECKING:
     from efsray.store import Store
@@ -49,14 +50,16 @@ def market_dataset(
     by_format: dict[str, list[str]] = defaultdict(list)
     for path in files:
         by_format[_FORMATS[path.suffix]].append(str(path))
-    try:
-        parts = [ds.dataset(paths, format=fmt) for fmt, paths in by_format.items()]
-    except FileNotFoundError:
-        return ds.dataset(store.market.read(symbol, timeframe, version=version))
-    if not parts:
+    if not by_format:
         return ds.dataset([], schema=pa.schema([("timestamp", pa.timestamp("ns", tz="UTC"))]))
-    schema = pa.unify_schemas([part.schema for part in parts])
-    parts = [ds.dataset(part.files, format=part.format, schema=schema) for part in parts]
+    try:  # each step opens files: a merge may have removed them since files() listed them
+        parts = [ds.dataset(paths, format=fmt) for fmt, paths in by_format.items()]
+        schema = pa.unify_schemas([part.schema for part in parts])
+        parts = [ds.dataset(part.files, format=part.format, schema=schema) for part in parts]
+    except OSError as exc:
+        if not _file_gone(exc):
+            raise
+        return ds.dataset(store.market.read(symbol, timeframe, version=version))
     return parts[0] if len(parts) == 1 else ds.dataset(parts)
 
 
@@ -65,6 +68,15 @@ def market_dataset(
 # host removed under an open handle. Such a query is run again, the last time in memory.
 _GONE = ("[errno 2]", "[errno 116]", "no such file", "stale file handle")
 _ATTEMPTS = 3
+
+
+def _file_gone(exc: BaseException) -> bool:
+    """A file removed under us: ENOENT, or ESTALE (NFS, removed by another host)."""
+    if isinstance(exc, EfsrayError):  # the store's own answer (no such series, ...)
+        return False
+    if isinstance(exc, OSError):  # pyarrow raises FileNotFoundError(path), no errno
+        return isinstance(exc, FileNotFoundError) or exc.errno == errno.ESTALE
+    return any(gone in str(exc).lower() for gone in _GONE)
 
 
 def query(store: Store, sql: str, *, connection: Any = None) -> pa.Table:
@@ -83,9 +95,11 @@ def query(store: Store, sql: str, *, connection: Any = None) -> pa.Table:
     for attempt in range(1, _ATTEMPTS + 1):
         try:
             return _run(store, sql, con, in_memory=attempt == _ATTEMPTS)
-        except duckdb.Error as exc:
-            message = str(exc)
-            if attempt < _ATTEMPTS and any(gone in message.lower() for gone in _GONE):
+        except (duckdb.Error, OSError) as exc:
+            if not isinstance(exc, duckdb.Error) and not _file_gone(exc):
+                raise  # the store's errors say what to do themselves
+            message = f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
+            if attempt < _ATTEMPTS and _file_gone(exc):
                 log.info("SQL scan found a file gone (a merge meanwhile); again: %s", message)
                 continue
             raise InvalidDataError(f"SQL failed: {message.splitlines()[0]}") from None
