@@ -725,7 +725,7 @@ def retry_estale(func: Callable[[], T], *, attempts: int = ESTALE_ATTEMPTS) -> T
     raise AssertionError("unreachable")
 
 
-def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
+def read_bytes(path: Path, *, drop_cache: bool = False, size: int | None = None) -> bytes:
     """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through.
 
     Plain open/fstat/read/close: the fewest calls, hence round trips, a whole-file read can
@@ -733,16 +733,24 @@ def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
     size to read. ``drop_cache``: this is the file's last read for a while (a merge's input,
     which only old versions name from now on); its pages leave the page cache, and the
     memory serves the merge's output instead of growing the cache.
+
+    ``size``: the size the caller knows the file has (a segment's, from its manifest): read
+    up to one byte more (so that a shorter or longer file shows, for the caller to report)
+    with no fstat.
+    The fstat can cost a GETATTR of its own: once another process of this client has read
+    the file, the client marks its cached atime invalid (Linux NFS and FUSE), and the next
+    stat of the file asks the server; a crowd of readers of one node paid it on every file.
     """
 
     def once() -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            size = os.fstat(fd).st_size
+            # one byte more than the known size: a longer file (damaged) shows
+            want = os.fstat(fd).st_size if size is None else size + 1
             parts = []
             got = 0
-            while got < size:
-                chunk = os.read(fd, size - got)
+            while got < want:
+                chunk = os.read(fd, want - got)
                 if not chunk:
                     break
                 parts.append(chunk)
