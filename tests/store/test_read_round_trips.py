@@ -6,6 +6,7 @@ correctness: decoded segments kept by name must return exactly what a fresh read
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,7 @@ def test_a_crowd_of_readers_costs_each_no_more_than_the_first(efs: SimFSProcess)
     for step in ("cold", "after an append"):
         if step != "cold":
             Store(efs.path / "store").market.append("SPY", "1m", batch(APPENDS, 5000))
-        costs = [_nfs_ops(efs, lambda m=m: m.read("SPY", "1m")) for m in handles]
+        costs = [_nfs_ops(efs, functools.partial(m.read, "SPY", "1m")) for m in handles]
         rows = {m.info("SPY", "1m").rows for m in handles}
         print(f"{step}: round trips per reader {[c for c, _ in costs]}; kinds {costs}")
         assert rows == {5000 * (APPENDS + (step != "cold"))}  # each saw the latest version
