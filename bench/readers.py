@@ -9,12 +9,16 @@ every reader runs on mount R, like the Ray workers of one node, so mount R's cou
 exactly the readers' round trips. Phases, each with its own fresh reader processes, started
 together once every one has imported everything:
 
-  lone S00   1 reader, full reads of S00 (the series being appended to)
-  same       N readers, full reads of S00
-  lone S01   1 reader, full reads of S01 (a quiet series)
-  different  N readers, reader i full reads of S(i mod series); S00 is being appended to
+  same       N readers, full reads of S00 (the series being appended to); at the same
+             time a lone reader of S00 on a third mount
+  different  N readers, reader i full reads of S(i mod series); at the same time lone
+             readers of S00 and of S01 (a quiet series), each on a mount of its own
 
-A crowd is compared with the lone reader(s) just before it, weighted by what its readers
+Each lone reader runs beside the crowd, not in a phase of its own: S00's segment count
+changes with every append and merge, so a lone reader measured before the crowd read other
+versions, with other segment counts, than the crowd (earlier runs: 1.33-1.45x, an artefact).
+
+A crowd is compared with the lone reader(s) beside it, weighted by what its readers
 read (S00 or a quiet series): "vs lone" = round trips per read / the lone readers' mean.
 
 Reported per phase: reads, aggregate MB/s (Arrow bytes returned / wall time from the start
@@ -32,6 +36,7 @@ reader pay more of them than a lone one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -130,57 +135,75 @@ def _say(proc: subprocess.Popen[str], line: str) -> None:
 
 def phase(
     name: str,
-    symbols: list[str],
-    reader_mount: Medium,
+    groups: list[tuple[str, Medium, list[str]]],
     writer_mount: Medium,
     args: argparse.Namespace,
     versions: dict[str, int | None],
-) -> dict[str, Any]:
-    """One phase: ``len(symbols)`` readers (reader i reads ``symbols[i]``, at
-    ``versions[symbol]``, None: the latest) while the writer appends to S00 on the other
-    mount."""
+) -> list[dict[str, Any]]:
+    """One phase: every group ``(label, mount, symbols)`` at once, reader i of a group on its
+    mount reading ``symbols[i]`` at ``versions[symbol]`` (None: the latest), while the writer
+    appends to S00 on the other mount. One result per group, from its mount's counters."""
     readers = [
-        _child(
-            _READER,
-            {
-                "root": str(reader_mount.root),
-                "symbol": s,
-                "timeframe": TIMEFRAME,
-                "reads": args.reads,
-                "version": versions[s],
-                "pace": args.read_every,
-            },
-        )
-        for s in symbols
+        [
+            _child(
+                _READER,
+                {
+                    "root": str(mount.root),
+                    "symbol": s,
+                    "timeframe": TIMEFRAME,
+                    "reads": args.reads,
+                    "version": versions[s],
+                    "pace": args.read_every,
+                },
+            )
+            for s in symbols
+        ]
+        for _, mount, symbols in groups
     ]
+    everyone = [r for group in readers for r in group]
     writer = _child(
         _WRITER,
         {"root": str(writer_mount.root), "symbol": "S00", "timeframe": TIMEFRAME,
          "rows": args.rows + args.appended, "chunk": args.chunk, "every": args.every,
          "max_appends": 500, "bench": str(Path(__file__).resolve().parents[1])},
     )  # fmt: skip
+    mounts = [mount for _, mount, _ in groups]
     try:
-        for i, r in enumerate(readers):
+        for i, r in enumerate(everyone):
             _ready(r, f"reader {i}")
         _ready(writer, "the writer")
-        settle(reader_mount)
-        before = reader_mount.snapshot()
+        for m in mounts:
+            settle(m)
+        before = [m.snapshot() for m in mounts]
+        tracers = [
+            m.counters.control if args.trace and isinstance(m.counters, SimfsCounters) else None
+            for m in mounts
+        ]
+        for t in tracers:
+            if t is not None:
+                t.start_trace()
         started = time.perf_counter()
-        for r in readers:
+        for r in everyone:
             _say(r, "go")
-        outs = []
-        for r in readers:
-            assert r.stdout is not None
-            outs.append(json.loads(r.stdout.readline()))
-        wall = time.perf_counter() - started
-        settle(reader_mount)
-        after = reader_mount.snapshot()
+        outs: list[list[dict[str, Any]]] = []
+        walls = []
+        for group in readers:  # a group's wall: from the start to its last reader done
+            got = []
+            for r in group:
+                assert r.stdout is not None
+                got.append(json.loads(r.stdout.readline()))
+            outs.append(got)
+            walls.append(time.perf_counter() - started)
+        for m in mounts:
+            settle(m)
+        after = [m.snapshot() for m in mounts]
+        traces = [t.stop_trace() if t is not None else [] for t in tracers]
         _say(writer, "stop")
         assert writer.stdout is not None
         appends = json.loads(writer.stdout.readline())["appends"]
         args.appended += appends * args.chunk
     finally:
-        for p in [*readers, writer]:
+        for p in [*everyone, writer]:
             if p.poll() is None and p.stdin is not None:
                 p.stdin.close()
             try:
@@ -188,39 +211,57 @@ def phase(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-    assert before is not None and after is not None
-    reads = sum(o["reads"] for o in outs)
-    errors = [e for o in outs for e in o["errors"]]
-    delta = after - before
-    tally = OpTally()
-    tally.add(wall, delta)
-    per_call = tally.summary()
-    per_read = {k: v / reads for k, v in delta.ops.items()}
-    nbytes = sum(o["bytes"] for o in outs)
     from bench._efs import modelled_seconds, round_trips
 
-    result = {
-        "phase": name,
-        "readers": len(symbols),
-        "series": len(set(symbols)),
-        "reads": reads,
-        "wall_s": wall,
-        "bytes": nbytes,
-        "mb_s": nbytes / wall / 1e6,
-        "reader_s_median": sorted(o["s"] for o in outs)[len(outs) // 2],
-        "writer_appends": appends,
-        "failed_reads": len(errors),
-        "first_errors": sorted(set(errors))[:3],
-        "round_trips_per_read": round_trips(per_read),
-        "ops_per_read": per_read,
-        "server_kib_read_per_read": delta.bytes_read / reads / 1024,
-        "modelled_s_per_read": modelled_seconds(per_read, delta.bytes_read / reads),
-        "round_trips_total": per_call["round_trips"],
-    }
-    rt = result["round_trips_per_read"]
-    print(f"  {name}: {reads} reads, {result['mb_s']:.1f} MB/s, {rt:.1f} round trips per read",
-          file=sys.stderr)  # fmt: skip
-    return result
+    results = []
+    for (label, _mount, symbols), got, wall, b, a, events in zip(
+        groups, outs, walls, before, after, traces, strict=True
+    ):
+        assert b is not None and a is not None
+        reads = sum(o["reads"] for o in got)
+        errors = [e for o in got for e in o["errors"]]
+        delta = a - b
+        tally = OpTally()
+        tally.add(wall, delta)
+        per_read = {k: v / reads for k, v in delta.ops.items()}
+        nbytes = sum(o["bytes"] for o in got)
+        result = {
+            "phase": f"{name}: {label}" if label else name,
+            "readers": len(symbols),
+            "series": len(set(symbols)),
+            "symbols": symbols,
+            "reads": reads,
+            "wall_s": wall,
+            "bytes": nbytes,
+            "mb_s": nbytes / wall / 1e6,
+            "reader_s_median": sorted(o["s"] for o in got)[len(got) // 2],
+            "writer_appends": appends,
+            "failed_reads": len(errors),
+            "first_errors": sorted(set(errors))[:3],
+            "round_trips_per_read": round_trips(per_read),
+            "ops_per_read": per_read,
+            "server_kib_read_per_read": delta.bytes_read / reads / 1024,
+            "modelled_s_per_read": modelled_seconds(per_read, delta.bytes_read / reads),
+            "round_trips_total": tally.summary()["round_trips"],
+        }
+        if events:
+            result["trace_per_read"] = _trace_per_read(events, reads)
+        rt = result["round_trips_per_read"]
+        print(f"  {result['phase']}: {reads} reads, {result['mb_s']:.1f} MB/s, {rt:.1f} round "
+              "trips per read", file=sys.stderr)  # fmt: skip
+        results.append(result)
+    return results
+
+
+def _trace_per_read(events: list[tuple[str, ...]], reads: int) -> list[list[Any]]:
+    """The reader mount's traced requests, by operation and path shape, per read."""
+    from bench.market_data import _shape
+
+    counts: dict[tuple[str, str], int] = {}
+    for op, *paths in events:
+        key = (op, " -> ".join(_shape(p, "/store/market_data/ohlcv/") for p in paths))
+        counts[key] = counts.get(key, 0) + 1
+    return [[op, shape, n / reads] for (op, shape), n in sorted(counts.items())]
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -233,10 +274,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['chunk']:,} bars every {result['every']:g} s to S00. Each reader makes "
         f"{result['reads_per_reader']} full reads "
         f"({'at the version pinned at the start' if result['pinned'] else 'latest version'}), "
-        f"the lone reader as many, each reader waiting {result['read_every']:g} s between "
-        "its reads (the first read of a process is cold and later ones reuse what its store "
-        "caches, and a read of the latest version costs more when the writer has appended "
-        "since: equal counts at an equal pace keep the comparison fair). "
+        f"each reader waiting {result['read_every']:g} s between its reads. Each lone reader "
+        "runs on a mount of its own (another node) at the same time as the crowd, so that it "
+        "reads the same versions: S00's segment count changes with every append and merge, "
+        "and a lone reader measured in a phase of its own read a different number of "
+        "segments than the crowd after it (the 1.33x-1.45x of earlier runs). "
         f"Machine: {result['cpus']} CPUs shared with other jobs (load average "
         f"{result['load_average']:.1f} at the start).",
         "",
@@ -292,6 +334,9 @@ def main() -> None:
         "that every read, alone or in a crowd, finds about one new version; 0: back to back)",
     )
     parser.add_argument("--pinned", action="store_true", help="read a version pinned at start")
+    parser.add_argument(
+        "--trace", action="store_true", help="trace the readers' requests by path (simfs)"
+    )
     add_media_arguments(parser, None)
     parser.add_argument("--workdir", type=Path, default=None)
     add_output_arguments(parser, "readers")
@@ -320,40 +365,46 @@ def main() -> None:
                 profile=args.profile,
                 attr_timeout=args.attr_timeout,
             )
-            for m in ("readers", "writer")
+            for m in ("readers", "writer", "lone-S00", "lone-S01")
         ]
         for c in configs:
             c.mountpoint.mkdir()
-        with SimFSProcess.start(configs[0]) as rfs, SimFSProcess.start(configs[1]) as wfs:
-            ra = nfs_readahead(rfs.path)
-            nfs_readahead(wfs.path)
+        with contextlib.ExitStack() as stack:
+            fss = [stack.enter_context(SimFSProcess.start(c)) for c in configs]
+            ra = nfs_readahead(fss[0].path)
+            for fs in fss[1:]:
+                nfs_readahead(fs.path)
             desc = (f"Simulated EFS (efsray.simfs, profile {args.profile}, attribute cache "
                     f"{args.attr_timeout:g} s, read-ahead {ra})")  # fmt: skip
-            rm = Medium("readers", rfs.path / "store", desc, SimfsCounters(rfs.control))
-            wm = Medium("writer", wfs.path / "store", desc, SimfsCounters(wfs.control))
+            rm, wm, l0, l1 = (
+                Medium(c.mountpoint.name, fs.path / "store", desc, SimfsCounters(fs.control))
+                for c, fs in zip(configs, fss, strict=True)
+            )
             n = args.readers
             versions: dict[str, int | None] = dict.fromkeys(symbols)
             if args.pinned:  # the sweep pins the versions at the driver; tasks read them
                 market = Store(rm.root).market
                 versions = {s: market.info(s, TIMEFRAME).version for s in symbols}
-            # Each crowd runs right after the lone reader it is compared with: S00 changes
-            # (its segments) as the writer appends, phase after phase.
+            # Each lone reader runs on a mount of its own (another node) at the same time as
+            # the crowd: it reads the same versions at the same instants, so that its reads
+            # find the segments and the new versions the crowd's find.
             crowd = [symbols[i % len(symbols)] for i in range(n)]
             phases = [
-                phase("lone S00", ["S00"], rm, wm, args, versions),
-                phase("same", ["S00"] * n, rm, wm, args, versions),
-                phase("lone S01", ["S01"], rm, wm, args, versions),
-                phase("different", crowd, rm, wm, args, versions),
-            ]
+                *phase("same", [("", rm, ["S00"] * n), ("lone S00", l0, ["S00"])],
+                       wm, args, versions),
+                *phase("different", [("", rm, crowd), ("lone S00", l0, ["S00"]),
+                                     ("lone S01", l1, ["S01"])], wm, args, versions),
+            ]  # fmt: skip
             # a crowd's baseline: the lone reader of the written series (S00) for its readers
-            # of S00, the lone reader of a quiet one (S01) for the others
-            lone = {"S00": phases[0], "quiet": phases[2]}
-            for p, who in ((phases[1], ["S00"] * n), (phases[3], crowd)):
-                p["lone_round_trips_per_read"] = sum(
-                    lone["S00" if s == "S00" else "quiet"]["round_trips_per_read"] for s in who
+            # of S00, the lone reader of a quiet one (S01) for the others, in the same phase
+            for crowd_phase, lones in ((phases[0], phases[1:2]), (phases[2], phases[3:])):
+                lone = {p["symbols"][0]: p["round_trips_per_read"] for p in lones}
+                who = crowd_phase["symbols"]
+                crowd_phase["lone_round_trips_per_read"] = sum(
+                    lone["S00" if s == "S00" else "S01"] for s in who
                 ) / len(who)
-            for p in (phases[0], phases[2]):
-                p["lone_round_trips_per_read"] = p["round_trips_per_read"]
+                for p in lones:
+                    p["lone_round_trips_per_read"] = p["round_trips_per_read"]
     finally:
         shutil.rmtree(base, ignore_errors=True)
     result = {

@@ -6,6 +6,7 @@ correctness: decoded segments kept by name must return exactly what a fresh read
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,21 @@ def test_kept_tails_follow_new_versions(tmp_path: Path) -> None:
         Store(tmp_path / "s").market.tail("SPY", "1m", 1000, output="polars")
     )
     assert market.tail("SPY", "1m", 0, output="pandas").empty
+
+
+def test_a_crowd_of_readers_costs_each_no_more_than_the_first(efs: SimFSProcess) -> None:
+    """Issue 18.4: readers of one mount (the Ray workers of one node), each with its own store
+    handle (its own caches, as a process has), reading the same latest version: every later
+    reader costs no more round trips than the first, cold and after an append (the client's
+    caches are shared; nothing in the read path is repeated because others read too)."""
+    _write(efs.path / "store")
+    handles = [Store(efs.path / "store").market for _ in range(4)]
+    for step in ("cold", "after an append"):
+        if step != "cold":
+            Store(efs.path / "store").market.append("SPY", "1m", batch(APPENDS, 5000))
+        costs = [_nfs_ops(efs, functools.partial(m.read, "SPY", "1m")) for m in handles]
+        rows = {m.info("SPY", "1m").rows for m in handles}
+        print(f"{step}: round trips per reader {[c for c, _ in costs]}; kinds {costs}")
+        assert rows == {5000 * (APPENDS + (step != "cold"))}  # each saw the latest version
+        first = costs[0][0]
+        assert all(c <= first for c, _ in costs[1:]), costs

@@ -725,28 +725,41 @@ def retry_estale(func: Callable[[], T], *, attempts: int = ESTALE_ATTEMPTS) -> T
     raise AssertionError("unreachable")
 
 
-def read_bytes(path: Path, *, drop_cache: bool = False) -> bytes:
+_FIRST_READ = 64 << 10  # read_bytes: files up to this size are read without fstat
+
+
+def read_bytes(path: Path, *, drop_cache: bool = False, size: int | None = None) -> bytes:
     """Read a whole file, re-opening it on ESTALE. FileNotFoundError passes through.
 
-    Plain open/fstat/read/close: the fewest calls, hence round trips, a whole-file read can
-    make. Our files never change after they are published, so the size fstat reports is the
-    size to read. ``drop_cache``: this is the file's last read for a while (a merge's input,
-    which only old versions name from now on); its pages leave the page cache, and the
-    memory serves the merge's output instead of growing the cache.
+    Plain open/read/close: the fewest calls, hence round trips, a whole-file read can make.
+    No fstat for a file under 64 KiB (manifests, HEAD, redirects): it is read to its end,
+    which the client knows from the attributes the open fetched. A stat can cost a GETATTR of
+    its own: once another process of this client has read the file, the client marks its
+    cached atime invalid (Linux NFS and FUSE), and the next stat asks the server; a crowd of
+    readers on one node paid it on every file (issue 18.4).
+
+    ``size``: the size the caller knows the file has (a segment's, from its manifest): read
+    up to one byte more, so that a shorter or longer file shows (for the caller to report),
+    with no fstat whatever the size. ``drop_cache``: this is the file's last read for a
+    while (a merge's input, which only old versions name from now on); its pages leave the
+    page cache, and the memory serves the merge's output instead of growing the cache.
     """
 
     def once() -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            size = os.fstat(fd).st_size
+            # A known size: one byte more, so that a longer (damaged) file shows. Unknown:
+            # read to the end, asking for the size (fstat) only past _FIRST_READ bytes.
+            want = _FIRST_READ if size is None else size + 1
             parts = []
             got = 0
-            while got < size:
-                chunk = os.read(fd, size - got)
-                if not chunk:
-                    break
+            while chunk := os.read(fd, want - got):
                 parts.append(chunk)
                 got += len(chunk)
+                if got >= want:
+                    if size is not None:
+                        break
+                    want = max(os.fstat(fd).st_size, got) + 1  # a big file: the rest at once
             if drop_cache:
                 with contextlib.suppress(OSError):  # a hint
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

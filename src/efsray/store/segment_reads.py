@@ -36,7 +36,10 @@ def _load(
         cached = cache.get(directory, seg.file)
         if cached is not None:
             return cached
-    data = read_bytes(directory / seg.file, drop_cache=drop_cache)  # FileNotFoundError passes
+    # The manifest's size, no fstat (read_bytes) on the read path; without a cache (verify,
+    # merges) the file's own size, so that bytes appended after commit show too.
+    known = seg.bytes if cache is not None else None
+    data = read_bytes(directory / seg.file, drop_cache=drop_cache, size=known)  # ENOENT passes
     check_size(directory / seg.file, len(data), seg)
     if seg.blocks:
         verify_blocks(directory / seg.file, seg, memoryview(data), 0)
