@@ -53,6 +53,7 @@ from efsray.simfs import OP_CATEGORY, OP_KINDS, SimFSProcess
 from efsray.store import Store
 from efsray.store.ids import is_id
 from efsray.store.nfs import is_temp_name
+from efsray.store.segment_moves import is_moved_name, moved_source
 
 #: Operation kinds a fault is aimed at, one index at a time (lookups are sampled apart).
 DATA_KINDS = sorted(OP_KINDS - {"getattr", "release", "releasedir"})
@@ -285,6 +286,9 @@ def leftovers(golden: Path, root: Path) -> Leftovers:
         parts = path.parts
         if any(is_temp_name(p) for p in parts) or path.name.startswith(".fuse_hidden"):
             garbage.append(name)  # a temporary file, or a file in a temporary directory
+        elif path.parent.name == "segments" and is_moved_name(path.name):
+            if str(path.with_name(moved_source(path.name))) not in segments:
+                garbage.append(name)  # a merge's redirect for an input no version names
         elif path.parent.name == "segments":
             if name not in segments:
                 garbage.append(name)  # written, never committed: an unreferenced segment
