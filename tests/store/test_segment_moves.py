@@ -165,6 +165,26 @@ def test_retention_keeps_what_kept_versions_reach_through_chains(tmp_path: Path)
         assert fresh.market.read("AAPL", "1m", version=v).equals(want)
 
 
+def _race_merges(root: Path, first: int, appends: int, target) -> tuple[int, str | None]:
+    """Append batches ``first`` .. ``appends - 1`` (every other append merges and removes
+    its inputs) while ``target`` reads in another process; its count and first failure."""
+    s = mw.store(str(root))
+    ctx = context()
+    stop = ctx.Event()
+    recv, send = ctx.Pipe(duplex=False)
+    reader = ctx.Process(target=target, args=(str(root), stop, send))
+    reader.start()
+    try:
+        for i in range(first, appends):
+            s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(i, mw.ROWS))
+        stop.set()
+        assert recv.poll(120), "the reader did not report"
+        return recv.recv()
+    finally:
+        stop.set()
+        join_or_kill([reader])
+
+
 def test_readers_in_another_process_never_fail_while_merges_remove_inputs(
     tmp_path: Path,
 ) -> None:
@@ -172,20 +192,7 @@ def test_readers_in_another_process_never_fail_while_merges_remove_inputs(
     s = mw.store(str(root))
     for i in range(3):
         s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(i, mw.ROWS))
-    ctx = context()
-    stop = ctx.Event()
-    recv, send = ctx.Pipe(duplex=False)
-    reader = ctx.Process(target=mw.read_while_merging, args=(str(root), stop, send))
-    reader.start()
-    try:
-        for i in range(3, 60):  # every other append merges; the reader reads meanwhile
-            s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(i, mw.ROWS))
-        stop.set()
-        assert recv.poll(120), "the reader did not report"
-        reads, failure = recv.recv()
-    finally:
-        stop.set()
-        join_or_kill([reader])
+    reads, failure = _race_merges(root, 3, 60, mw.read_while_merging)
     assert failure is None, failure
     assert reads > 10
 
@@ -195,22 +202,8 @@ def test_sql_in_another_process_never_fails_while_merges_remove_inputs(tmp_path:
     the query runs again (efsray.sql), never a failure, never a partial count."""
     pytest.importorskip("duckdb", reason="SQL needs the sql extra (duckdb)")
     root = tmp_path / "s"
-    s = mw.store(str(root))
-    s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(0, mw.ROWS))
-    ctx = context()
-    stop = ctx.Event()
-    recv, send = ctx.Pipe(duplex=False)
-    reader = ctx.Process(target=mw.sql_while_merging, args=(str(root), stop, send))
-    reader.start()
-    try:
-        for i in range(1, 120):  # every other append merges and removes its inputs
-            s.market.append(mw.SYMBOL, mw.TIMEFRAME, batch(i, mw.ROWS))
-        stop.set()
-        assert recv.poll(120), "the SQL reader did not report"
-        queries, failure = recv.recv()
-    finally:
-        stop.set()
-        join_or_kill([reader])
+    mw.store(str(root)).market.append(mw.SYMBOL, mw.TIMEFRAME, batch(0, mw.ROWS))
+    queries, failure = _race_merges(root, 1, 120, mw.sql_while_merging)
     assert failure is None, failure
     assert queries > 10
 
