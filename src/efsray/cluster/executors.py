@@ -80,12 +80,23 @@ def run_on_ray(
     workers = pool.handles[:parallelism]
     load = [0] * len(workers)
     alive = set(range(len(workers)))
+    down: set[int] = set()  # died during this sweep; Ray restarts them when it can
     queue = list(plan.tasks)
-    moved: dict[str, int] = {}  # task key -> times moved off a worker that is gone for good
+    tries: dict[str, int] = {}  # task key -> failed attempts (a worker lost, a retryable error)
     pending: dict[Any, tuple[TaskSpec, int]] = {}
     outcomes: list[TaskOutcome] = []
     failures: list[TaskFailure] = []
     done = failed = 0
+
+    def again(spec: TaskSpec, exc: BaseException) -> bool:
+        """Put a failed task back at the front of the queue, if it has tries left."""
+        tries[spec.task_key] = tries.get(spec.task_key, 0) + 1
+        if tries[spec.task_key] > max_retries:
+            return False
+        log.warning("task %s failed (%s); again", spec.task_key, first_line(exc))
+        queue.insert(0, spec)
+        return True
+
     if progress:
         progress(0, plan.size, 0)
     try:
@@ -95,14 +106,15 @@ def run_on_ray(
                 if load[w] >= IN_FLIGHT:
                     break
                 spec = queue.pop(0)
+                # Retries are this loop's, not Ray's: Ray would hold a dead worker's calls
+                # until its restart, which waits for a free CPU; when its node is gone, the
+                # other workers hold every CPU until the sweep ends, and it never would.
                 call = workers[w].run.options(
-                    max_task_retries=max_retries,
-                    retry_exceptions=list(RETRYABLE),
-                    name=f"efsray-backtest {spec.task_key}",
+                    max_task_retries=0, name=f"efsray-backtest {spec.task_key}"
                 )
                 pending[call.remote(spec)] = (spec, w)
                 load[w] += 1
-            if not pending:  # every worker is gone: what is left fails
+            if not pending:  # nothing in flight and no worker to take the rest
                 for spec in queue:
                     failures.append(_failure(spec, ClusterError("no sweep worker is left")))
                     failed += len(spec.points)
@@ -114,17 +126,19 @@ def run_on_ray(
                 try:
                     outcomes.append(ray.get(ref))
                     done += len(spec.points)
-                except RayActorError as exc:  # the worker is gone for good (not restartable)
+                except RayActorError as exc:  # its worker died: the task goes to another
                     alive.discard(w)
-                    moved[spec.task_key] = moved.get(spec.task_key, 0) + 1
-                    if alive and moved[spec.task_key] <= max_retries:
-                        log.warning("worker of task %s is gone (%s); moving it", spec.task_key,
-                                    first_line(exc))  # fmt: skip
-                        queue.insert(0, spec)
+                    down.add(w)
+                    if not alive:  # none other: wait for Ray to restart the dead ones
+                        alive, down = down, set()
+                    if again(spec, exc):
                         continue
                     failures.append(_failure(spec, exc))
                     failed += len(spec.points)
                 except RayError as exc:
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, RETRYABLE) and again(spec, exc):
+                        continue
                     failures.append(_failure(spec, exc))
                     failed += len(spec.points)
                 if progress:
