@@ -83,7 +83,7 @@ def run_on_ray(
     down: set[int] = set()  # died during this sweep; Ray restarts them when it can
     queue = list(plan.tasks)
     tries: dict[str, int] = {}  # task key -> failed attempts (a worker lost, a retryable error)
-    pending: dict[Any, tuple[TaskSpec, int]] = {}
+    pending: dict[Any, tuple[TaskSpec, int, Any]] = {}  # call -> task, worker, its handle
     outcomes: list[TaskOutcome] = []
     failures: list[TaskFailure] = []
     done = failed = 0
@@ -106,13 +106,12 @@ def run_on_ray(
                 if load[w] >= IN_FLIGHT:
                     break
                 spec = queue.pop(0)
-                # Retries are this loop's, not Ray's: Ray would hold a dead worker's calls
-                # until its restart, which waits for a free CPU; when its node is gone, the
-                # other workers hold every CPU until the sweep ends, and it never would.
+                # Retries are this loop's, not Ray's: a dead worker's calls fail at once
+                # (SweepWorkers) and its tasks go to the others.
                 call = workers[w].run.options(
                     max_task_retries=0, name=f"efsray-backtest {spec.task_key}"
                 )
-                pending[call.remote(spec)] = (spec, w)
+                pending[call.remote(spec)] = (spec, w, workers[w])
                 load[w] += 1
             if not pending:  # nothing in flight and no worker to take the rest
                 for spec in queue:
@@ -121,15 +120,18 @@ def run_on_ray(
                 break
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in ready:
-                spec, w = pending.pop(ref)
+                spec, w, handle = pending.pop(ref)
                 load[w] -= 1
                 try:
                     outcomes.append(ray.get(ref))
                     done += len(spec.points)
                 except RayActorError as exc:  # its worker died: the task goes to another
-                    alive.discard(w)
-                    down.add(w)
-                    if not alive:  # none other: wait for Ray to restart the dead ones
+                    if handle is workers[w]:  # (not a call to one already replaced)
+                        alive.discard(w)
+                        down.add(w)
+                    if not alive:  # none other: start new ones where the dead ones were
+                        for d in down:
+                            workers[d] = pool.replace(d)
                         alive, down = down, set()
                     if again(spec, exc):
                         continue

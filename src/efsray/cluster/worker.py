@@ -125,10 +125,13 @@ class SweepWorker:
 
 class SweepWorkers:
     """Sweep workers on the connected Ray cluster: ``count`` actors (default: one per CPU of
-    the cluster), spread over the nodes, one CPU each, restarted by Ray if their process
-    dies. :func:`efsray.cluster.sweep.run_sweep` starts its own and stops them at the end;
-    pass ``workers=`` to run several sweeps through the same ones (a worker process takes
-    seconds to start on a busy node) and stop them with :meth:`close` or ``with``."""
+    the cluster), spread over the nodes, one CPU each. A worker that dies is not restarted
+    by Ray (its calls would wait for a free CPU, which never comes while its node is gone
+    and the others hold theirs): the sweep moves its tasks to the others and, when none is
+    left, :meth:`replace` starts a new one. :func:`efsray.cluster.sweep.run_sweep` starts
+    its own and stops them at the end; pass ``workers=`` to run several sweeps through the
+    same ones (a worker process takes seconds to start on a busy node) and stop them with
+    :meth:`close` or ``with``."""
 
     def __init__(self, count: int | None = None) -> None:
         import ray
@@ -142,13 +145,18 @@ class SweepWorkers:
             count = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ConfigError(f"count must be an integer >= 1, got {count!r}")
-        actor = ray.remote(SweepWorker).options(
+        self._actor = ray.remote(SweepWorker).options(
             num_cpus=1,
             max_concurrency=IN_FLIGHT,
-            max_restarts=-1,  # a killed worker comes back; its tasks' retries are bounded
+            max_restarts=0,  # a dead worker's calls fail at once: the sweep moves them
             scheduling_strategy="SPREAD",
         )
-        self.handles: list[Any] = [actor.remote() for _ in range(count)]
+        self.handles: list[Any] = [self._actor.remote() for _ in range(count)]
+
+    def replace(self, index: int) -> Any:
+        """Start a new worker in place of the dead one at ``index``; its handle."""
+        self.handles[index] = self._actor.remote()
+        return self.handles[index]
 
     def __len__(self) -> int:
         return len(self.handles)
