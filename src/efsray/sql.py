@@ -59,8 +59,13 @@ def market_dataset(
     except OSError as exc:
         if not _file_gone(exc):
             raise
-        return ds.dataset(store.market.read(symbol, timeframe, version=version))
+        return _in_memory(store, symbol, timeframe, version)
     return parts[0] if len(parts) == 1 else ds.dataset(parts)
+
+
+def _in_memory(store: Store, symbol: str, timeframe: str, version: int | None) -> ds.Dataset:
+    """One version read through the store (which follows merges' redirects), in memory."""
+    return ds.dataset(store.market.read(symbol, timeframe, version=version))
 
 
 # A scan that found a file gone: a merge committed meanwhile and removed the inputs of the
@@ -114,12 +119,7 @@ def _run(store: Store, sql: str, con: Any, *, in_memory: bool) -> pa.Table:
         key = (symbol, timeframe, int(version) if version else None)
         if key not in names:
             names[key] = f"__efsray_market_{len(names)}"
-            dataset = (
-                ds.dataset(store.market.read(symbol, timeframe, version=key[2]))
-                if in_memory
-                else market_dataset(store, *key)
-            )
-            con.register(names[key], dataset)
+            con.register(names[key], (_in_memory if in_memory else market_dataset)(store, *key))
         return names[key]
 
     relation = con.sql(MARKET_CALL.sub(register, sql))
