@@ -14,6 +14,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import mfusepy
@@ -102,6 +103,29 @@ class NfsOps(PassthroughOps):
     def _unbind(self, fh: int) -> NfsClient:
         with self._pool_lock:
             return self._by_fh.pop(fh, self.nfs)
+
+    def _open_on_a_client(self, call: Callable[[NfsClient], int]) -> tuple[int, NfsClient]:
+        """``call`` (an open or create) on a pooled client. libnfs 4.0 can break a client's
+        NFSv4 open state when opens overlap (BAD_SEQID/OLD_STATEID, reported as ERANGE): such a
+        client is closed rather than pooled, where every later open on it would fail the same
+        way, and the call is made once more on a new client."""
+        for attempt in (1, 2):
+            client = self._file_client()
+            try:
+                return call(client), client
+            except OSError as exc:
+                if not self._drop_if_broken(client, exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _drop_if_broken(self, client: NfsClient, exc: OSError) -> bool:
+        """Close ``client`` if ``exc`` says libnfs broke its NFSv4 state, else pool it again;
+        whether it was dropped."""
+        if exc.errno == errno.ERANGE and client is not self.nfs:
+            client.close()
+            return True
+        self._give_back(client)
+        return False
 
     def _give_back(self, client: NfsClient) -> None:
         if client is self.nfs:
@@ -211,24 +235,20 @@ class NfsOps(PassthroughOps):
         self.board.enter("open", path)
         if flags & os.O_APPEND:
             self.board.note_append_open()
-        client = self._file_client()
-        try:
-            fh = client.open(path, flags & ~(os.O_APPEND | os.O_CREAT))
-        except OSError:
-            self._give_back(client)
-            raise
+        fh, client = self._open_on_a_client(
+            lambda client: client.open(path, flags & ~(os.O_APPEND | os.O_CREAT))
+        )
         return self._opened(path, self._bind(fh, client))
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
         self.board.enter("create", path)
         if flags & os.O_APPEND:
             self.board.note_append_open()
-        client = self._file_client()
-        try:
-            fh = client.create(path, (flags & ~os.O_APPEND) | os.O_CREAT, stat.S_IMODE(mode))
-        except OSError:
-            self._give_back(client)
-            raise
+        fh, client = self._open_on_a_client(
+            lambda client: client.create(
+                path, (flags & ~os.O_APPEND) | os.O_CREAT, stat.S_IMODE(mode)
+            )
+        )
         self._bind(fh, client)
         try:
             self._own_nfs(path)
@@ -261,8 +281,10 @@ class NfsOps(PassthroughOps):
         client = self._unbind(fh)
         try:
             client.close_file(fh)
-        finally:
-            self._give_back(client)
+        except OSError as exc:
+            self._drop_if_broken(client, exc)
+            raise
+        self._give_back(client)
         return 0
 
     # --- directories ---------------------------------------------------------------------
