@@ -23,24 +23,9 @@ import pytest
 
 from efsray.testing.guests.vm import Guest
 from tests.fixtures.guests import KnfsdGuest
+from tests.guests.test_kernel_round_trips import APPENDS, SAVES, SETUP
 
 pytestmark = [pytest.mark.guests, pytest.mark.timeout(900)]
-
-APPENDS = 20
-SAVES = 8
-
-SETUP = """
-import numpy as np, pyarrow as pa
-from efsray.store import Store
-EPOCH = 1_600_000_000 * 10**9
-def batch(i, n=5000):
-    ts = EPOCH + (i * n + np.arange(n, dtype=np.int64)) * 60 * 10**9
-    c = np.full(n, 1000.0 + i)
-    return pa.table({"timestamp": pa.array(ts, pa.timestamp("ns", tz="UTC")), "open": c,
-                     "high": c + 1, "low": c - 1, "close": c, "volume": np.full(n, float(i))})
-payload = bytes(range(256)) * 4096  # 1 MiB: one WRITE, one READ
-store = Store(ROOT)
-"""
 
 #: Forget what this client cached (as a client that never saw the store): dentries and inodes,
 #: and with the inodes their attribute and access caches.
@@ -77,6 +62,17 @@ def measure_store(guest: Guest, root: str, *, forget: bool) -> dict[str, dict[st
     return counts
 
 
+def appends_keeping_inputs(guest: Guest, root: str) -> dict[str, int]:
+    """Per-kind NFS counts of 20 appends (after 3) whose merges leave their inputs to
+    retention (``free_merged_inputs = False``), on a fresh ``root``."""
+    setup = SETUP.replace("ROOT", repr(root)) + (
+        "store.market.free_merged_inputs = False\n"
+        "for i in range(3): store.market.append('SPY', '1m', batch(i))\n"
+    )
+    body = f"for i in range(3, {3 + APPENDS}): store.market.append('SPY', '1m', batch(i))"
+    return guest.measure(setup, body).nfs_ops
+
+
 def per_call(counts: dict[str, dict[str, int]]) -> dict[str, float]:
     calls = {"append": APPENDS, "save": SAVES}
     return {what: sum(ops.values()) / calls.get(what, 1) for what, ops in counts.items()}
@@ -105,13 +101,7 @@ def test_round_trips_of_the_store_against_knfsd(knfsd_guest: KnfsdGuest) -> None
     assert totals["tail, repeated"] <= 1 and totals["load, model read before"] <= 3
     assert totals["tail, new Store"] <= 28 and totals["load, new Store"] <= 30
     # merges leaving their inputs to retention: 10.75-10.90 measured, within the budget of 12
-    setup = SETUP.replace("ROOT", repr("knfsd-store/kept")) + (
-        "store.market.free_merged_inputs = False\n"
-        "for i in range(3): store.market.append('SPY', '1m', batch(i))\n"
-    )
-    kept = guest.measure(
-        setup, f"for i in range(3, {3 + APPENDS}): store.market.append('SPY', '1m', batch(i))"
-    ).nfs_ops
+    kept = appends_keeping_inputs(guest, "knfsd-store/kept")
     print(f"knfsd: append, inputs kept {sum(kept.values()) / APPENDS:.2f} {kept}")
     assert kept.get("ACCESS", 0) + kept.get("LOOKUP", 0) <= 4, kept
     assert sum(kept.values()) / APPENDS <= 12  # the budget
