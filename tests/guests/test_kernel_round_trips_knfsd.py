@@ -79,10 +79,11 @@ def per_call(counts: dict[str, dict[str, int]]) -> dict[str, float]:
 
 
 def test_round_trips_of_the_store_against_knfsd(knfsd_guest: KnfsdGuest) -> None:
-    """Measured (docs/store.md): append 13.15-13.25 (ganesha 24.35), 10.75-10.90 when merges keep
-    their inputs (18.95), save 14.0-14.1 (21.0), the reads as against ganesha. What ganesha's
-    non-atomic change information costs, ACCESS 128 and LOOKUP 108 per 20 appends, is ACCESS
-    12 and no LOOKUP here; every other kind of an append is the same count against both."""
+    """Measured (docs/store.md): append 13.15-13.25 (ganesha 24.35), 10.75-10.90 when merges
+    keep their inputs (18.85-18.95), save 14.0-14.25 (21.0), the reads as against ganesha.
+    What ganesha's non-atomic change information costs, ACCESS 128 and LOOKUP 108 per 20
+    appends, is ACCESS 12 and no LOOKUP here; every other kind of an append is the same count
+    against both."""
     guest = knfsd_guest.guest
     guest.run("import os; os.mkdir('knfsd-store')").check()
     counts = measure_store(guest, "knfsd-store/store", forget=True)
@@ -97,7 +98,7 @@ def test_round_trips_of_the_store_against_knfsd(knfsd_guest: KnfsdGuest) -> None
     rest = {k: v for k, v in appends.items() if k not in ("ACCESS", "LOOKUP", "GETATTR")}
     assert sum(rest.values()) == 251, rest  # 20 appends: 2 merges freeing 8 inputs each
     assert totals["append"] <= 13.5  # budget 12: not met (the merges' freeing, 5.5)
-    assert totals["save"] <= 14.5  # budget 11: not met (docs/store.md)
+    assert totals["save"] <= 14.75  # budget 11: not met (docs/store.md)
     assert totals["tail, repeated"] <= 1 and totals["load, model read before"] <= 3
     assert totals["tail, new Store"] <= 28 and totals["load, new Store"] <= 30
     # merges leaving their inputs to retention: 10.75-10.90 measured, within the budget of 12
