@@ -106,3 +106,33 @@ def test_round_trips_of_the_store_against_knfsd(knfsd_guest: KnfsdGuest) -> None
     print(f"knfsd: append, inputs kept {sum(kept.values()) / APPENDS:.2f} {kept}")
     assert kept.get("ACCESS", 0) + kept.get("LOOKUP", 0) <= 4, kept
     assert sum(kept.values()) / APPENDS <= 12  # the budget
+
+
+LINKS = """
+import os
+from pathlib import Path
+from efsray.store.nfs import link_all
+D = Path(ROOT); D.mkdir()
+"""
+
+
+def test_what_is_left_of_the_access_calls(knfsd_guest: KnfsdGuest) -> None:
+    """Where the ACCESS calls left against knfsd come from (docs/store.md, part 1): every
+    link() of a file after its attributes changed asks for the caller's permissions on it
+    (the kernel's protected_hardlinks check, ``may_linkat``), and each LINK changes them, so
+    a merge's redirect linked under 8 names costs 8 ACCESS; a removal costs none; a new
+    directory (a checkpoint's data directory) costs 2 when the first file is made in it."""
+    guest = knfsd_guest.guest
+    links = guest.measure(
+        LINKS.replace("ROOT", repr("access-links")),
+        "link_all([D / f'm{i}' for i in range(8)], b'redirect', mode=0o444)\n"
+        "for i in range(8): os.unlink(D / f'm{i}')",
+    ).nfs_ops
+    new_dir = guest.measure(
+        LINKS.replace("ROOT", repr("access-dir")),
+        "os.mkdir(D / 'n'); (D / 'n' / 'f').write_bytes(b'x')",
+    ).nfs_ops
+    print(f"knfsd: link_all of 8 names, then 8 removals {links}; new directory {new_dir}")
+    assert links.get("LINK") == 8 and links.get("ACCESS") == 8, links
+    assert links.get("REMOVE") == 9, links  # the 8 names and link_all's temporary
+    assert new_dir.get("ACCESS") == 2 and new_dir.get("CREATE") == 1, new_dir
