@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import efsray
+from efsray.errors import EfsrayError
 from efsray.testing.guests.image import GuestImage
 
 __all__ = [
@@ -79,10 +80,10 @@ if [ "$EFSRAY_NFS_SERVER" = knfsd ]; then
   # util-linux's mount: busybox's passes "iversion" to ext4, which wants it as a flag
   chroot /root /bin/mount -t ext4 -o iversion /dev/vdb /srv/nfs >&9 2>&1 \
     || fail "mount of the scratch disk"
-  mount -t tmpfs -o mode=755 tmpfs /root/var/lib/nfs
+  mount -t tmpfs -o mode=755 tmpfs /root/var/lib/nfs || fail "tmpfs on /var/lib/nfs"
   mkdir -p /root/var/lib/nfs/v4recovery /root/var/lib/nfs/rpc_pipefs
   touch /root/var/lib/nfs/etab /root/var/lib/nfs/rmtab
-  echo 0 > /root/proc/sys/fs/leases-enable  # no delegations: EFS grants none
+  echo 0 > /root/proc/sys/fs/leases-enable || fail "leases-enable"  # no delegations, as EFS
   mount -t nfsd nfsd /root/proc/fs/nfsd || fail "mount of the nfsd file system"
   echo 10 > /root/proc/fs/nfsd/nfsv4gracetime || fail "knfsd grace time"
   # 1 MiB READs and WRITEs as on EFS (knfsd's default scales with RAM: 128 KiB here)
@@ -160,7 +161,7 @@ def qemu_command(
     ``scratch`` disk image (ext4), serves that disk itself with knfsd and mounts it."""
     if scratch is None:
         if nfs_port is None:
-            raise ValueError("a guest needs the host server's nfs_port or a scratch disk")
+            raise EfsrayError("a guest needs the host server's nfs_port or a scratch disk")
         server = [f"EFSRAY_NFS_OPTIONS={EFS_MOUNT_OPTIONS},port={nfs_port},addr=10.0.2.2"]
         disks: list[str] = []
     else:
