@@ -4,11 +4,14 @@ The cache entry ``/var/cache/efsray/guest/<key>/`` holds:
 
 ``vmlinuz``      Debian's ``linux-image-<abi>-cloud-amd64`` kernel (NFS v4.1 client as modules)
 ``modules/``     the modules the guest loads (virtio, NFS v4 and what they depend on) and
-                 ``modules/order``, their load order
+                 ``modules/order``, their load order; ``modules/order-server``, the kernel
+                 NFS server's (nfsd and what it needs beyond those), loaded only by a guest
+                 that serves its own export (``self_served`` in :mod:`.vm`)
 ``busybox``      the host's static busybox (the initramfs's shell, mount, insmod, ip)
 ``root.img``     a read-only ext4 root: ``mmdebstrap --variant=minbase bookworm`` with
-                 python3, plus efsray's runtime dependencies installed from wheels on the host
-                 (guests reach no package registry)
+                 python3 and nfs-kernel-server (rpc.nfsd, exportfs, rpc.mountd: the user space
+                 of Linux's own NFS server), plus efsray's runtime dependencies installed from
+                 wheels on the host (guests reach no package registry)
 ``build.json``   the inputs and how long the build took
 
 The key hashes the kernel package's version, busybox's version, the pinned Python
@@ -55,6 +58,10 @@ KERNEL_META = "linux-image-cloud-amd64"
 SUITE = "bookworm"
 #: Modules the guest loads, by name; their dependencies are added from modules.dep.
 WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "nfsv4")
+#: The kernel NFS server (knfsd), loaded after those only by a guest serving its own export.
+SERVER_MODULES = ("nfsd",)
+#: Debian packages in the root besides minbase: the interpreter, and knfsd's user space.
+ROOT_PACKAGES = ("python3", "nfs-kernel-server")
 #: efsray's runtime dependencies, used when efsray's own metadata is not installed (the
 #: installed metadata, pyproject's [project] dependencies, is what the image gets otherwise).
 GUEST_REQUIREMENTS = (
@@ -223,6 +230,7 @@ def image_key() -> tuple[str, dict[str, object]]:
         "kernel": f"{package}={version}",
         "busybox": _busybox_version(),
         "suite": SUITE,
+        "packages": list(ROOT_PACKAGES),
         "python": pinned_requirements(),
         "script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
     }
@@ -265,12 +273,13 @@ def _build(out: Path, inputs: dict[str, object], log: Path) -> None:
     stage = out / "stage"
     rootfs = stage / "rootfs"
     stage.mkdir()
-    # 1. The root file system: Debian minbase with python3 (the guest's interpreter).
+    # 1. The root file system: Debian minbase with python3 (the guest's interpreter) and
+    #    nfs-kernel-server (a guest may serve its own export with knfsd).
     _run(
         [
             "mmdebstrap",
             "--variant=minbase",
-            "--include=python3",
+            f"--include={','.join(ROOT_PACKAGES)}",
             "--dpkgopt=path-exclude=/usr/share/{doc,man,info,locale}/*",
             "--dpkgopt=path-include=/usr/share/locale/locale.alias",
             SUITE,
@@ -323,7 +332,7 @@ def _build(out: Path, inputs: dict[str, object], log: Path) -> None:
         ],
         log=log,
     )
-    for d in ("opt/efsray", "mnt/efs", "tmp", "run"):
+    for d in ("opt/efsray", "mnt/efs", "tmp", "run", "srv/nfs", "var/lib/nfs"):
         (rootfs / d).mkdir(parents=True, exist_ok=True)
     # 3. The kernel and the modules the guest loads, from the Debian package itself.
     package = str(inputs["kernel"]).split("=", 1)[0]
@@ -389,7 +398,8 @@ def _du_bytes(root: Path) -> int:
 
 
 def _copy_modules(tree: Path, dest: Path) -> None:
-    """The wanted modules and their dependencies, with a load order (dependencies first)."""
+    """The wanted modules and their dependencies, with load orders (dependencies first):
+    ``order`` for every guest, ``order-server`` for what knfsd needs beyond it."""
     deps: dict[str, list[str]] = {}
     for line in (tree / "modules.dep").read_text().splitlines():
         target, _, rest = line.partition(":")
@@ -404,22 +414,26 @@ def _copy_modules(tree: Path, dest: Path) -> None:
             visit(dep)
         order.append(rel)
 
-    for name in WANTED_MODULES:
-        if name not in by_name:
-            continue  # built into this kernel
-        visit(by_name[name])
+    orders: dict[str, list[str]] = {}
+    for list_name, wanted in (("order", WANTED_MODULES), ("order-server", SERVER_MODULES)):
+        first = len(order)
+        for name in wanted:
+            if name in by_name:  # else built into this kernel
+                visit(by_name[name])
+        orders[list_name] = order[first:]
     dest.mkdir()
-    names = []
-    for rel in order:
-        src = tree / rel
-        name = src.name
-        if name.endswith(".xz"):
-            name = name.removesuffix(".xz")
-            _run(["sh", "-c", f"xz -dc '{src}' > '{dest / name}'"])
-        else:
-            shutil.copy2(src, dest / name)
-        names.append(name)
-    (dest / "order").write_text("\n".join(names) + "\n")
+    for list_name, rels in orders.items():
+        names = []
+        for rel in rels:
+            src = tree / rel
+            name = src.name
+            if name.endswith(".xz"):
+                name = name.removesuffix(".xz")
+                _run(["sh", "-c", f"xz -dc '{src}' > '{dest / name}'"])
+            else:
+                shutil.copy2(src, dest / name)
+            names.append(name)
+        (dest / list_name).write_text("\n".join(names) + "\n")
 
 
 def main() -> int:

@@ -438,18 +438,27 @@ class Running:
 def boot_guests(
     image: GuestImage,
     *,
-    nfs_port: int,
+    nfs_port: int | None = None,
     workdir: Path,
     count: int = 3,
     memory_mb: int = 768,
     boot_timeout: float = 600.0,
     names: Sequence[str] | None = None,
+    self_served: bool = False,
+    scratch_mb: int = 2048,
 ) -> Iterator[list[Guest]]:
     """Boot ``count`` guests in parallel, each mounting 127.0.0.1:``nfs_port``'s /export.
+
+    With ``self_served``, each guest instead serves a scratch disk of its own (ext4,
+    ``scratch_mb``, sparse, made here with ``mke2fs``) with Linux's NFS server (knfsd) and
+    mounts it over loopback with the same options (see :mod:`.initramfs`): a kernel server
+    beside the host's nfs-ganesha, for the client's counts against each.
 
     Yields them once all are ready (the agent answers); stops every one on exit, also when
     booting failed. ``boot_timeout`` is generous: TCG on a loaded 2-core machine is slow.
     """
+    if not self_served and nfs_port is None:
+        raise GuestError("boot_guests needs the host server's nfs_port (or self_served=True)")
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = build_initramfs(image, workdir / "initrd.cpio")
     names = list(names or [f"client{i}" for i in range(count)])
@@ -459,7 +468,8 @@ def boot_guests(
         for name in names:
             gdir = workdir / name
             gdir.mkdir(exist_ok=True)
-            cmd = qemu_command(image, initrd, gdir, name, nfs_port, memory_mb)
+            scratch = _scratch_disk(gdir / "scratch.img", scratch_mb) if self_served else None
+            cmd = qemu_command(image, initrd, gdir, name, nfs_port, memory_mb, scratch=scratch)
             with open(gdir / "qemu.log", "wb") as log:
                 proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -472,3 +482,21 @@ def boot_guests(
     finally:
         with ThreadPoolExecutor(max(1, len(guests))) as pool:
             list(pool.map(lambda g: g.stop(), guests))
+        if self_served:
+            for name in names:
+                with contextlib.suppress(OSError):
+                    (workdir / name / "scratch.img").unlink()
+
+
+def _scratch_disk(path: Path, size_mb: int) -> Path:
+    """A sparse ext4 image owned by root: a self-served guest's export."""
+    done = subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-E", "root_owner=0:0", str(path), f"{size_mb}M"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise GuestError(f"mke2fs of the scratch disk {path} failed: {done.stderr.strip()}")
+    return path
