@@ -26,6 +26,8 @@ from bench._common import write_results
 from bench.results_scale import STRATEGY, runs_of
 from efsray.simfs import SimFSConfig, SimFSProcess
 from efsray.store import Store
+from efsray.store.results.index import FENCES
+from efsray.store.results.open_files import OPEN_FILES
 
 BATCH = 500
 
@@ -72,15 +74,25 @@ def main() -> None:
         where = ["sharpe>=2.3"]
         cols = ["sharpe", "total_return", "max_drawdown", "params.fast", "params.slow"]
         fresh = Store(fs.path / "store").results
+        OPEN_FILES.clear()
         count(f"query with a filter, new process (20,000 runs, {segments} segments)",
               lambda: fresh.query(STRATEGY, where=where, columns=cols))  # fmt: skip
-        count("the same query again (manifest and footers cached)",
+        count("the same query again at once (manifest and footers cached, segments open)",
+              lambda: fresh.query(STRATEGY, where=where, columns=cols))  # fmt: skip
+        OPEN_FILES.clear()
+        count("the same query again, its segments closed first",
               lambda: fresh.query(STRATEGY, where=where, columns=cols))  # fmt: skip
         some = fresh.query(STRATEGY, columns=["sharpe"])["run_id"]
         other = Store(fs.path / "store").results
+        FENCES.clear()
+        OPEN_FILES.clear()
         count("load a run by id, new process", lambda: other.load(some[7], strategy=STRATEGY))
-        count("load another run by id (manifest and footers cached)",
+        OPEN_FILES.clear()
+        count("load another run by id (manifest and fence cached, sidecar closed)",
               lambda: other.load(some[12_345], strategy=STRATEGY))  # fmt: skip
+        count("load a third run by id at once (its sidecar still open)",
+              lambda: other.load(some[15_000], strategy=STRATEGY))  # fmt: skip
+        OPEN_FILES.clear()
     shutil.rmtree(base, ignore_errors=True)
     md = ["# Results table: server operations on the simulated EFS", "",
           "Command: `python bench/results_ops.py` (simfs profile efs-gp, attribute cache 3 s; "

@@ -7,7 +7,9 @@ in the background), then queried the ways a quant does:
 - ``filter``: ``query(where=["sharpe>=T"], columns=[3 metrics, 2 params])``, T chosen so that
   ~1% of the runs match;
 - ``top``: ``query(where=..., order_by="sharpe", ascending=False, limit=100)``;
-- ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50).
+- ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50, one after the
+  other; then the same runs, each with the kept descriptors closed first, as a load that
+  follows no other read within a second).
 
 The floor: DuckDB over ONE Parquet file holding the same rows (written once, outside any
 store; ``SELECT ... WHERE "metrics.sharpe" >= T``), and DuckDB over exactly the table's
@@ -47,6 +49,7 @@ import pyarrow.parquet as pq
 from bench._common import write_results
 from efsray.store import Store
 from efsray.store.ids import derive
+from efsray.store.results.open_files import OPEN_FILES
 
 STRATEGY = "ma_crossover"
 COLUMNS = ["sharpe", "total_return", "max_drawdown", "params.fast", "params.slow"]
@@ -168,11 +171,29 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
     rng = random.Random(5)
     picks = [rng.choice(ids) for _ in range(50)]
     results.load(picks[0], strategy=STRATEGY)
-    load_times = []
+    load_times, closed_times = [], []
     for run_id in picks:
         t0 = time.perf_counter()
         results.load(run_id, strategy=STRATEGY)
         load_times.append(time.perf_counter() - t0)
+    for run_id in picks:  # each run's sidecar closed first (fences and manifest cached)
+        OPEN_FILES.clear()
+        t0 = time.perf_counter()
+        results.load(run_id, strategy=STRATEGY)
+        closed_times.append(time.perf_counter() - t0)
+
+    def load_ops(run_id: str, *, close_first: bool) -> int | None:
+        if close_first:
+            OPEN_FILES.clear()  # (its closes are not the load's)
+        return ops.count(lambda: results.load(run_id, strategy=STRATEGY))
+
+    def median_ops(counts: list[int | None]) -> float | None:
+        known = [c for c in counts if c is not None]
+        return statistics.median(known) if known else None
+
+    # server ops per load, medians over the same picks (counted apart from the timings)
+    row_ops = median_ops([load_ops(r, close_first=False) for r in picks])
+    closed_ops = median_ops([load_ops(r, close_first=True) for r in picks])
     fresh = Store(root).results  # a new process's view: no manifest cached
     return {
         "threshold": round(t, 4),
@@ -182,9 +203,11 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
         "top_is_sorted": bool(top["metrics.sharpe"].is_monotonic_decreasing),
         "all_runs_one_column_s": round(all_s, 3),
         "load_by_id_ms": round(statistics.median(load_times) * 1000, 2),
+        "load_by_id_closed_ms": round(statistics.median(closed_times) * 1000, 2),
         "filter_ops": ops.count(lambda: results.query(STRATEGY, where=where, columns=COLUMNS)),
         "filter_ops_cold": ops.count(lambda: fresh.query(STRATEGY, where=where, columns=COLUMNS)),
-        "load_by_id_ops": ops.count(lambda: results.load(picks[1], strategy=STRATEGY)),
+        "load_by_id_ops": row_ops,
+        "load_by_id_closed_ops": closed_ops,
     }
 
 
@@ -458,8 +481,15 @@ def markdown(result: dict[str, Any], command: str) -> str:
         ),
         f"- top 100 by sharpe: {q['top100_s'] * 1000:.1f} ms; one column of every run: "
         f"{q['all_runs_one_column_s']} s",
-        f"- a run by id: {q['load_by_id_ms']} ms"
-        + (f", {q['load_by_id_ops']} server ops" if q["load_by_id_ops"] is not None else ""),
+        f"- a run by id (50 random runs in a row): {q['load_by_id_ms']} ms"
+        + (f", {q['load_by_id_ops']} server ops" if q["load_by_id_ops"] is not None else "")
+        + f"; its sidecar closed first (not read in the last second): "
+        f"{q['load_by_id_closed_ms']} ms"
+        + (
+            f", {q['load_by_id_closed_ops']} server ops"
+            if q["load_by_id_closed_ops"] is not None
+            else ""
+        ),
         f"- DuckDB floor (one Parquet file of the same rows): {d['one_file_s'] * 1000:.1f} ms; "
         f"DuckDB over the table's files: {d['over_table_files_s'] * 1000:.1f} ms",
     ]
