@@ -9,7 +9,8 @@ in the background), then queried the ways a quant does:
 - ``top``: ``query(where=..., order_by="sharpe", ascending=False, limit=100)``;
 - ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50, one after the
   other; then the same runs, each with the kept descriptors closed first, as a load that
-  follows no other read within a second).
+  follows no other read within a second; then, right after each, a run of its segment:
+  its sidecar still open).
 
 The floor: DuckDB over ONE Parquet file holding the same rows (written once, outside any
 store; ``SELECT ... WHERE "metrics.sharpe" >= T``), and DuckDB over exactly the table's
@@ -187,6 +188,16 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
         t0 = time.perf_counter()
         results.load(run_id, strategy=STRATEGY)
         load_times.append(time.perf_counter() - t0)
+    position = {r: i for i, r in enumerate(ids)}
+    # the run 100 places after each pick (the same segment but at its end): loaded right
+    # after the pick, as a loop over a query's matches does, its sidecar still open
+    neighbours = [(r, ids[min(position[r] + 100, len(ids) - 1)]) for r in picks]
+    neighbour_times = []
+    for run_id, neighbour in neighbours:
+        results.load(run_id, strategy=STRATEGY)
+        t0 = time.perf_counter()
+        results.load(neighbour, strategy=STRATEGY)
+        neighbour_times.append(time.perf_counter() - t0)
     for run_id in picks:  # each run's sidecar closed first (fences and manifest cached)
         OPEN_FILES.clear()
         t0 = time.perf_counter()
@@ -208,6 +219,10 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
     # server ops per load, medians over the same picks (counted apart from the timings)
     row_ops = median_ops([counted(loader(r), close_first=False) for r in picks])
     closed_ops = median_ops([counted(loader(r), close_first=True) for r in picks])
+    neighbour_ops = []
+    for run_id, neighbour in neighbours:
+        results.load(run_id, strategy=STRATEGY)
+        neighbour_ops.append(counted(loader(neighbour), close_first=False))
 
     def query() -> Any:
         return results.query(STRATEGY, where=where, columns=COLUMNS)
@@ -236,6 +251,8 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
         "filter_ops_cold": filter_ops_cold,
         "load_by_id_ops": row_ops,
         "load_by_id_closed_ops": closed_ops,
+        "load_by_id_neighbour_ms": round(statistics.median(neighbour_times) * 1000, 2),
+        "load_by_id_neighbour_ops": median_ops(neighbour_ops),
     }
 
 
@@ -487,7 +504,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "# Results at sweep scale",
         "",
         f"Command: `{command}`. Medium: {result['medium']}. Machine shared with other jobs "
-        f"(load average {os.getloadavg()[0]:.1f} at the end): compare ratios within a run.",
+        f"(load average {result.get('load_start', '?')} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end): compare ratios within a run.",
         "",
         f"- {w['runs']:,} runs in batches of {w['batch']}: {w['write_s']} s "
         f"({w['runs_per_s']:,} runs/s, median commit {w['commit_ms_median']} ms)",
@@ -520,6 +538,16 @@ def markdown(result: dict[str, Any], command: str) -> str:
         + (
             f", {q['load_by_id_closed_ops']} server ops"
             if q["load_by_id_closed_ops"] is not None
+            else ""
+        )
+        + (
+            f"; a run of the same segment right after another: {q['load_by_id_neighbour_ms']} ms"
+            if "load_by_id_neighbour_ms" in q
+            else ""
+        )
+        + (
+            f", {q['load_by_id_neighbour_ops']} server ops"
+            if q.get("load_by_id_neighbour_ops") is not None
             else ""
         ),
         f"- DuckDB floor (one Parquet file of the same rows): {d['one_file_s'] * 1000:.1f} ms; "
@@ -573,6 +601,7 @@ def main() -> None:
     if args.runs % args.batch:
         parser.error("--runs must be a multiple of --batch")
     command = "python bench/results_scale.py " + " ".join(sys.argv[1:])
+    load_start = round(os.getloadavg()[0], 1)
     if args.simfs:
         from efsray.simfs import SimFSConfig, SimFSProcess
 
@@ -593,6 +622,7 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
         name = "results_scale"
     name = args.name or name
+    result = {"load_start": load_start, **result, "load_end": round(os.getloadavg()[0], 1)}
     path = write_results(name, {"command": command, **result}, markdown(result, command))
     print(f"wrote {path}")
 
