@@ -75,13 +75,15 @@ class OpenFiles:
         key = str(path)
         kept = self._lease(key)
         if kept is not None:
+            broken = True  # also on an interrupt: never reused, closed
             try:
                 value = func(kept.reader)
+                broken = False
             except Exception as exc:  # noqa: BLE001 - read again on a new open, below
                 log.debug("kept descriptor of %s failed (%s); re-opening", path, exc)
-                self._give_back(key, kept, broken=True)
-            else:
-                self._give_back(key, kept)
+            finally:
+                self._give_back(key, kept, broken=broken)
+            if not broken:
                 return value
 
         def fresh() -> T:
