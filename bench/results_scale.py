@@ -7,7 +7,10 @@ in the background), then queried the ways a quant does:
 - ``filter``: ``query(where=["sharpe>=T"], columns=[3 metrics, 2 params])``, T chosen so that
   ~1% of the runs match;
 - ``top``: ``query(where=..., order_by="sharpe", ascending=False, limit=100)``;
-- ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50).
+- ``by id``: ``load(run_id, strategy=...)`` of random runs (median of 50, one after the
+  other; then the same runs, each with the kept descriptors closed first, as a load that
+  follows no other read within a second; then, right after each, a run of its segment:
+  its sidecar still open).
 
 The floor: DuckDB over ONE Parquet file holding the same rows (written once, outside any
 store; ``SELECT ... WHERE "metrics.sharpe" >= T``), and DuckDB over exactly the table's
@@ -47,6 +50,9 @@ import pyarrow.parquet as pq
 from bench._common import write_results
 from efsray.store import Store
 from efsray.store.ids import derive
+from efsray.store.results.index import FENCES
+from efsray.store.results.open_files import OPEN_FILES
+from efsray.store.results.parts import FOOTERS
 
 STRATEGY = "ma_crossover"
 COLUMNS = ["sharpe", "total_return", "max_drawdown", "params.fast", "params.slow"]
@@ -77,9 +83,15 @@ def runs_of(batch: int, size: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def median_time(func: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+def median_time(
+    func: Callable[[], Any], repeats: int, *, closed: bool = False
+) -> tuple[float, Any]:
+    """(median seconds, last value) of ``repeats`` calls; ``closed``: each after closing
+    the files reads keep open a second (untimed), as a call after a pause."""
     times, value = [], None
     for _ in range(repeats):
+        if closed:
+            OPEN_FILES.clear()
         start = time.perf_counter()
         value = func()
         times.append(time.perf_counter() - start)
@@ -160,6 +172,9 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
     filt_s, frame = median_time(
         lambda: results.query(STRATEGY, where=where, columns=COLUMNS), repeats
     )
+    filt_closed_s, _ = median_time(
+        lambda: results.query(STRATEGY, where=where, columns=COLUMNS), repeats, closed=True
+    )
     top_s, top = median_time(
         lambda: results.query(STRATEGY, where=where, order_by="sharpe", ascending=False,
                               limit=100), repeats)  # fmt: skip
@@ -168,12 +183,59 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
     rng = random.Random(5)
     picks = [rng.choice(ids) for _ in range(50)]
     results.load(picks[0], strategy=STRATEGY)
-    load_times = []
+    load_times, closed_times = [], []
     for run_id in picks:
         t0 = time.perf_counter()
         results.load(run_id, strategy=STRATEGY)
         load_times.append(time.perf_counter() - t0)
-    fresh = Store(root).results  # a new process's view: no manifest cached
+    position = {r: i for i, r in enumerate(ids)}
+    # the run 100 places after each pick (the same segment but at its end): loaded right
+    # after the pick, as a loop over a query's matches does, its sidecar still open
+    neighbours = [(r, ids[min(position[r] + 100, len(ids) - 1)]) for r in picks]
+    neighbour_times = []
+    for run_id, neighbour in neighbours:
+        results.load(run_id, strategy=STRATEGY)
+        t0 = time.perf_counter()
+        results.load(neighbour, strategy=STRATEGY)
+        neighbour_times.append(time.perf_counter() - t0)
+    for run_id in picks:  # each run's sidecar closed first (fences and manifest cached)
+        OPEN_FILES.clear()
+        t0 = time.perf_counter()
+        results.load(run_id, strategy=STRATEGY)
+        closed_times.append(time.perf_counter() - t0)
+
+    def counted(func: Callable[[], Any], *, close_first: bool) -> int | None:
+        if close_first:
+            OPEN_FILES.clear()  # (its closes are not the call's)
+        return ops.count(func)
+
+    def median_ops(counts: list[int | None]) -> float | None:
+        known = [c for c in counts if c is not None]
+        return statistics.median(known) if known else None
+
+    def loader(run_id: str) -> Callable[[], Any]:
+        return lambda: results.load(run_id, strategy=STRATEGY)
+
+    # server ops per load, medians over the same picks (counted apart from the timings)
+    row_ops = median_ops([counted(loader(r), close_first=False) for r in picks])
+    closed_ops = median_ops([counted(loader(r), close_first=True) for r in picks])
+    neighbour_ops = []
+    for run_id, neighbour in neighbours:
+        results.load(run_id, strategy=STRATEGY)
+        neighbour_ops.append(counted(loader(neighbour), close_first=False))
+
+    def query() -> Any:
+        return results.query(STRATEGY, where=where, columns=COLUMNS)
+
+    query()
+    filter_ops = counted(query, close_first=False)  # at once: the timed repeats' case
+    filter_ops_closed = counted(query, close_first=True)
+    FOOTERS.clear()  # a new process: no manifest, footer or fence cached, nothing open
+    FENCES.clear()
+    fresh = Store(root).results
+    filter_ops_cold = counted(
+        lambda: fresh.query(STRATEGY, where=where, columns=COLUMNS), close_first=True
+    )
     return {
         "threshold": round(t, 4),
         "matched": len(frame),
@@ -182,9 +244,15 @@ def queries(root: Path, t: float, repeats: int, ops: Ops) -> dict[str, Any]:
         "top_is_sorted": bool(top["metrics.sharpe"].is_monotonic_decreasing),
         "all_runs_one_column_s": round(all_s, 3),
         "load_by_id_ms": round(statistics.median(load_times) * 1000, 2),
-        "filter_ops": ops.count(lambda: results.query(STRATEGY, where=where, columns=COLUMNS)),
-        "filter_ops_cold": ops.count(lambda: fresh.query(STRATEGY, where=where, columns=COLUMNS)),
-        "load_by_id_ops": ops.count(lambda: results.load(picks[1], strategy=STRATEGY)),
+        "load_by_id_closed_ms": round(statistics.median(closed_times) * 1000, 2),
+        "filter_closed_s": round(filt_closed_s, 4),
+        "filter_ops": filter_ops,
+        "filter_ops_closed": filter_ops_closed,
+        "filter_ops_cold": filter_ops_cold,
+        "load_by_id_ops": row_ops,
+        "load_by_id_closed_ops": closed_ops,
+        "load_by_id_neighbour_ms": round(statistics.median(neighbour_times) * 1000, 2),
+        "load_by_id_neighbour_ops": median_ops(neighbour_ops),
     }
 
 
@@ -436,7 +504,8 @@ def markdown(result: dict[str, Any], command: str) -> str:
         "# Results at sweep scale",
         "",
         f"Command: `{command}`. Medium: {result['medium']}. Machine shared with other jobs "
-        f"(load average {os.getloadavg()[0]:.1f} at the end): compare ratios within a run.",
+        f"(load average {result.get('load_start', '?')} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end): compare ratios within a run.",
         "",
         f"- {w['runs']:,} runs in batches of {w['batch']}: {w['write_s']} s "
         f"({w['runs_per_s']:,} runs/s, median commit {w['commit_ms_median']} ms)",
@@ -451,15 +520,36 @@ def markdown(result: dict[str, Any], command: str) -> str:
             else "no vacuum"
         ),
         f"- filter (~1% match, {q['matched']:,} runs, 5 columns): {q['filter_s'] * 1000:.1f} ms"
+        + (f", {q['filter_ops']} server ops" if q["filter_ops"] is not None else "")
+        + f" (repeated at once); {q['filter_closed_s'] * 1000:.1f} ms"
+        + (f", {q['filter_ops_closed']} server ops" if q["filter_ops"] is not None else "")
+        + " with its segments closed first"
         + (
-            f", {q['filter_ops']} server ops ({q['filter_ops_cold']} cold)"
+            f"; {q['filter_ops_cold']} server ops in a new process (no footer cached)"
             if q["filter_ops"] is not None
             else ""
         ),
         f"- top 100 by sharpe: {q['top100_s'] * 1000:.1f} ms; one column of every run: "
         f"{q['all_runs_one_column_s']} s",
-        f"- a run by id: {q['load_by_id_ms']} ms"
-        + (f", {q['load_by_id_ops']} server ops" if q["load_by_id_ops"] is not None else ""),
+        f"- a run by id (50 random runs in a row): {q['load_by_id_ms']} ms"
+        + (f", {q['load_by_id_ops']} server ops" if q["load_by_id_ops"] is not None else "")
+        + f"; its sidecar closed first (not read in the last second): "
+        f"{q['load_by_id_closed_ms']} ms"
+        + (
+            f", {q['load_by_id_closed_ops']} server ops"
+            if q["load_by_id_closed_ops"] is not None
+            else ""
+        )
+        + (
+            f"; a run of the same segment right after another: {q['load_by_id_neighbour_ms']} ms"
+            if "load_by_id_neighbour_ms" in q
+            else ""
+        )
+        + (
+            f", {q['load_by_id_neighbour_ops']} server ops"
+            if q.get("load_by_id_neighbour_ops") is not None
+            else ""
+        ),
         f"- DuckDB floor (one Parquet file of the same rows): {d['one_file_s'] * 1000:.1f} ms; "
         f"DuckDB over the table's files: {d['over_table_files_s'] * 1000:.1f} ms",
     ]
@@ -511,6 +601,7 @@ def main() -> None:
     if args.runs % args.batch:
         parser.error("--runs must be a multiple of --batch")
     command = "python bench/results_scale.py " + " ".join(sys.argv[1:])
+    load_start = round(os.getloadavg()[0], 1)
     if args.simfs:
         from efsray.simfs import SimFSConfig, SimFSProcess
 
@@ -531,6 +622,7 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
         name = "results_scale"
     name = args.name or name
+    result = {"load_start": load_start, **result, "load_end": round(os.getloadavg()[0], 1)}
     path = write_results(name, {"command": command, **result}, markdown(result, command))
     print(f"wrote {path}")
 

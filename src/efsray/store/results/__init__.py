@@ -5,6 +5,7 @@
 - :mod:`~efsray.store.results.manifest`: a version's manifest, as frozen dataclasses;
 - :mod:`~efsray.store.results.parts`: reading only some column chunks of a segment;
 - :mod:`~efsray.store.results.index`: the run index in each sidecar (a load by id);
+- :mod:`~efsray.store.results.open_files`: committed files kept open a second between reads;
 - :mod:`~efsray.store.results.table`: commits, merges and retention of one table;
 - :mod:`~efsray.store.results.where`: filters, pushed down to manifests;
 - :mod:`~efsray.store.results.query`: which segments and columns a query reads;

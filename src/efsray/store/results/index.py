@@ -14,9 +14,11 @@ efsray carries, at the end of its sidecar, a run index:
 A load reads the fence once per segment (kept in :data:`FENCES`, by sidecar name and
 digest: files never change once committed), then the run's block, then the run's tables
 (adjacent in the sidecar), through one open: one open and two reads when the fence is
-cached. Every range read is checked against its digest before it is decompressed; the
-chain of digests starts at the manifest. Segments written before the index (no
-``index`` in their manifest entry) are read through their Parquet row groups.
+cached, the two reads alone when the sidecar was read in the last second (its descriptor
+is still open: :mod:`efsray.store.results.open_files`). Every range read is checked
+against its digest before it is decompressed; the chain of digests starts at the manifest.
+Segments written before the index (no ``index`` in their manifest entry) are read through
+their Parquet row groups.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ import pyarrow as pa
 
 from efsray.errors import CorruptionError
 from efsray.store.hashing import check, split_digest
-from efsray.store.nfs import PositionalReader, reading
+from efsray.store.nfs import PositionalReader
 from efsray.store.results.cache import PartCache
+from efsray.store.results.open_files import OPEN_FILES
 from efsray.store.results.records import TABLES, digest
 
 __all__ = ["BLOCK_RUNS", "FENCES", "Fence", "IndexRef", "encode_index", "read_index_rows"]
@@ -179,43 +182,43 @@ def read_index_rows(
     """The index rows of those of ``run_ids`` that the sidecar at ``path`` (``size`` bytes,
     committed as ``name`` with ``file_digest``) holds, by run id; with ``tables``, also the
     bytes of every table those rows name, by ``run_id/table`` (read in the same open,
-    unverified: the caller checks each against its row's digest). One open; one read for
-    the fence unless cached; one read per run of adjacent blocks; one per run's tables."""
+    unverified: the caller checks each against its row's digest). One open (none if kept
+    open); one read for the fence unless cached; one read per run of adjacent blocks; one
+    per run's tables."""
     what = f"run index of sidecar {path}"
     key = (name, file_digest)
     wanted = set(run_ids)
 
-    def once() -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-        with PositionalReader(path) as file:
-            if file.size != size:
-                raise CorruptionError(
-                    f"sidecar {path} has {file.size} bytes, its manifest says {size}; it was "
-                    "damaged after commit: restore it from a backup"
-                )
-            fence = FENCES.get(key)
-            if fence is None:
-                packed = file.pread(ref.offset, ref.bytes)
-                _verified(packed, ref.bytes, ref.digest, f"{what} (fence)", path)
-                fence = _parse_fence(_decompress(packed, ref.raw_bytes, what), what)
-                FENCES.put(key, fence)
-            found: dict[str, dict[str, Any]] = {}
-            for run in _adjacent(fence.holding(wanted)):  # one read per run of blocks
-                start = run[0].offset
-                chunk = file.pread(start, run[-1].offset + run[-1].bytes - start)
-                for block in run:
-                    packed = chunk[block.offset - start : block.offset - start + block.bytes]
-                    _verified(packed, block.bytes, block.digest,
-                              f"{what} (block {block.first})", path)  # fmt: skip
-                    for row in _parse_block(_decompress(packed, block.raw_bytes, what), what):
-                        if row.get("run_id") in wanted:
-                            found[str(row["run_id"])] = row
-            data: dict[str, bytes] = {}
-            if tables:
-                for run_id, row in found.items():
-                    data.update(_table_bytes(file, run_id, row))
-            return found, data
+    def once(file: PositionalReader) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
+        if file.size != size:
+            raise CorruptionError(
+                f"sidecar {path} has {file.size} bytes, its manifest says {size}; it was "
+                "damaged after commit: restore it from a backup"
+            )
+        fence = FENCES.get(key)
+        if fence is None:
+            packed = file.pread(ref.offset, ref.bytes)
+            _verified(packed, ref.bytes, ref.digest, f"{what} (fence)", path)
+            fence = _parse_fence(_decompress(packed, ref.raw_bytes, what), what)
+            FENCES.put(key, fence)
+        found: dict[str, dict[str, Any]] = {}
+        for run in _adjacent(fence.holding(wanted)):  # one read per run of blocks
+            start = run[0].offset
+            chunk = file.pread(start, run[-1].offset + run[-1].bytes - start)
+            for block in run:
+                packed = chunk[block.offset - start : block.offset - start + block.bytes]
+                _verified(packed, block.bytes, block.digest,
+                          f"{what} (block {block.first})", path)  # fmt: skip
+                for row in _parse_block(_decompress(packed, block.raw_bytes, what), what):
+                    if row.get("run_id") in wanted:
+                        found[str(row["run_id"])] = row
+        data: dict[str, bytes] = {}
+        if tables:
+            for run_id, row in found.items():
+                data.update(_table_bytes(file, run_id, row))
+        return found, data
 
-    return reading(path, once)
+    return OPEN_FILES.read(path, once)
 
 
 def _adjacent(blocks: list[Block]) -> list[list[Block]]:

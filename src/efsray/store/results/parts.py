@@ -11,7 +11,7 @@ and every Parquet page carries a CRC-32 (``write_page_checksum``). A part is rea
    name and digest (segments never change), so later reads of that segment skip it;
 2. the byte ranges of the wanted column chunks of the wanted row groups (from the footer),
    neighbours closer than ``COALESCE_GAP`` merged, each one read (``pread``) through one
-   open file;
+   open file (kept open for a second after: :mod:`efsray.store.results.open_files`);
 3. those bytes placed at their offsets in a buffer the file's size, handed to pyarrow with
    page checksum verification on: every page decoded is checked, and no byte outside the
    ranges read is ever looked at.
@@ -31,10 +31,11 @@ import pyarrow.parquet as pq
 
 from efsray.errors import CorruptionError
 from efsray.store.hashing import check, split_digest
-from efsray.store.nfs import PositionalReader, reading
+from efsray.store.nfs import PositionalReader
 from efsray.store.results.cache import PartCache
 from efsray.store.results.format import DICTIONARY_COLUMNS, groups_holding
 from efsray.store.results.manifest import SegmentEntry
+from efsray.store.results.open_files import OPEN_FILES
 from efsray.store.results.records import digest
 
 __all__ = ["COALESCE_GAP", "FOOTERS", "Footer", "FooterCache", "footer_of", "read_part"]
@@ -129,42 +130,42 @@ def read_part(
     """The segment at ``path`` (committed as ``entry``, which has a footer) as a ParquetFile
     that holds the bytes of ``columns`` (None: all; names it lacks are left out) in the row
     groups that may hold ``run_ids`` (None: all); with those row groups and columns. One
-    open, one read for the footer unless cached, one read per coalesced range, one close."""
+    open (none if kept open), one read for the footer unless cached, one read per
+    coalesced range."""
     assert entry.footer is not None
     size, expected = entry.footer
     what = f"segment {path}"
     key = (entry.name, entry.digest)
 
-    def once() -> tuple[Footer, bytearray]:
-        with PositionalReader(path) as file:
-            if file.size != entry.bytes:
+    def once(file: PositionalReader) -> tuple[Footer, bytearray]:
+        if file.size != entry.bytes:
+            raise CorruptionError(
+                f"{what} has {file.size} bytes, its manifest says {entry.bytes}; it was "
+                "damaged after commit: restore it from a backup"
+            )
+        footer = FOOTERS.get(key)
+        raw = b""
+        if footer is None:
+            raw = file.pread(entry.bytes - size, size)
+            algorithm, _ = split_digest(expected)
+            check("footer of a results segment", path, size, expected, len(raw),
+                  digest(raw, algorithm))  # fmt: skip
+            footer = _parse_footer(raw, what)
+        buffer = bytearray(entry.bytes)
+        for offset, length in footer.ranges(*_plan(footer, columns, run_ids)):
+            data = file.pread(offset, length)
+            if len(data) != length:
                 raise CorruptionError(
-                    f"{what} has {file.size} bytes, its manifest says {entry.bytes}; it was "
-                    "damaged after commit: restore it from a backup"
+                    f"{what} ended early (a read at {offset} got {len(data)} of {length} "
+                    "bytes); restore it from a backup"
                 )
-            footer = FOOTERS.get(key)
-            raw = b""
-            if footer is None:
-                raw = file.pread(entry.bytes - size, size)
-                algorithm, _ = split_digest(expected)
-                check("footer of a results segment", path, size, expected, len(raw),
-                      digest(raw, algorithm))  # fmt: skip
-                footer = _parse_footer(raw, what)
-            buffer = bytearray(entry.bytes)
-            for offset, length in footer.ranges(*_plan(footer, columns, run_ids)):
-                data = file.pread(offset, length)
-                if len(data) != length:
-                    raise CorruptionError(
-                        f"{what} ended early (a read at {offset} got {len(data)} of {length} "
-                        "bytes); restore it from a backup"
-                    )
-                buffer[offset : offset + length] = data
-            if raw:
-                buffer[entry.bytes - size :] = raw
-                FOOTERS.put(key, footer)
-            return footer, buffer
+            buffer[offset : offset + length] = data
+        if raw:
+            buffer[entry.bytes - size :] = raw
+            FOOTERS.put(key, footer)
+        return footer, buffer
 
-    footer, buffer = reading(path, once)
+    footer, buffer = OPEN_FILES.read(path, once)
     groups, wanted = _plan(footer, columns, run_ids)
     source = pq.ParquetFile(
         pa.BufferReader(pa.py_buffer(buffer)), metadata=footer.metadata,

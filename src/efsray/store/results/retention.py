@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from efsray.errors import StorageError
 from efsray.store.nfs import committed_time, is_temp_name, list_dir, remove_file, stat_or_none
 from efsray.store.results.manifest import TableManifest
+from efsray.store.results.open_files import OPEN_FILES
 
 if TYPE_CHECKING:
     from efsray.store.results.table import ResultTable
@@ -68,6 +69,7 @@ def _remove(paths: Iterable[Path], dry_run: bool) -> tuple[int, int]:
         files += 1
         nbytes += st.st_size
         if not dry_run:
+            OPEN_FILES.forget(path)  # no descriptor of this process holds it (NFS: .nfsXXXX)
             remove_file(path)
     return files, nbytes
 
