@@ -124,6 +124,10 @@ class TaskOutcome:
     save_s: float = 0.0  # summed time of the saves on the writer threads (overlapped)
     # the part of write_s during which the worker computed nothing (no other task overlapped)
     exposed_write_s: float = 0.0
+    # wall-clock time (time.time()) of the task's start and end on its worker: the report's
+    # reader sees when each worker went idle (the sweep's tail)
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def _load_hook(name: str | None) -> Hook | None:
@@ -246,6 +250,7 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
     With a ``pipeline`` (a :class:`efsray.cluster.worker.SweepWorker`'s), the backtests run
     in its compute slot and the batches are committed on its committer thread."""
     started = time.perf_counter()
+    started_at = time.time()
     cpu_started = time.process_time()
     hook = _load_hook(spec.hook)
     node_id = _node_id()
@@ -385,4 +390,6 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
         cpu_clock=(cpu_started, time.process_time()),
         save_s=save_s,
         exposed_write_s=exposed_s,
+        started_at=started_at,
+        ended_at=time.time(),
     )
