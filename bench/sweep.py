@@ -89,7 +89,10 @@ def summary(report: SweepReport) -> dict[str, Any]:
         "tasks": report.tasks,
         "computed": report.computed,
         "save_s": sum(o.save_s for o in report.outcomes),
-        "exposed_write_s": report.exposed_write_s,
+        # waits for commits that no work overlapped, and the wait for the workers' last
+        # merges after the last task (every worker idle meanwhile)
+        "exposed_write_s": report.exposed_write_s + report.drain_s * report.workers,
+        "drain_s": report.drain_s,
         "tail_idle_s": tail_idle_s(report),
         "workers": report.workers,
         "metrics": sorted([p.symbol, p.key, dict(p.metrics)] for p in report.points),
@@ -139,6 +142,14 @@ def ray_child(arg: dict[str, Any]) -> None:
         timed = one_run(root, symbols, arg["timeframe"], **kwargs)
         # the simulator's CPU during the timed run only (not Ray's start or the warm-up)
         server_cpu = (process_cpu_s(server) - server_cpu) if server else 0.0
+    if arg.get("timeline"):  # every task's span on its worker, for a closer look
+        spans = [
+            {"task": o.task_key, "pid": o.pid, "start": o.started_at, "end": o.ended_at,
+             "read_s": o.read_s, "compute_s": o.compute_s, "write_s": o.write_s,
+             "save_s": o.save_s, "exposed_s": o.exposed_write_s, "cpu_s": o.cpu_s}
+            for o in timed.outcomes
+        ]  # fmt: skip
+        Path(arg["timeline"]).write_text(json.dumps(spans))
     print(json.dumps({**summary(timed), "server_cpu_s": server_cpu}), flush=True)
 
 

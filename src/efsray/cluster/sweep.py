@@ -127,9 +127,10 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        outcomes, failures = run_on_ray(plan, max_retries, parallelism, progress, workers)
+        outcomes, failures, drain_s = run_on_ray(plan, max_retries, parallelism, progress, workers)
     else:
         outcomes, failures = run_here(plan, max_retries, progress)
+        drain_s = 0.0
     attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
     points = tuple(p for o in outcomes for p in o.points)
     nodes: dict[str, int] = {}
@@ -162,6 +163,7 @@ def run_sweep(
         outcomes=tuple(outcomes),
         exposed_write_s=sum(o.exposed_write_s for o in outcomes),
         workers=parallelism,
+        drain_s=drain_s,
     )
 
 

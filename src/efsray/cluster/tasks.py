@@ -171,8 +171,10 @@ class _Writers:
         attempt: int,
         hook: Hook | None,
         committer: ThreadPoolExecutor | None = None,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._results = results
+        self._after_commit = after_commit
         self._spec = spec
         self._attempt = attempt
         self._hook = hook
@@ -229,6 +231,8 @@ class _Writers:
         infos = self._results.save_batch(spec.strategy, batch)
         self.saved += len(infos)
         self.save_s += time.perf_counter() - started
+        if self._after_commit is not None:
+            self._after_commit()
         return infos
 
     def results(self) -> list[RunInfo]:
@@ -321,9 +325,15 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
         t = time.perf_counter()
         backtester = Backtester(close, timeframe=spec.timeframe, config=config)
         compute_s += time.perf_counter() - t
+        after_commit = None
+        if pipeline is not None:  # the worker's merger merges; the task waits for commits only
+            store.results.merge_after_commit = False
+            results = store.results
+            after_commit = lambda: pipeline.merge_later(results, spec.strategy)  # noqa: E731
         writers = _Writers(
-            store.results, spec, attempt, hook, pipeline.committer if pipeline else None
-        )
+            store.results, spec, attempt, hook,
+            pipeline.committer if pipeline else None, after_commit,
+        )  # fmt: skip
         slot = pipeline.computing() if pipeline is not None else contextlib.nullcontext()
         try:
             with slot:
