@@ -1,6 +1,6 @@
 """Running a planned sweep's tasks: one by one in this process (``executor="local"``, the
 reference, retried through tenacity), or on Ray's sweep workers (two tasks in flight each,
-retried by Ray)."""
+retried by this executor on another worker)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def run_on_ray(
     workers = pool.handles[:parallelism]
     load = [0] * len(workers)
     alive = set(range(len(workers)))
-    down: set[int] = set()  # died during this sweep; Ray restarts them when it can
+    down: set[int] = set()  # died during this sweep; replaced when none is left
     queue = list(plan.tasks)
     tries: dict[str, int] = {}  # task key -> failed attempts (a worker lost, a retryable error)
     pending: dict[Any, tuple[TaskSpec, int, Any]] = {}  # call -> task, worker, its handle

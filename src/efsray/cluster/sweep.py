@@ -9,8 +9,8 @@ per grid point with ``store.results`` under an id derived from the sweep and the
 
 Tasks run on sweep workers (:class:`efsray.cluster.worker.SweepWorker`, one Ray actor per
 CPU, spread over the nodes), two in flight each: one computes while the other's last batches
-commit, and a slow node does not hoard work. A task whose worker dies is retried by Ray
-on the restarted worker (``max_retries``), and so is one that fails with a storage error;
+commit, and a slow node does not hoard work. A task whose worker dies is retried on another
+worker (``max_retries``), and so is one that fails with a storage error;
 the retry resumes: it saves only the points that have no result yet. A task that still
 fails is reported with its error; its points are missing from the report, never silently.
 ``executor="local"`` runs the same tasks one by one in this process, without Ray: the

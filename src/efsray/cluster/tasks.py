@@ -9,7 +9,7 @@ paths, names, versions and parameters travel through Ray; market data never does
 
 A task is idempotent: it first reads the results its points already have (saved by an
 earlier attempt that was killed, or an earlier run of the same sweep; read by id, not from
-a listing) and computes only the missing points. Ray retries a task whose worker died; the
+a listing) and computes only the missing points. The sweep retries a task whose worker died; the
 retry resumes after the last batch the dead attempt committed (a killed batch left nothing
 visible), and a batch that races a not-quite-dead attempt gets the stored runs (batches with
 chosen ids are idempotent).

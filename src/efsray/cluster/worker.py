@@ -21,7 +21,7 @@ need.
 What does not change: a task returns its outcome only once every batch it computed is
 committed (it waits for its own futures after giving the slot up), so nothing is ever
 reported stored that is not. A worker killed at any instant loses only uncommitted batches
-of tasks that have not returned; Ray restarts the worker and retries those tasks, which
+of tasks that have not returned; the sweep retries those tasks on another worker, which
 skip the points whose results are stored (``tests/test_cluster_worker.py`` kills one with
 SIGKILL while a task computes and another's batches commit).
 
