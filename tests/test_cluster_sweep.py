@@ -74,6 +74,24 @@ def stored_results(store: Store, report: SweepReport) -> dict:
 # --- planning and the local executor (no Ray) ------------------------------------------
 
 
+def test_a_plan_for_several_workers_ends_with_small_tasks(tmp_path: Path, market: dict) -> None:
+    """Cut by itself for 2 workers, a sweep's last 4 tasks are halves (a worker that runs out
+    of work waits less for the others' last task); a chosen chunk size is kept as it is."""
+    store = make_store(tmp_path / "s", market)
+    kwargs = {"symbols": "A,B,C,D", "timeframe": "1h", "strategy": "ma_crossover",
+              "grid": "fast=2:12:2,slow=20:60:10"}  # fmt: skip
+    plan = plan_sweep(store, parallelism=2, **kwargs)
+    # 30 points x 4 symbols, 6 tasks wanted: 2 per symbol; the last 4 (C's and D's) halved
+    assert [len(t.points) for t in plan.tasks] == [15] * 4 + [8, 7] * 4
+    assert [t.task_key for t in plan.tasks][-4:] == ["D.0", "D.1", "D.2", "D.3"]
+    indices = [t.first_index + i for t in plan.tasks for i in range(len(t.points))]
+    assert sorted(indices) == list(range(plan.size))
+    one = plan_sweep(store, parallelism=1, **kwargs)
+    assert [len(t.points) for t in one.tasks] == [30] * 4  # one worker: no tail to even out
+    chosen = plan_sweep(store, parallelism=2, chunk_size=30, **kwargs)
+    assert [len(t.points) for t in chosen.tasks] == [30] * 4
+
+
 def test_plan_pins_versions_and_covers_every_point_once(tmp_path: Path, market: dict) -> None:
     store = make_store(tmp_path / "s", market)
     store.market.append("A", "1h", market["A"].slice(2990))  # A is now at version 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -70,6 +71,27 @@ def test_a_worker_commits_on_its_committer_thread_or_in_the_caller(
     threads = (tmp_path / "threads").read_text().split()
     assert len(threads) == 6 and len(set(threads[:3])) == 1
     assert threads[0].startswith("efsray-commit") and threads[3:] == ["MainThread"] * 3
+
+
+def test_a_worker_merges_on_its_merger_thread_and_drain_waits_for_it(
+    tmp_path: Path, market: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The tasks' commits do not merge: the worker's merger thread does, and ``drain``
+    returns once it has merged everything the commits asked for."""
+    store = make_store(tmp_path / "s", market)
+    kwargs = {**SWEEP, "symbols": "A,B,C,D", "chunk_size": 9, "batch_size": 3}
+    plan = prepare_sweep(str(store.root), kwargs)
+    worker = SweepWorker()
+    with caplog.at_level(logging.DEBUG, logger="efsray.store"):
+        outcomes = [worker.run(spec) for spec in plan.tasks]
+        worker.drain()
+    assert sum(o.computed for o in outcomes) == 36  # 12 batches of 3
+    merges = [r for r in caplog.records if r.getMessage().startswith("merged ")]
+    assert merges and {r.threadName.split("_")[0] for r in merges} == {"efsray-merge"}
+    assert store.results.merge("ma_crossover") == 0  # nothing was left to merge
+    segments = store.results.table("ma_crossover").manifest().segments  # type: ignore[union-attr]
+    assert len(segments) < 12 and sum(s.rows for s in segments) == 36
+    worker.close()
 
 
 CHILD = """

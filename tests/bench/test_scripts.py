@@ -89,3 +89,19 @@ def test_readers_compares_a_crowd_with_a_lone_reader(tmp_path: Path) -> None:
     # the crowd of S00 is compared with the lone reader of S00 beside it
     same, lone = phases["same"], phases["same: lone S00"]
     assert same["lone_round_trips_per_read"] == lone["round_trips_per_read"]
+
+
+@pytest.mark.slow  # a local Ray and the plain processes: about half a minute
+def test_sweep_reports_the_machine_ceiling_beside_ray(tmp_path: Path) -> None:
+    result = bench(
+        "sweep.py", tmp_path, "--simfs", "efs-gp", "--workers", "1", "--repeats", "1",
+        "--symbols", "2", "--bars", "3000",
+    )  # fmt: skip
+    assert result["results_identical_to_single_process"] is True
+    (row,) = result["ray"]
+    assert row["workers"] == 1 and row["backtests_per_s"] > 0
+    assert row["ceiling_wall_s"] > 0 and row["ceiling_speedup_vs_1"] == 1.0
+    assert row["backtests_per_s_of_ceiling"] > 0 and row["plain_processes_wall_s"] > 0
+    assert 0 <= row["exposed_write_share_of_wall"] < 1 and row["tail_idle_share_of_wall"] >= 0
+    assert row["server_cpu_share"] > 0 and row["local_disk_wall_s"] is None
+    assert result["goals"]["ceiling_speedup_2"] == 1.0

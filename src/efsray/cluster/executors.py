@@ -1,10 +1,11 @@
 """Running a planned sweep's tasks: one by one in this process (``executor="local"``, the
 reference, retried through tenacity), or on Ray's sweep workers (two tasks in flight each,
-retried by Ray)."""
+retried by this executor on another worker)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -68,9 +69,10 @@ def run_on_ray(
     parallelism: int,
     progress: Progress | None,
     pool: SweepWorkers | None,
-) -> tuple[list[TaskOutcome], list[TaskFailure]]:
+) -> tuple[list[TaskOutcome], list[TaskFailure], float]:
     """Feed the sweep workers (``pool``'s, else ``parallelism`` new ones stopped at the end)
-    two tasks at a time each."""
+    two tasks at a time each; then wait for their merges. Returns the outcomes, the
+    failures and the seconds that last wait took."""
     import ray
     from ray.exceptions import RayActorError, RayError
 
@@ -80,7 +82,7 @@ def run_on_ray(
     workers = pool.handles[:parallelism]
     load = [0] * len(workers)
     alive = set(range(len(workers)))
-    down: set[int] = set()  # died during this sweep; Ray restarts them when it can
+    down: set[int] = set()  # died during this sweep; replaced when none is left
     queue = list(plan.tasks)
     tries: dict[str, int] = {}  # task key -> failed attempts (a worker lost, a retryable error)
     pending: dict[Any, tuple[TaskSpec, int, Any]] = {}  # call -> task, worker, its handle
@@ -145,10 +147,28 @@ def run_on_ray(
                     failed += len(spec.points)
                 if progress:
                     progress(done, plan.size, failed)
+        drained = time.perf_counter()
+        _drain(workers, alive)
+        drain_s = time.perf_counter() - drained
     finally:
         if own:  # every task has returned: nothing is left to commit
             pool.close()
-    return outcomes, failures
+    return outcomes, failures, drain_s
+
+
+def _drain(workers: list[Any], alive: set[int]) -> None:
+    """Wait for the merges the workers' commits asked for, so that the sweep ends with its
+    table merged as a plain ``save_batch`` leaves it (a dead worker's are lost: its
+    segments stay as they are until the next merge)."""
+    import ray
+    from ray.exceptions import RayError
+
+    calls = [workers[w].drain.remote() for w in sorted(alive)]
+    for call in calls:
+        try:
+            ray.get(call)
+        except RayError as exc:
+            log.warning("a sweep worker's merges did not finish: %s", first_line(exc))
 
 
 def _failure(spec: TaskSpec, exc: BaseException) -> TaskFailure:

@@ -78,6 +78,7 @@ class SweepReport:
     outcomes: tuple[TaskOutcome, ...] = field(repr=False, default=())
     exposed_write_s: float = 0.0  # of write_s, the waits no other task's work overlapped
     workers: int = 1  # worker processes (CPUs) the sweep ran on
+    drain_s: float = 0.0  # after the last task: waiting for the workers' merges
 
     @property
     def ok(self) -> bool:

@@ -9,8 +9,8 @@ per grid point with ``store.results`` under an id derived from the sweep and the
 
 Tasks run on sweep workers (:class:`efsray.cluster.worker.SweepWorker`, one Ray actor per
 CPU, spread over the nodes), two in flight each: one computes while the other's last batches
-commit, and a slow node does not hoard work. A task whose worker dies is retried by Ray
-on the restarted worker (``max_retries``), and so is one that fails with a storage error;
+commit, and a slow node does not hoard work. A task whose worker dies is retried on another
+worker (``max_retries``), and so is one that fails with a storage error;
 the retry resumes: it saves only the points that have no result yet. A task that still
 fails is reported with its error; its points are missing from the report, never silently.
 ``executor="local"`` runs the same tasks one by one in this process, without Ray: the
@@ -127,9 +127,10 @@ def run_sweep(
         len(plan.tasks),
     )
     if executor == "ray":
-        outcomes, failures = run_on_ray(plan, max_retries, parallelism, progress, workers)
+        outcomes, failures, drain_s = run_on_ray(plan, max_retries, parallelism, progress, workers)
     else:
         outcomes, failures = run_here(plan, max_retries, progress)
+        drain_s = 0.0
     attempts = near_the_store(count_attempts, plan.root, plan.sweep_id, plan.run_id)
     points = tuple(p for o in outcomes for p in o.points)
     nodes: dict[str, int] = {}
@@ -162,6 +163,7 @@ def run_sweep(
         outcomes=tuple(outcomes),
         exposed_write_s=sum(o.exposed_write_s for o in outcomes),
         workers=parallelism,
+        drain_s=drain_s,
     )
 
 

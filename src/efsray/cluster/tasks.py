@@ -9,7 +9,7 @@ paths, names, versions and parameters travel through Ray; market data never does
 
 A task is idempotent: it first reads the results its points already have (saved by an
 earlier attempt that was killed, or an earlier run of the same sweep; read by id, not from
-a listing) and computes only the missing points. Ray retries a task whose worker died; the
+a listing) and computes only the missing points. The sweep retries a task whose worker died; the
 retry resumes after the last batch the dead attempt committed (a killed batch left nothing
 visible), and a batch that races a not-quite-dead attempt gets the stored runs (batches with
 chosen ids are idempotent).
@@ -124,6 +124,10 @@ class TaskOutcome:
     save_s: float = 0.0  # summed time of the saves on the writer threads (overlapped)
     # the part of write_s during which the worker computed nothing (no other task overlapped)
     exposed_write_s: float = 0.0
+    # wall-clock time (time.time()) of the task's start and end on its worker: the report's
+    # reader sees when each worker went idle (the sweep's tail)
+    started_at: float = 0.0
+    ended_at: float = 0.0
 
 
 def _load_hook(name: str | None) -> Hook | None:
@@ -167,8 +171,10 @@ class _Writers:
         attempt: int,
         hook: Hook | None,
         committer: ThreadPoolExecutor | None = None,
+        after_commit: Callable[[], None] | None = None,
     ) -> None:
         self._results = results
+        self._after_commit = after_commit
         self._spec = spec
         self._attempt = attempt
         self._hook = hook
@@ -225,6 +231,8 @@ class _Writers:
         infos = self._results.save_batch(spec.strategy, batch)
         self.saved += len(infos)
         self.save_s += time.perf_counter() - started
+        if self._after_commit is not None:
+            self._after_commit()
         return infos
 
     def results(self) -> list[RunInfo]:
@@ -246,6 +254,7 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
     With a ``pipeline`` (a :class:`efsray.cluster.worker.SweepWorker`'s), the backtests run
     in its compute slot and the batches are committed on its committer thread."""
     started = time.perf_counter()
+    started_at = time.time()
     cpu_started = time.process_time()
     hook = _load_hook(spec.hook)
     node_id = _node_id()
@@ -316,9 +325,15 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
         t = time.perf_counter()
         backtester = Backtester(close, timeframe=spec.timeframe, config=config)
         compute_s += time.perf_counter() - t
+        after_commit = None
+        if pipeline is not None:  # the worker's merger merges; the task waits for commits only
+            store.results.merge_after_commit = False
+            results = store.results
+            after_commit = lambda: pipeline.merge_later(results, spec.strategy)  # noqa: E731
         writers = _Writers(
-            store.results, spec, attempt, hook, pipeline.committer if pipeline else None
-        )
+            store.results, spec, attempt, hook,
+            pipeline.committer if pipeline else None, after_commit,
+        )  # fmt: skip
         slot = pipeline.computing() if pipeline is not None else contextlib.nullcontext()
         try:
             with slot:
@@ -385,4 +400,6 @@ def run_task(spec: TaskSpec, pipeline: WorkerPipeline | None = None) -> TaskOutc
         cpu_clock=(cpu_started, time.process_time()),
         save_s=save_s,
         exposed_write_s=exposed_s,
+        started_at=started_at,
+        ended_at=time.time(),
     )
