@@ -43,6 +43,16 @@ store = Store(ROOT)
 """
 
 
+#: the guests' attribute cache for directories (EFS's mount options set none: Linux's default)
+ACDIRMIN_S = 30
+
+
+def _clock(guest: Guest, code: str) -> float:
+    """Run ``code`` (after ``import os``) in ``guest``; the guest's monotonic clock after it."""
+    out = guest.run(f"import os, time\n{code}\nprint(time.monotonic())").check().stdout
+    return float(out.split()[-1])
+
+
 def _probe(guest: Guest, directory: str, name: str) -> str:
     return str(guest.run(PROBE, directory, name).check().stdout.split()[-1])
 
@@ -57,13 +67,21 @@ def test_opening_a_directory_revalidates_its_negative_dentries(
     d = guest_dir.path
     seen = {}
     for how, code in (("stat", "os.stat(D)"), ("open", "os.close(os.open(D, os.O_DIRECTORY))")):
-        name = f"x-{how}"
-        b.run(f"import os; os.stat({d!r})").check()  # B's directory attributes: fresh
-        assert _probe(b, d, name) == "missing"
-        a.run(f"open('{d}/{name}', 'w').write('x')").check()
-        stale = _probe(b, d, name)
-        ops = b.measure(f"import os\nD = {d!r}", code).nfs_ops
-        seen[how] = (stale, _probe(b, d, name), ops)
+        # A trial counts only if it ends within acdirmin of B's fresh look at the directory:
+        # each step is a new Python process in a TCG guest (seconds each under load), and past
+        # acdirmin B revalidates the directory by itself (a CI run once took that long).
+        for attempt in range(3):
+            name = f"x-{how}-{attempt}"
+            fresh = _clock(b, f"os.stat({d!r})")  # B's directory attributes: fresh
+            assert _probe(b, d, name) == "missing"
+            a.run(f"open('{d}/{name}', 'w').write('x')").check()
+            stale = _probe(b, d, name)
+            ops = b.measure(f"import os\nD = {d!r}", code).nfs_ops
+            seen[how] = (stale, _probe(b, d, name), ops)
+            if _clock(b, "") - fresh < ACDIRMIN_S - 5:
+                break
+        else:
+            pytest.fail(f"every trial of {how!r} outlasted acdirmin ({ACDIRMIN_S} s) here")
     print(f"negative dentries on B: {seen}")
     assert seen["stat"][:2] == ("missing", "missing"), seen  # within acdirmin: stale
     assert seen["open"][:2] == ("missing", "found"), seen
