@@ -137,7 +137,7 @@ def read_part(
     what = f"segment {path}"
     key = (entry.name, entry.digest)
 
-    def once(file: PositionalReader) -> tuple[Footer, bytearray]:
+    def once(file: PositionalReader) -> tuple[Footer, bytearray, tuple[list[int], list[str]]]:
         if file.size != entry.bytes:
             raise CorruptionError(
                 f"{what} has {file.size} bytes, its manifest says {entry.bytes}; it was "
@@ -152,7 +152,8 @@ def read_part(
                   digest(raw, algorithm))  # fmt: skip
             footer = _parse_footer(raw, what)
         buffer = bytearray(entry.bytes)
-        for offset, length in footer.ranges(*_plan(footer, columns, run_ids)):
+        plan = _plan(footer, columns, run_ids)
+        for offset, length in footer.ranges(*plan):
             data = file.pread(offset, length)
             if len(data) != length:
                 raise CorruptionError(
@@ -163,10 +164,9 @@ def read_part(
         if raw:
             buffer[entry.bytes - size :] = raw
             FOOTERS.put(key, footer)
-        return footer, buffer
+        return footer, buffer, plan
 
-    footer, buffer = OPEN_FILES.read(path, once)
-    groups, wanted = _plan(footer, columns, run_ids)
+    footer, buffer, (groups, wanted) = OPEN_FILES.read(path, once)
     source = pq.ParquetFile(
         pa.BufferReader(pa.py_buffer(buffer)), metadata=footer.metadata,
         page_checksum_verification=True, pre_buffer=False,  # in memory already
